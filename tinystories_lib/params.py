@@ -1,0 +1,326 @@
+"""One schema for every profile in `params/`: validated before any work starts.
+
+A profile is a YAML file whose keys mirror the dataclasses below. Loading it checks every key, type and
+value and stops with a message that names the key, what was given and what is allowed, so a typo in a
+profile never runs for ten minutes before failing. Notebooks get their parameters from here, never from
+scattered constants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PARAMS_DIR = REPO_ROOT / "params"
+
+
+class ParamsError(ValueError):
+    """A profile that cannot run: the message names the key and what is allowed."""
+
+
+@dataclass
+class DataParams:
+    source: Literal["storyteller", "files", "hub"] = "storyteller"
+    n_stories: int = 20000  # storyteller: how many to write; files/hub: the first N (0 = all)
+    paths: list[str] = field(default_factory=list)  # source=files: .txt/.json/.jsonl/.parquet files or dirs
+    hub_name: str = "roneneldan/TinyStories"
+    hub_split: str = "train"
+    hub_data_files: str | None = None  # e.g. "TinyStoriesV2-GPT4-train.txt" for the GPT-4-only V2 corpus
+    val_fraction: float = 0.05
+    min_chars: int = 50
+    max_chars: int = 4000
+
+
+@dataclass
+class TokenizerParams:
+    kind: Literal["bpe", "gpt-neo-top-k"] = "bpe"
+    vocab_size: int = 2048  # bpe: trained size; gpt-neo-top-k: how many of GPT-Neo's tokens to keep
+    gpt2_files: str | None = None  # dir with vocab.json + merges.txt (gpt-neo-top-k offline)
+
+
+@dataclass
+class ModelParams:
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    context: int = 256
+    window: int = 256  # local-attention window (the paper: 256)
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainParams:
+    batch_size: int = 16
+    grad_accum: int = 1
+    max_steps: int = 600
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_interval: int = 100
+    eval_batches: int = 10
+    checkpoint_steps: list[int] = field(default_factory=list)  # extra checkpoints kept for emergence
+    threads: int = 0  # torch threads on CPU; 0 = all cores
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+
+@dataclass
+class SweepParams:
+    hidden: list[int] = field(default_factory=lambda: [32, 64])
+    layers: list[int] = field(default_factory=lambda: [1, 2])
+    heads: int = 4
+    max_steps: int = 300
+    lr: float = 3e-3
+
+
+@dataclass
+class SampleParams:
+    n_samples: int = 6
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int = 0  # 0 = off
+    top_p: float = 0.9  # 1.0 = off
+
+
+@dataclass
+class JudgeParams:
+    base_url: str | None = None  # None = OpenAI; any OpenAI-compatible endpoint otherwise
+    model: str = "gpt-4o"
+    api_key_env: str = "OPENAI_API_KEY"  # the key itself only ever comes from the environment
+    max_concurrency: int = 16
+    price_per_1m_input: float = 2.5
+    price_per_1m_output: float = 10.0
+    budget_usd: float | None = None
+
+
+@dataclass
+class GradeParams:
+    judge: Literal["offline", "llm"] = "offline"
+    n_prompts: int = 30  # from the shipped evaluation set (0 = all)
+    completions_per_prompt: int = 1
+    temperature: float = 0.0  # 0 = greedy
+    max_new_tokens: int = 120
+    llm: JudgeParams = field(default_factory=JudgeParams)
+
+
+@dataclass
+class Params:
+    profile: str = "smoke"
+    description: str = ""
+    seed: int = 1337
+    data: DataParams = field(default_factory=DataParams)
+    tokenizer: TokenizerParams = field(default_factory=TokenizerParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    sweep: SweepParams = field(default_factory=SweepParams)
+    sample: SampleParams = field(default_factory=SampleParams)
+    grade: GradeParams = field(default_factory=GradeParams)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str, extra: Any = None) -> str:
+        """Short hash of some sections: the key under which a stage's artifacts are stored, so a
+        stage is recomputed exactly when a parameter it depends on changes."""
+        d = self.to_dict()
+        payload = {s: d[s] for s in sections} | {"seed": self.seed, "extra": extra}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+    def hash(self) -> str:
+        d = self.to_dict()
+        d.pop("description")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value, tp, key: str):
+    """Check `value` against the annotation `tp`; return it (ints are accepted where floats are)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key}: expected a mapping of {tp.__name__} keys, got {value!r}")
+        return _build(tp, value, key)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ParamsError(f"{key}: {value!r} is not allowed; choose one of {_type_name(tp)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ParamsError as e:
+                errors.append(str(e))
+        raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp} for {key}")
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in allowed:
+            close = difflib.get_close_matches(str(k), allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            where = f"in '{prefix}'" if prefix else "at the top level"
+            raise ParamsError(f"unknown key '{key}'{hint}; allowed keys {where}: {', '.join(allowed)}")
+        kwargs[k] = _coerce(v, hints[k], key)
+    return cls(**kwargs)
+
+
+def _check_values(p: Params) -> None:
+    """Constraints between values that types alone cannot express."""
+
+    def need(ok: bool, key: str, msg: str):
+        if not ok:
+            raise ParamsError(f"{key}: {msg}")
+
+    positive = {
+        "data.n_stories": (p.data.n_stories, 0), "tokenizer.vocab_size": (p.tokenizer.vocab_size, 1),
+        "model.hidden": (p.model.hidden, 1), "model.layers": (p.model.layers, 1), "model.heads": (p.model.heads, 1),
+        "model.context": (p.model.context, 2), "model.window": (p.model.window, 1),
+        "train.batch_size": (p.train.batch_size, 1), "train.grad_accum": (p.train.grad_accum, 1),
+        "train.max_steps": (p.train.max_steps, 1), "train.eval_interval": (p.train.eval_interval, 1),
+        "train.eval_batches": (p.train.eval_batches, 1), "train.threads": (p.train.threads, 0),
+        "sweep.heads": (p.sweep.heads, 1), "sweep.max_steps": (p.sweep.max_steps, 1),
+        "sample.n_samples": (p.sample.n_samples, 0), "sample.max_new_tokens": (p.sample.max_new_tokens, 1),
+        "sample.top_k": (p.sample.top_k, 0), "grade.n_prompts": (p.grade.n_prompts, 0),
+        "grade.completions_per_prompt": (p.grade.completions_per_prompt, 1),
+        "grade.max_new_tokens": (p.grade.max_new_tokens, 1), "grade.llm.max_concurrency": (p.grade.llm.max_concurrency, 1),
+    }
+    for key, (v, lo) in positive.items():
+        need(v >= lo, key, f"must be at least {lo}, got {v}")
+    need(0 < p.data.val_fraction < 0.5, "data.val_fraction", f"must be in (0, 0.5), got {p.data.val_fraction}")
+    need(p.tokenizer.vocab_size <= 65535, "tokenizer.vocab_size",
+         f"must be at most 65535 (token shards are uint16), got {p.tokenizer.vocab_size}")
+    need(p.tokenizer.vocab_size >= 260 or p.tokenizer.kind != "bpe", "tokenizer.vocab_size",
+         f"a byte-level BPE needs at least 260 tokens (256 bytes + specials), got {p.tokenizer.vocab_size}")
+    need(p.model.hidden % p.model.heads == 0, "model.hidden",
+         f"hidden size {p.model.hidden} is not divisible by model.heads={p.model.heads}; "
+         f"allowed heads for this size: {[h for h in range(1, 33) if p.model.hidden % h == 0]}")
+    for h in p.sweep.hidden:
+        need(h % p.sweep.heads == 0, "sweep.hidden",
+             f"hidden size {h} is not divisible by sweep.heads={p.sweep.heads}")
+        need(h >= 1, "sweep.hidden", f"sizes must be positive, got {h}")
+    for n in p.sweep.layers:
+        need(n >= 1, "sweep.layers", f"layer counts must be positive, got {n}")
+    need(p.train.lr > 0 and 0 <= p.train.min_lr <= p.train.lr, "train.min_lr",
+         f"need 0 <= min_lr <= lr and lr > 0, got lr={p.train.lr}, min_lr={p.train.min_lr}")
+    need(p.train.warmup_steps < p.train.max_steps, "train.warmup_steps",
+         f"must be below train.max_steps={p.train.max_steps}, got {p.train.warmup_steps}")
+    need(0.0 <= p.model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {p.model.dropout}")
+    need(0.0 < p.sample.top_p <= 1.0, "sample.top_p", f"must be in (0, 1], got {p.sample.top_p}")
+    need(p.sample.temperature >= 0, "sample.temperature", f"must be >= 0 (0 = greedy), got {p.sample.temperature}")
+    need(p.grade.temperature >= 0, "grade.temperature", f"must be >= 0 (0 = greedy), got {p.grade.temperature}")
+    need(p.data.source != "files" or bool(p.data.paths), "data.paths",
+         "data.source is 'files' but no paths are given; list .txt/.json/.jsonl/.parquet files or directories")
+    need(p.data.min_chars < p.data.max_chars, "data.min_chars", "must be below data.max_chars")
+    need(all(s > 0 for s in p.train.checkpoint_steps), "train.checkpoint_steps", "steps must be positive")
+
+
+def from_dict(data: dict | None, source: str = "<dict>") -> Params:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{source}: a profile must be a YAML mapping of sections, got {type(data).__name__}")
+    try:
+        p = _build(Params, data)
+        _check_values(p)
+    except ParamsError as e:
+        raise ParamsError(f"{source}: {e}") from None
+    return p
+
+
+def apply_overrides(data: dict, overrides: dict | None) -> dict:
+    """Apply {"train.max_steps": 10, ...} (dotted keys) or nested dicts onto a profile mapping."""
+    out = json.loads(json.dumps(data))  # deep copy of plain YAML data
+    for key, value in (overrides or {}).items():
+        node, parts = out, str(key).split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParamsError(f"override '{key}': '{part}' is not a section")
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = apply_overrides(node[parts[-1]], value)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    return PARAMS_DIR / f"{name_or_path}.yaml"
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+
+
+def load(name_or_path: str | Path = "smoke", overrides: dict | None = None) -> Params:
+    """Load and validate a profile by name (`params/NAME.yaml`) or path, with optional overrides."""
+    path = profile_path(name_or_path)
+    if not path.exists():
+        raise ParamsError(f"no profile '{name_or_path}' (looked for {path}); available: {', '.join(available_profiles())}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if isinstance(data, dict):
+        data.setdefault("profile", path.stem)
+    return from_dict(apply_overrides(data, overrides) if isinstance(data, dict) else data, str(path))

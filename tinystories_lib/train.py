@@ -1,0 +1,418 @@
+"""Training: AdamW, warmup + cosine, clipping, accumulation, evaluation, atomic checkpoints, exact resume.
+
+A run lives in one directory:
+    config.json          model + training config (what `load_model` reads)
+    model.safetensors    the final weights (written when the run completes)
+    metrics.jsonl        one row per log/eval step: loss, val_loss, lr, tokens, tokens/s, wall time
+    checkpoints/step_NNNNNN/  model + optimizer (safetensors) + state.json, written to a temporary
+                         directory and renamed; `checkpoints/latest` names the newest.
+Resume is exact: batch k is drawn from an RNG seeded by (seed, k), so the data order needs no state
+beyond the step, and the optimizer and RNG states are in the checkpoint. Nothing is unpickled on load.
+Under `torchrun`, the same entry point trains with DistributedDataParallel: each rank takes its slice of
+the same global batch, so N processes see exactly what one process with N times the batch would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .model import GPTNeo, GPTNeoConfig
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16  # per process, per micro-step
+    grad_accum: int = 1
+    max_steps: int = 600
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_interval: int = 100
+    eval_batches: int = 10
+    checkpoint_steps: list[int] = field(default_factory=list)
+    threads: int = 0
+    compile: bool = False
+    device: str = "auto"
+    seed: int = 1337
+    log_interval: int = 10
+    keep_last: int = 1  # rolling checkpoints kept besides `checkpoint_steps`
+
+    @classmethod
+    def from_params(cls, p, seed: int, **overrides) -> TrainConfig:
+        d = {k: v for k, v in asdict(p).items() if k in cls.__dataclass_fields__}
+        d.update(seed=seed, **overrides)
+        return cls(**d)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to `lr`, then cosine decay to `min_lr` at `max_steps`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class Batches:
+    """Random windows of a token shard; batch (step, micro) is a pure function of the seed."""
+
+    def __init__(self, data: np.ndarray, context: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if len(data) <= context + 1:
+            raise ValueError(f"shard has {len(data)} tokens, fewer than one window of {context + 1}: add more data")
+        self.data, self.context, self.batch_size = data, context, batch_size
+        self.seed, self.rank, self.world = seed, rank, world
+
+    def get(self, step: int, micro: int = 0, stream: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, stream, step, micro])
+        starts = rng.integers(0, len(self.data) - self.context - 1, self.batch_size * self.world)
+        starts = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        win = np.stack([self.data[s : s + self.context + 1] for s in starts]).astype(np.int64)
+        t = torch.from_numpy(win)
+        return t[:, :-1], t[:, 1:]
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+def model_state(model: GPTNeo) -> dict[str, torch.Tensor]:
+    """Weights to save: the tied `lm_head.weight` is left out, as Hugging Face does."""
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+
+
+def save_model(model: GPTNeo, directory: str | Path, extra_config: dict | None = None) -> None:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / "model.safetensors.tmp"
+    save_file(model_state(model), str(tmp), metadata={"format": "pt"})
+    tmp.replace(d / "model.safetensors")
+    cfg = {"model": model.cfg.to_dict(), **(extra_config or {})}
+    if (d / "config.json").exists():
+        cfg = json.loads((d / "config.json").read_text()) | cfg
+    _atomic_json(d / "config.json", cfg)
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu", weights: str | Path | None = None) -> GPTNeo:
+    """A trained model from a run directory (config.json + model.safetensors); safetensors only."""
+    d = Path(directory)
+    if not (d / "config.json").exists():
+        raise FileNotFoundError(f"{d} is not a model directory: config.json is missing")
+    cfg = GPTNeoConfig.from_dict(json.loads((d / "config.json").read_text())["model"])
+    path = Path(weights) if weights else d / "model.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the run in {d} has not finished (resume it with the same command)")
+    model = GPTNeo(cfg)
+    _load_weights(model, load_file(str(path)))
+    return model.to(device).eval()
+
+
+def _load_weights(model: GPTNeo, state: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    sd = opt.state_dict()
+    tensors = {}
+    for pid, st in sd["state"].items():
+        for name, val in st.items():
+            tensors[f"{pid}.{name}"] = val.detach().cpu() if torch.is_tensor(val) else torch.tensor(val)
+    return tensors, sd["param_groups"]
+
+
+def save_checkpoint(out_dir: Path, step: int, model: GPTNeo, opt, keep: set[int], keep_last: int) -> Path:
+    ckdir = out_dir / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    final = ckdir / f"step_{step:06d}"
+    tmp = ckdir / f".tmp_step_{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(model_state(model), str(tmp / "model.safetensors"))
+    tensors, groups = _optimizer_tensors(opt)
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, str(tmp / "optim.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "param_groups": groups}))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    _atomic_json(ckdir / "latest.json", {"step": step, "dir": final.name})
+    # Drop older rolling checkpoints; keep the ones asked for (emergence over training).
+    rolling = sorted(p for p in ckdir.glob("step_*") if int(p.name[5:]) not in keep)
+    for old in rolling[:-keep_last] if keep_last else rolling:
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    ptr = out_dir / "checkpoints" / "latest.json"
+    if not ptr.exists():
+        return None
+    d = out_dir / "checkpoints" / json.loads(ptr.read_text())["dir"]
+    return d if (d / "state.json").exists() else None
+
+
+def load_checkpoint(ck: Path, model: GPTNeo, opt) -> int:
+    _load_weights(model, load_file(str(ck / "model.safetensors")))
+    state = json.loads((ck / "state.json").read_text())
+    tensors = load_file(str(ck / "optim.safetensors"))
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    opt_state: dict[int, dict] = {}
+    for key, val in tensors.items():
+        pid, name = key.split(".", 1)
+        opt_state.setdefault(int(pid), {})[name] = val
+    opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    return int(state["step"])
+
+
+def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, weights file) of every checkpoint kept, oldest first, plus the final model."""
+    out_dir = Path(out_dir)
+    found = [(int(p.name[5:]), p / "model.safetensors") for p in sorted((out_dir / "checkpoints").glob("step_*"))]
+    return found
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn last line from a kill: everything before it is good
+    return rows
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop rows logged after the checkpoint we resume from (they will be logged again)."""
+    rows = [r for r in read_metrics(path) if r["step"] <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+@torch.no_grad()
+def evaluate(model, batches: Batches, n_batches: int, device, autocast=nullcontext) -> float:
+    """Mean loss over `n_batches` fixed validation batches (the same every time)."""
+    was_training = model.training
+    model.eval()
+    losses = []
+    for i in range(n_batches):
+        x, y = batches.get(i, stream=1)
+        with autocast():
+            _, loss = model(x.to(device), y.to(device))
+        losses.append(loss.item())
+    model.train(was_training)
+    return float(np.mean(losses))
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def train(
+    model_cfg: GPTNeoConfig,
+    cfg: TrainConfig,
+    train_data: np.ndarray,
+    val_data: np.ndarray,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    desc: str = "training",
+    stop_after: int | None = None,
+    extra_config: dict | None = None,
+) -> dict:
+    """Train (or resume, or skip if finished) a model in `out_dir`. Returns a summary dict.
+
+    `stop_after` ends the run early at that step with a checkpoint, exactly as an interruption would."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, local_rank, world = _dist_info()
+    ddp = world > 1
+    device = pick_device(cfg.device)
+    if ddp:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+    if cfg.threads and device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    master = rank == 0
+    summary_path = out_dir / "summary.json"
+    run_config = {"model": model_cfg.to_dict(), "train": asdict(cfg), "world_size": world, **(extra_config or {})}
+    if summary_path.exists() and (out_dir / "model.safetensors").exists():
+        done = json.loads(summary_path.read_text())
+        if done.get("config") == run_config:
+            return done | {"skipped": True}
+
+    torch.manual_seed(cfg.seed)
+    model = GPTNeo(model_cfg).to(device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    fused = device.type in ("cuda", "cpu")
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, cfg.beta2), fused=fused,
+    )
+    start = 0
+    ck = latest_checkpoint(out_dir)
+    if ck is not None:
+        saved = json.loads((out_dir / "config.json").read_text()) if (out_dir / "config.json").exists() else {}
+        if saved.get("model") == run_config["model"] and saved.get("train", {}).get("seed") == cfg.seed:
+            start = load_checkpoint(ck, model, opt)
+            if master:
+                _truncate_metrics(out_dir / "metrics.jsonl", start)
+    if master:
+        _atomic_json(out_dir / "config.json", run_config)
+
+    step_model = model
+    if cfg.compile:
+        step_model = torch.compile(model)
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(step_model, device_ids=[local_rank] if device.type == "cuda" else None)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+
+    train_b = Batches(train_data, model_cfg.context, cfg.batch_size, cfg.seed, rank, world)
+    val_b = Batches(val_data, model_cfg.context, cfg.batch_size, cfg.seed, rank, world)
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * model_cfg.context * world
+    keep = set(cfg.checkpoint_steps)
+    metrics = open(out_dir / "metrics.jsonl", "a") if master else None
+    bar = None
+    if progress and master:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True)
+
+    def log(row: dict):
+        if metrics:
+            metrics.write(json.dumps(row) + "\n")
+            metrics.flush()
+
+    t_start = time.perf_counter()
+    t_last, tokens_last = t_start, 0
+    loss_acc = 0.0
+    n_acc = 0
+    last_val = None
+    model.train()
+    step = start
+    try:
+        while step < cfg.max_steps:
+            lr = lr_at(step, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            for micro in range(cfg.grad_accum):
+                x, y = train_b.get(step, micro)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                sync = nullcontext()
+                if ddp and micro < cfg.grad_accum - 1:
+                    sync = step_model.no_sync()
+                with sync, autocast():
+                    _, loss = step_model(x, y)
+                    (loss / cfg.grad_accum).backward()
+                loss_acc += loss.item()
+                n_acc += 1
+            if not math.isfinite(loss_acc):
+                raise TrainingDiverged(
+                    f"loss became {loss_acc} at step {step} in {out_dir}; the last good checkpoint is kept. "
+                    f"Lower train.lr (now {cfg.lr}), raise train.warmup_steps, or check the data."
+                )
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            tokens_last += tokens_per_step
+            if bar:
+                bar.update(1)
+            is_eval = step % cfg.eval_interval == 0 or step == cfg.max_steps
+            if step % cfg.log_interval == 0 or is_eval:
+                now = time.perf_counter()
+                train_loss = loss_acc / n_acc
+                if ddp:
+                    import torch.distributed as dist
+
+                    t = torch.tensor([train_loss], device=device)
+                    dist.all_reduce(t)
+                    train_loss = t.item() / world
+                row = {"step": step, "train_loss": train_loss, "lr": lr, "tokens": step * tokens_per_step,
+                       "tokens_per_s": tokens_last / max(now - t_last, 1e-9), "wall_s": now - t_start}
+                loss_acc, n_acc, t_last, tokens_last = 0.0, 0, now, 0
+                if is_eval:
+                    last_val = evaluate(model, val_b, cfg.eval_batches, device, autocast)
+                    row["val_loss"] = last_val
+                    row["eval_s"] = time.perf_counter() - now
+                    t_last = time.perf_counter()  # evaluation time is not training throughput
+                log(row)
+                if bar:
+                    bar.set_postfix(loss=f"{train_loss:.3f}", **({"val": f"{last_val:.3f}"} if is_eval else {}))
+            save_now = is_eval or step in keep or (stop_after is not None and step >= stop_after)
+            if master and save_now:
+                save_checkpoint(out_dir, step, model, opt, keep, cfg.keep_last)
+            if stop_after is not None and step >= stop_after:
+                return {"stopped_at": step, "out_dir": str(out_dir)}
+    except KeyboardInterrupt:
+        if master and step > start:
+            save_checkpoint(out_dir, step, model, opt, keep, cfg.keep_last)
+        raise
+    finally:
+        if bar:
+            bar.close()
+        if metrics:
+            metrics.close()
+
+    summary = {"config": run_config, "steps": step, "final_val_loss": last_val,
+               "params": model.num_params(non_embedding=False),
+               "params_non_embedding": model.num_params(non_embedding=True),
+               "train_tokens": step * tokens_per_step, "train_flops": model.flops_per_token() * step * tokens_per_step,
+               "wall_s_this_session": time.perf_counter() - t_start, "out_dir": str(out_dir)}
+    if master:
+        save_model(model, out_dir)
+        _atomic_json(summary_path, summary)
+    return summary

@@ -1,0 +1,361 @@
+"""Build ``tinystories_lib/data/vocab.tsv``: ~1,500 basic words a 3-4-year-old understands.
+
+The paper (Eldan & Li 2023, sec. 2) drew each prompt's noun, verb and adjective from "a vocabulary
+of about 1500 basic words" that "a typical 3-4 year-old" knows. The word list itself was not
+published, so we rebuild one reproducibly:
+
+1. **seed** -- a hand-curated list of candidate child words (below, in this file), grouped by part
+   of speech and by a *category* the offline storyteller needs to use the word grammatically:
+   nouns by kind (animal, person, body, toy, food, clothes, thing, nature, place, vehicle) with
+   mass nouns marked; verbs by frame (``intr`` no object, ``obj`` takes a thing, ``pers`` takes a
+   person or animal, ``food``/``drink`` take something to eat/drink; an optional preposition,
+   e.g. look *at*); adjectives by what they describe (``thing``, ``mood``, ``trait``,
+   ``weather``, ``taste``).
+2. **format** -- one lowercase alphabetic word, at least two letters (no spaces, hyphens, caps).
+3. **deny** -- a hand deny list, with a reason per group (not child-appropriate, ambiguous between
+   senses or pronunciations, plural-only nouns, inflections that read badly in a story).
+4. **lexicon** -- ``lemminflect`` must know the word as a lemma of that part of speech, unless it
+   is on the hand ALLOW list (nursery words its lexicon lacks: teddy, yummy, ...).
+5. **frequency** -- ``wordfreq`` Zipf frequency (English) >= ``MIN_ZIPF``: drops words too rare for
+   a small child (a Zipf of 3 is about one use per million words).
+6. **dedupe** -- a word seeded twice for one part of speech keeps its first category.
+7. **cap** -- the ``CAP`` most frequent words per part of speech are kept.
+
+Inflections come from ``lemminflect`` (first form, with a few hand overrides such as fish->fish);
+the article ("a"/"an") from spelling rules with a hand list of exceptions (an hour, a unicorn).
+
+Counts from the committed run (words surviving after each rule; ``python tools/build_vocab.py``
+prints the same table):
+
+    rule        noun   verb  adjective
+    seed         669    584        565
+    format       669    584        565
+    deny         651    556        548
+    lexicon      651    556        548
+    frequency    641    551        538
+    dedupe       623    542        526
+    cap          500    500        500
+
+Run from the repository root; needs ``pip install wordfreq lemminflect`` (build-time only: the
+package reads the TSV and never imports these):
+
+    python tools/build_vocab.py            # rewrites tinystories_lib/data/vocab.tsv
+    python tools/build_vocab.py --check    # exits 1 if the committed file is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "tinystories_lib" / "data" / "vocab.tsv"
+MIN_ZIPF = 2.5
+CAP = 500
+COLUMNS = ["word", "pos", "category", "mass", "prep", "article",
+           "plural", "third", "past", "past_participle", "ing", "zipf"]
+
+# --- 1. seed: candidates by part of speech and category (hand-curated for this project) ---------
+# A word followed by "*" is a mass noun (no plural; "some milk", never "a milk").
+# A verb written "look/at" takes that preposition before its object.
+NOUNS = {
+    "animal": """cat dog puppy kitten bird duck duckling frog fish bunny rabbit bear lion tiger monkey
+        elephant horse cow pig sheep goat chicken hen rooster mouse owl fox wolf deer squirrel turtle
+        snake bee butterfly ant spider bug worm snail ladybug whale shark dolphin seal penguin giraffe
+        zebra kangaroo koala panda camel donkey pony lamb calf goose swan parrot crow eagle bat crab
+        octopus jellyfish starfish caterpillar dragon unicorn dinosaur hamster beaver raccoon hedgehog
+        skunk moose lizard firefly dragonfly mole chipmunk seagull peacock ostrich hippo rhino gorilla
+        cheetah leopard otter pup cub bull buffalo goldfish robin sparrow pigeon turkey toad puppy
+        kitty bunny fly beetle moth mosquito gecko llama ox""",
+    "person": """mom dad mommy daddy baby boy girl friend teacher king queen prince princess doctor nurse
+        farmer baker cook grandma grandpa sister brother aunt uncle neighbor pirate fairy giant clown
+        firefighter driver pilot sailor man woman lady kid child twin witch wizard knight mailman
+        monster elf ghost captain chef dentist painter singer dancer builder guard police puppet
+        stranger family team""",
+    "body": """foot hand head nose mouth ear eye arm leg toe finger knee tooth tummy back face cheek
+        chin lip neck shoulder elbow thumb belly heart tongue skin bone tail wing paw beak fur* hair*
+        feather hip wrist ankle""",
+    "toy": """ball doll teddy kite puzzle block train truck boat plane robot balloon drum bell whistle
+        top bubble crayon puppet marble swing slide rope sled bike wagon toy game card sticker bucket
+        shovel rattle trumpet guitar piano flute horn car scooter skateboard bat racket""",
+    "food": """apple banana cake cookie bread* milk* juice* soup* egg cheese* pizza carrot pea bean corn*
+        cherry grape lemon orange pear peach plum berry strawberry melon candy chocolate* honey* jam*
+        butter* sandwich pie muffin cupcake pancake popcorn* noodle rice* tea* water* cereal* yogurt*
+        pumpkin potato tomato onion nut cracker toast* waffle lollipop treat snack lunch dinner
+        breakfast meal salad sugar* salt* cucumber lettuce* broccoli* biscuit donut pasta* sauce*
+        lemonade* cocoa* pudding* icing* seed watermelon pepper""",
+    "clothes": """hat coat shoe sock dress shirt scarf glove boot mitten jacket sweater cap crown belt
+        button pocket bag backpack umbrella ribbon bow necklace ring watch costume mask cape helmet
+        apron skirt pajamas jeans pants glasses shorts""",
+    "thing": """box cup bowl plate spoon fork bed chair table door window lamp clock book pen pencil
+        paper* picture map key lock basket bottle jar blanket pillow towel brush comb soap* mirror
+        phone radio camera letter gift present note string* stick stone rock shell coin ladder fence
+        gate wall roof step sofa couch rug carpet cupboard shelf drawer oven stove fridge sink tub bath
+        candle flag net tent tool hammer nail needle thread* glue* tape* wheel sign ticket pot pan
+        kettle vase knife broom bench basket jewel treasure* crown paint* chalk* clay* glitter* toothbrush
+        envelope badge medal trophy whistle shovel rake hose wand magnet""",
+    "nature": """tree flower leaf grass* sun moon star sky cloud rain* snow* wind* river lake sea ocean
+        pond hill mountain sand* mud* branch bush rainbow puddle wave ice* fire light shadow storm
+        island cave nest web log rose daisy weed root acorn pebble dirt* sunshine* forest stream
+        rock stone feather seed egg snowflake sunflower""",
+    "place": """park school house garden beach zoo farm shop store market city town village castle
+        kitchen bedroom room yard street road playground library hospital museum pool field jungle
+        desert office bakery restaurant circus camp hall bathroom basement attic barn tower bridge
+        palace station airport church garage classroom cafe island forest meadow""",
+    "vehicle": """car bus train truck boat ship plane rocket bike tractor wagon van taxi ambulance
+        helicopter submarine jeep canoe""",
+}
+
+VERBS = {
+    "intr": """jump run walk hop skip swim fly sleep sit stand cry laugh smile giggle sing dance play
+        rest wait dream shout yell whisper talk climb fall slide roll spin crawl float sink shine grow
+        melt splash nap hide bounce shiver sneeze cough yawn blink wink nod frown sigh snore hum
+        whistle clap march skate ski surf dive glow sparkle twinkle blow bloom rise hurry rush wander
+        explore travel arrive leave return stay live go come sneak tiptoe peek stare wobble tumble
+        trip slip drip leak buzz bark meow chirp quack moo roar growl howl purr hiss squeak tweet cheer
+        agree argue behave breathe complain escape fail flow gather hover kneel lean matter paddle
+        perform pretend relax remain scream shrink sprint squeal stretch succeed swing tremble vanish
+        wiggle zoom learn listen/to look/at laugh/at wait/for care/about worry/about knock/on
+        point/at smile/at wave/at search/for hope/for ask/for shout/at dream/about think/about
+        play/with talk/to sing/to stare/at peek/at hide/from run/from belong/to listen/for bow
+        snack hunt pray glide drift rest cheat quit settle win lose sparkle fade appear disappear""",
+    "obj": """kick throw catch hold carry push pull drop pick open close break fix build make find lose
+        keep give take bring buy sell get want need like love share wash clean dry fold cut tear
+        rip bend twist squeeze shake touch hit tap wrap paint draw color read write count plant grow
+        hang stick glue tape lift raise move turn roll toss fetch see watch hear smell feel try use
+        wear borrow return lend steal save spend collect measure pack unpack lock unlock ring polish
+        scrub sweep brush comb tie sew knit dig bury check guard protect decorate sort stack pile drag
+        dump fill empty spill pour mix stir cover hide show fly float sink bounce spin kick chase
+        follow trade miss deliver mend repair build shape fix carve paint copy finish start enjoy
+        remember forget notice choose pick order print blow pop burst crack smash crush flip shove
+        grab hug""",
+    "pers": """hug kiss help tickle tease visit meet greet thank invite call chase follow feed pet comfort
+        protect rescue teach tell ask join trust forgive scold warn wake remind hurt bite sting
+        scare surprise please annoy bother obey admire fool hug push pull carry push lead guide
+        love like miss catch find save watch kiss hold amaze wave praise dress cheer bless punish
+        excuse""",
+    "food": "eat taste bake cook munch chew swallow fry boil roast peel slice share nibble lick serve",
+    "drink": "drink sip slurp",
+}
+
+ADJECTIVES = {
+    "thing": """big small little tiny huge long short tall round square flat soft hard smooth rough bumpy
+        fluffy fuzzy furry shiny sparkly bright dark light heavy thin thick fat wide narrow deep
+        shallow high low hot cold warm cool wet dry clean dirty messy neat tidy new old broken empty
+        full sharp pointy sticky slippery wobbly striped spotted colorful red blue green yellow orange
+        purple pink brown black white gray golden silver pretty beautiful ugly cute lovely fancy plain
+        strange noisy loud quiet silent fast slow quick crowded open closed giant enormous glittery
+        sparkling glowing dusty rusty muddy sandy icy frozen fresh rotten ripe magic magical special
+        real fake secret hidden lost favorite precious rare useful useless strong weak dim fragile
+        tight loose straight curly crooked bent whole stinky smelly different same easy hard
+        difficult simple perfect wonderful great terrible horrible awful amazing fantastic scary
+        dangerous safe fun exciting boring tough true wrong right free important expensive cheap
+        busy heavy mighty shy plastic wooden woolen metal paper fuzzy gentle huge modern ancient
+        nice good bad fine odd weird famous lucky unlucky comfortable cozy sturdy proper clear
+        dull gross shaggy spiky bouncy squishy squeaky crispy""",
+    "mood": """happy sad glad angry mad upset scared afraid frightened nervous worried calm excited bored
+        lonely tired sleepy hungry thirsty sick hurt proud shy surprised confused curious jealous
+        grumpy cheerful joyful sorry thankful grateful embarrassed ashamed relieved disappointed eager
+        anxious frustrated impatient content comfortable restless miserable gloomy merry peaceful
+        cozy sore hopeful terrified delighted amazed annoyed cranky fussy dizzy thrilled unhappy
+        uncomfortable puzzled startled alone ready awake asleep alive""",
+    "trait": """kind nice mean good bad naughty brave smart clever wise silly funny friendly gentle polite
+        rude honest helpful careful careless lazy playful busy bossy greedy generous patient strong
+        weak young old sweet loyal foolish stubborn selfish fair rich poor famous cheeky clumsy
+        graceful quiet loud wild tame fierce bold humble modest obedient grumpy thoughtful caring
+        cruel shy curious lively naughty spoiled adventurous fearless timid jolly""",
+    "weather": """sunny rainy windy cloudy snowy stormy foggy misty chilly freezing breezy frosty cold hot
+        warm wet dark bright gloomy""",
+    "taste": """yummy tasty sweet sour salty bitter spicy delicious juicy crunchy creamy yucky fresh ripe
+        sticky chewy crusty""",
+}
+
+# --- 3. deny: hand-curated exclusions, with the reason for each group ----------------------------
+DENY = {
+    # ambiguous senses, pronunciations or grammar the storyteller would get wrong
+    "ambiguous": """bat wind tear bow lead close live bear fly light fine right top stick ring pop
+        content present mean watch card order print fair tap pet seal date check
+        block match pitch spring toast bless excuse""",
+    # plural-only or usually-plural nouns ("a pants", "the glasses was") read badly in templates
+    "plural_only": "pajamas jeans pants glasses shorts scissors",
+    # not for a 3-year-old's story: violence, harm, fear of death, religion, cruelty
+    "not_child": """knife cheat steal punish cruel ghost church pray hunt bite sting witch monster
+        terrified smash crush bury hurt""",
+    # inflections or usage that need more than one pattern (a verb that is also an aux, etc.)
+    "usage": """get go come make take give want need like love see feel try use keep start finish
+        enjoy remember forget notice choose return win lose appear disappear remain matter belong
+        succeed fail behave agree settle quit stay leave arrive""",
+}
+
+# Nursery words lemminflect's lexicon lacks; its rules inflect them correctly.
+ALLOW = {"teddy", "yummy", "sparkly", "stripy", "kitty", "mommy", "daddy", "glittery", "squishy",
+         "bouncy", "spiky", "cranky", "fussy", "cocoa", "lemonade", "icing", "donut", "trophy",
+         "woolen", "yucky", "jolly", "tummy", "chewy", "crusty", "shaggy", "squeaky", "crispy",
+         "lollipop", "cupcake", "firefly", "dragonfly", "ladybug", "chipmunk", "hedgehog", "seagull",
+         "gecko", "mailman", "toothbrush", "snowflake", "sunflower", "skateboard", "scooter", "pup",
+         "babysit", "meow", "moo", "quack", "tweet", "chirp", "purr", "squeal", "slurp"}
+
+# Hand overrides where lemminflect's first form is not the one a children's story uses.
+OVERRIDES = {
+    ("noun", "fish"): {"plural": "fish"},
+    ("noun", "sheep"): {"plural": "sheep"},
+    ("noun", "deer"): {"plural": "deer"},
+    ("noun", "moose"): {"plural": "moose"},
+    ("noun", "goldfish"): {"plural": "goldfish"},
+    ("noun", "jellyfish"): {"plural": "jellyfish"},
+    ("noun", "starfish"): {"plural": "starfish"},
+    ("noun", "buffalo"): {"plural": "buffaloes"},
+    ("noun", "ox"): {"plural": "oxen"},
+    ("noun", "hippo"): {"plural": "hippos"},
+    ("noun", "mailman"): {"plural": "mailmen"},
+    ("noun", "police"): {"plural": "police"},
+    ("verb", "hang"): {"past": "hung", "past_participle": "hung"},
+    ("verb", "dive"): {"past": "dove" if False else "dived", "past_participle": "dived"},
+    ("verb", "shine"): {"past": "shone", "past_participle": "shone"},
+    ("verb", "dream"): {"past": "dreamed", "past_participle": "dreamed"},
+    ("verb", "spill"): {"past": "spilled", "past_participle": "spilled"},
+    ("verb", "learn"): {"past": "learned", "past_participle": "learned"},
+    ("verb", "burn"): {"past": "burned", "past_participle": "burned"},
+    ("verb", "sneak"): {"past": "sneaked", "past_participle": "sneaked"},
+    ("verb", "knit"): {"past": "knitted", "past_participle": "knitted"},
+    ("verb", "lie"): {"past": "lay", "past_participle": "lain"},
+}
+
+# Articles: spelling decides, except where the first sound is not what the first letter says.
+AN_EXCEPTIONS = {"hour", "honest", "honey" and "", "heir", "honor"} - {""}
+A_EXCEPTIONS_PREFIX = ("uni", "use", "usu", "uti", "eu", "one", "once", "ewe", "ukulele")
+
+
+def article(word: str) -> str:
+    """'a' or 'an' for a word read aloud (an apple, a unicorn, an hour)."""
+    w = word.lower()
+    if w in AN_EXCEPTIONS:
+        return "an"
+    if w.startswith(A_EXCEPTIONS_PREFIX):
+        return "a"
+    return "an" if w[0] in "aeiou" else "a"
+
+
+def parse_seed(groups: dict[str, str]) -> list[tuple[str, str, bool, str]]:
+    """(word, category, mass, prep) for every seed token, in seed order."""
+    out = []
+    for cat, text in groups.items():
+        for tok in text.split():
+            mass = tok.endswith("*")
+            tok = tok.rstrip("*")
+            word, _, prep = tok.partition("/")
+            out.append((word, cat, mass, prep))
+    return out
+
+
+def deny_set() -> set[str]:
+    return {w for text in DENY.values() for w in text.split()}
+
+
+def inflect(word: str, pos: str, mass: bool) -> dict[str, str] | None:
+    """The forms a story needs, or None when lemminflect cannot produce them."""
+    from lemminflect import getInflection
+
+    def first(tag: str) -> str:
+        forms = getInflection(word, tag)
+        return forms[0] if forms else ""
+
+    if pos == "noun":
+        forms = {"plural": "" if mass else first("NNS")}
+    elif pos == "verb":
+        forms = {"third": first("VBZ"), "past": first("VBD"), "past_participle": first("VBN"),
+                 "ing": first("VBG")}
+        forms["past_participle"] = forms["past_participle"] or forms["past"]
+    else:
+        forms = {}
+    forms.update(OVERRIDES.get((pos, word), {}))
+    if any(v == "" for k, v in forms.items() if not (k == "plural" and mass)):
+        return None
+    return forms
+
+
+def known(word: str, pos: str) -> bool:
+    """lemminflect lists `word` as a lemma for this part of speech (or it is hand-allowed)."""
+    from lemminflect import getAllLemmas
+
+    upos = {"noun": "NOUN", "verb": "VERB", "adjective": "ADJ"}[pos]
+    return word in ALLOW or word in getAllLemmas(word, upos=upos).get(upos, ())
+
+
+def build(min_zipf: float = MIN_ZIPF, cap: int = CAP) -> tuple[list[dict], dict[str, dict[str, int]]]:
+    """Apply the rules in order; return the rows and, per rule, how many words of each POS survive."""
+    from wordfreq import zipf_frequency
+
+    deny = deny_set()
+    rows: list[dict] = []
+    counts: dict[str, dict[str, int]] = {}
+    for pos, groups in (("noun", NOUNS), ("verb", VERBS), ("adjective", ADJECTIVES)):
+        cands = parse_seed(groups)
+        stages = [("seed", cands)]
+        cands = [c for c in cands if re.fullmatch(r"[a-z]{2,}", c[0])]
+        stages.append(("format", cands))
+        cands = [c for c in cands if c[0] not in deny]
+        stages.append(("deny", cands))
+        cands = [c for c in cands if known(c[0], pos) and inflect(c[0], pos, c[2]) is not None]
+        stages.append(("lexicon", cands))
+        zipf = {c[0]: zipf_frequency(c[0], "en") for c in cands}
+        cands = [c for c in cands if zipf[c[0]] >= min_zipf]
+        stages.append(("frequency", cands))
+        seen: set[str] = set()
+        uniq = []
+        for c in cands:
+            if c[0] not in seen:
+                seen.add(c[0])
+                uniq.append(c)
+        stages.append(("dedupe", uniq))
+        # stable sort: ties keep seed order, so the output never depends on set ordering
+        kept = sorted(uniq, key=lambda c: -zipf[c[0]])[:cap]
+        stages.append(("cap", kept))
+        for name, lst in stages:
+            counts.setdefault(name, {})[pos] = len(lst)
+        for word, cat, mass, prep in sorted(kept, key=lambda c: (c[1], c[0])):
+            forms = inflect(word, pos, mass) or {}
+            rows.append({
+                "word": word, "pos": pos, "category": cat, "mass": "1" if mass else "",
+                "prep": prep, "article": article(word) if pos != "verb" else "",
+                "plural": forms.get("plural", ""), "third": forms.get("third", ""),
+                "past": forms.get("past", ""), "past_participle": forms.get("past_participle", ""),
+                "ing": forms.get("ing", ""), "zipf": f"{zipf[word]:.2f}",
+            })
+    return rows, counts
+
+
+def to_tsv(rows: list[dict]) -> str:
+    lines = ["\t".join(COLUMNS)]
+    lines += ["\t".join(r[c] for c in COLUMNS) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def format_counts(counts: dict[str, dict[str, int]]) -> str:
+    out = [f"{'rule':<10} {'noun':>6} {'verb':>6} {'adjective':>10}"]
+    for rule, c in counts.items():
+        out.append(f"{rule:<10} {c['noun']:>6} {c['verb']:>6} {c['adjective']:>10}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--check", action="store_true", help="fail if --out differs from a fresh build")
+    args = ap.parse_args(argv)
+    rows, counts = build()
+    print(format_counts(counts))
+    text = to_tsv(rows)
+    if args.check:
+        same = args.out.exists() and args.out.read_text(encoding="utf-8") == text
+        print("up to date" if same else f"{args.out} is stale: rerun tools/build_vocab.py")
+        return 0 if same else 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {len(rows)} words to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
