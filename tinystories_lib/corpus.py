@@ -80,14 +80,43 @@ def _take(items: Iterable, limit: int | None) -> Iterator:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def load_txt(path: str | Path, limit: int | None = None) -> list[Story]:
-    """Stories from a `<|endoftext|>`-separated text file, read line by line (the V2 file is 2 GB)."""
+def load_txt(path: str | Path, limit: int | None = None, *, is_instruct: bool | None = None) -> list[Story]:
+    """Stories from a `<|endoftext|>`-separated text file, read line by line (the V2 file is 2 GB).
+
+    TinyStories-Instruct files are parsed as records (summary, words, features kept); by default that is
+    detected from the first document, which then starts with a field such as `Summary:` or `Words:`.
+    """
     path = Path(path)
-    source = f"file:{path.name}"
     # errors="replace": the V2 files contain a few bytes that are not valid UTF-8.
     with open(path, encoding="utf-8", errors="replace") as f:
-        docs = _take(iter_documents(f, line_based=True), limit)
-        return [Story(id=_story_id(path.stem, i), text=t, source=source) for i, t in enumerate(docs, 1)]
+        docs = iter_documents(f, line_based=True)
+        first = next(docs, None)
+        if first is None:
+            return []
+        if is_instruct is None:
+            is_instruct = instruct.looks_like_record(first)
+        return _stories_from_documents(
+            itertools.chain([first], docs), f"file:{path.name}", path.stem, limit, is_instruct
+        )
+
+
+def _stories_from_documents(
+    docs: Iterable[str], source: str, id_prefix: str, limit: int | None, is_instruct: bool
+) -> list[Story]:
+    stories: list[Story] = []
+    for i, doc in enumerate(docs, 1):
+        if limit is not None and len(stories) >= limit:
+            break
+        sid = _story_id(id_prefix, i)
+        if not is_instruct:
+            stories.append(Story(id=sid, text=doc, source=source))
+            continue
+        record = instruct.parse_record(doc)
+        # A record without a story cannot train anything; skip it (its id is left unused, so the
+        # ids of later records do not depend on it) rather than abort a 2 GB load.
+        if record["story"]:
+            stories.append(instruct.record_to_story(record, sid, source))
+    return stories
 
 
 def load_json(path: str | Path, limit: int | None = None) -> list[Story]:
@@ -257,15 +286,8 @@ def stories_from_rows(
     TinyStories-Instruct record. Iteration stops once `limit` stories are made, so a streamed 2 GB file
     is read only as far as needed.
     """
-    docs = _take(iter_documents((row[text_column] or "" for row in rows), line_based=line_based), limit)
-    stories = []
-    for i, doc in enumerate(docs, 1):
-        sid = _story_id(id_prefix, i)
-        if is_instruct:
-            stories.append(instruct.record_to_story(instruct.parse_record(doc), sid, source))
-        else:
-            stories.append(Story(id=sid, text=doc, source=source))
-    return stories
+    docs = iter_documents((row[text_column] or "" for row in rows), line_based=line_based)
+    return _stories_from_documents(docs, source, id_prefix, limit, is_instruct)
 
 
 def load_hub(
@@ -288,16 +310,20 @@ def load_hub(
     """
     datasets = _require("datasets")
     is_instruct = "instruct" in name.lower()
+    offline = _hub_offline()
+    what = _describe_request(name, split, data_files, revision)
     if streaming is None:
-        streaming = limit is not None or data_files is not None or is_instruct
+        # Offline, only a cached (non-streamed) copy can work.
+        streaming = not offline and (limit is not None or data_files is not None or is_instruct)
     if isinstance(data_files, str) and split != "train":
         # A bare file name is mapped to the "train" split by `datasets`; keep the split the caller asked for.
         data_files = {split: data_files}
-    what = _describe_request(name, split, data_files, revision)
-    if not Path(name).exists() and not _hub_offline():
-        _check_reachable(what)
+    if not offline and not Path(name).exists():
+        _check_reachable(name, what)
     try:
-        ds = datasets.load_dataset(name, split=split, data_files=data_files, revision=revision, streaming=streaming)
+        ds = datasets.load_dataset(
+            name, split=split, data_files=data_files, revision=revision, streaming=streaming
+        )
         return stories_from_rows(
             ds,
             source=f"hub:{name}",
@@ -309,7 +335,7 @@ def load_hub(
         )
     except Exception as e:
         if _is_network_error(e):
-            raise HubUnavailableError(_unavailable_message(what, e)) from e
+            raise HubUnavailableError(_unavailable_message(name, what, e)) from e
         raise
 
 
@@ -349,7 +375,7 @@ def _hub_endpoint() -> str:
         return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 
 
-def _check_reachable(what: str, timeout: float = 10.0) -> None:
+def _check_reachable(name: str, what: str, timeout: float = 10.0) -> None:
     """Fail fast: unreachable, `datasets` retries with back-off for tens of seconds before giving up.
 
     Any HTTP answer (even an error status) means the hub is reachable; urllib honours *_PROXY settings.
@@ -360,7 +386,7 @@ def _check_reachable(what: str, timeout: float = 10.0) -> None:
     except urllib.error.HTTPError:
         return
     except (urllib.error.URLError, OSError) as e:
-        raise HubUnavailableError(_unavailable_message(what, e, endpoint)) from e
+        raise HubUnavailableError(_unavailable_message(name, what, e, endpoint)) from e
 
 
 def _is_network_error(e: BaseException) -> bool:
@@ -384,16 +410,20 @@ def _exception_chain(e: BaseException | None) -> Iterator[BaseException]:
         e = e.__cause__ or e.__context__
 
 
-def _unavailable_message(what: str, error: BaseException, endpoint: str | None = None) -> str:
+def _unavailable_message(name: str, what: str, error: BaseException, endpoint: str | None = None) -> str:
     where = f" at {endpoint}" if endpoint else ""
+    example = (
+        "TinyStories-Instruct-train.txt" if "instruct" in name.lower() else "TinyStoriesV2-GPT4-train.txt"
+    )
     return (
         f"could not load {what} from the Hugging Face hub{where}: {type(error).__name__}: {error}.\n"
-        "To fix it, either:\n"
-        "  * run where the hub is reachable (check HF_ENDPOINT and any proxy settings), or\n"
-        "  * download the .txt file (e.g. TinyStoriesV2-GPT4-train.txt) once, then use local files:\n"
-        "    set data.source: files and data.paths: [path/to/the/file.txt] in the config, or\n"
-        "  * to use a copy already in the Hugging Face cache, set HF_HUB_OFFLINE=1 (or HF_HOME to that cache);\n"
-        "    if HF_HUB_OFFLINE=1 is already set and nothing is cached, set HF_HUB_OFFLINE=0 and go online."
+        "To fix it, do one of these:\n"
+        "  * run where the hub is reachable (check HF_ENDPOINT and any proxy settings);\n"
+        f"  * download the dataset's .txt file once (https://huggingface.co/datasets/{name}/tree/main,\n"
+        f"    e.g. {example}) and load it locally: in the config set data.source: files\n"
+        "    and data.paths: [path/to/the/file.txt];\n"
+        "  * to reuse a copy already in the Hugging Face cache (HF_HOME), set HF_HUB_OFFLINE=1; if it is\n"
+        "    already set and nothing is cached, set HF_HUB_OFFLINE=0 and run online once."
     )
 
 

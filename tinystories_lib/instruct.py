@@ -187,6 +187,12 @@ def parse_record(text: str) -> dict:
     return record
 
 
+def looks_like_record(document: str) -> bool:
+    """True if a document is an Instruct record: it opens with a field header and has a `Story:` section."""
+    lines = document.lstrip().splitlines()
+    return bool(lines) and _HEADER.match(lines[0]) is not None and parse_record(document)["story"] is not None
+
+
 def parse_records(text_or_lines: str | Iterable[str]) -> list[dict]:
     """Parse every record in a whole file's text or an iterable of its lines (a file object, hub rows)."""
     return list(iter_records(text_or_lines))

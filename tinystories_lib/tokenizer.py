@@ -179,9 +179,9 @@ def write_shard(codec: Codec, texts: Iterable[str], path: str | Path, progress: 
     n_tokens = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import bar as progress_bar
 
-        bar = tqdm(total=total, desc=f"tokenizing {path.name}", unit="story")
+        bar = progress_bar(total=total, desc=f"tokenizing {path.name}", unit="story")
     with open(tmp, "wb") as f:
         for chunk in _chunks(texts, 2048):
             ids = codec.encode_batch(chunk)

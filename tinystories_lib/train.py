@@ -326,9 +326,9 @@ def train(
     metrics = open(out_dir / "metrics.jsonl", "a") if master else None
     bar = None
     if progress and master:
-        from tqdm.auto import tqdm
+        from .progress import bar as progress_bar
 
-        bar = tqdm(total=cfg.max_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True)
+        bar = progress_bar(total=cfg.max_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True)
 
     def log(row: dict):
         if metrics:

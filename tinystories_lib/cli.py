@@ -1,0 +1,129 @@
+"""The `tinystories` command: headless access to what the notebooks do.
+
+    tinystories reproduce --profile smoke [--only 02] [--set train.max_steps=100]
+    tinystories train --profile smoke [--set model.hidden=64]
+    tinystories sample --model runs/smoke/models/h128-l4-a4-.../ --prompt "Once upon a time"
+    tinystories params check params/smoke.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from . import params as params_mod
+
+
+def _overrides(pairs: list[str] | None) -> dict:
+    """--set key=value pairs; values are parsed as YAML (numbers, lists, true/false, null)."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"--set expects key=value, got '{pair}'")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def cmd_reproduce(a) -> int:
+    from .reproduce import reproduce
+
+    reproduce(a.profile, only=a.only, overrides=_overrides(a.set))
+    return 0
+
+
+def cmd_train(a) -> int:
+    from . import pipeline
+    from .runs import Run
+
+    run = Run.load(a.profile, _overrides(a.set))
+    r = pipeline.train_model(run)
+    s = r.summary
+    state = "reused" if s.get("skipped") else "trained"
+    print(f"{state} {r.label}: final validation loss {s['final_val_loss']:.4f}, {s['params'] / 1e6:.2f}M params")
+    print(f"model directory: {r.dir}")
+    return 0
+
+
+def cmd_sample(a) -> int:
+    from .sample import SamplingConfig, complete
+    from .tokenizer import Codec
+    from .train import load_model, pick_device
+
+    model = load_model(a.model, pick_device(a.device))
+    codec = Codec.load(a.model)
+    cfg = SamplingConfig(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
+                         seed=a.seed)
+    prompts = a.prompt or [""]
+    for i, text in enumerate(complete(model, codec, [p for p in prompts for _ in range(a.n)], cfg)):
+        prompt = prompts[i // a.n]
+        print(f"--- sample {i + 1}")
+        print(prompt + text)
+    return 0
+
+
+def cmd_params_check(a) -> int:
+    try:
+        p = params_mod.load(a.file, _overrides(a.set))
+    except params_mod.ParamsError as e:
+        print(f"invalid: {e}", file=sys.stderr)
+        return 2
+    print(f"ok: profile '{p.profile}' ({a.file}), parameters hash {p.hash()}")
+    if a.show:
+        print(yaml.safe_dump(p.to_dict(), sort_keys=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tinystories", description="tinystories-lab: reproduce the TinyStories paper")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("reproduce", help="run the notebooks headless with papermill on a profile")
+    r.add_argument("--profile", default="smoke", help="a name in params/ or a path to a YAML profile")
+    r.add_argument("--only", nargs="+", help="run only these notebooks (e.g. 02 or 02_training)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
+    r.set_defaults(func=cmd_reproduce)
+
+    t = sub.add_parser("train", help="train the profile's model (builds corpus and tokens if needed; resumes)")
+    t.add_argument("--profile", default="smoke")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="continue a story beginning with a trained model")
+    s.add_argument("--model", required=True, help="a model directory (config.json + model.safetensors + tokenizer.json)")
+    s.add_argument("--prompt", action="append", help="story beginning (repeatable); empty = from scratch")
+    s.add_argument("--n", type=int, default=1, help="samples per prompt")
+    s.add_argument("--max-new-tokens", type=int, default=200)
+    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    s.add_argument("--top-k", type=int, default=0)
+    s.add_argument("--top-p", type=float, default=0.9)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_sample)
+
+    pp = sub.add_parser("params", help="work with parameter profiles")
+    psub = pp.add_subparsers(dest="params_cmd", required=True)
+    c = psub.add_parser("check", help="validate a profile; exit 2 with the reason when it is invalid")
+    c.add_argument("file")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE")
+    c.add_argument("--show", action="store_true", help="print the full resolved parameters")
+    c.set_defaults(func=cmd_params_check)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return a.func(a)
+    except params_mod.ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Notebook 04's stages: complete the evaluation prompts with every model, then grade the completions.
+
+Completions are cached per model and protocol (runs/<p>/completions/), so changing the judge does not
+re-sample, and re-running costs nothing. The judge is the profile's choice: the paper's LLM judge on any
+OpenAI-compatible endpoint, or offline metrics that say plainly they are not GPT-4.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .eval_prompts import EvalPrompt, load_eval_prompts
+from .grading import Completion, Grade, Grader
+from .pipeline import ModelRun, codec, read_corpus
+from .runs import Run
+from .sample import SamplingConfig, complete
+from .train import list_checkpoints, load_model
+
+
+def eval_prompts(run: Run) -> list[EvalPrompt]:
+    """The shipped evaluation set, cut to `grade.n_prompts` with every probe kind represented."""
+    prompts = load_eval_prompts()
+    n = run.params.grade.n_prompts
+    if not n or n >= len(prompts):
+        return prompts
+    by_kind: dict[str, list[EvalPrompt]] = {}
+    for p in prompts:
+        by_kind.setdefault(p.kind, []).append(p)
+    chosen: list[EvalPrompt] = []
+    while len(chosen) < n:  # round-robin over kinds, in file order
+        for kind in list(by_kind):
+            if by_kind[kind] and len(chosen) < n:
+                chosen.append(by_kind[kind].pop(0))
+    return chosen
+
+
+def sampling_config(run: Run, seed_offset: int = 0) -> SamplingConfig:
+    g = run.params.grade
+    return SamplingConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                          top_p=run.params.sample.top_p if g.temperature > 0 else 1.0,
+                          seed=run.params.seed + seed_offset)
+
+
+def _complete_with(run: Run, model, label: str, step: int | None, prompts: list[EvalPrompt],
+                   path: Path) -> list[Completion]:
+    if path.exists():
+        return [Completion(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    cdc = codec(run)
+    k = run.params.grade.completions_per_prompt
+    beginnings = [p.text for p in prompts for _ in range(k)]
+    texts = complete(model, cdc, beginnings, sampling_config(run))
+    out = [Completion(model=label, prompt_id=prompts[i // k].id, beginning=beginnings[i], completion=t,
+                      step=step, sample_index=i % k) for i, t in enumerate(texts)]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(asdict(c)) + "\n" for c in out))
+    tmp.replace(path)
+    return out
+
+
+def completions(run: Run, models: list[ModelRun], prompts: list[EvalPrompt]) -> list[Completion]:
+    """Final-model completions of every prompt, for every model (cached)."""
+    key = run.params.section_hash("grade", extra=[p.id for p in prompts])
+    out_dir = run.stage_dir("completions", key)
+    result = []
+    for m in models:
+        model = load_model(m.dir)
+        result += _complete_with(run, model, m.label, None, prompts, out_dir / f"{m.dir.name}.jsonl")
+    return result
+
+
+def completions_over_training(run: Run, m: ModelRun, prompts: list[EvalPrompt]) -> list[Completion]:
+    """Completions by each kept checkpoint of one model, to follow abilities emerging over training."""
+    key = run.params.section_hash("grade", extra=[p.id for p in prompts])
+    out_dir = run.stage_dir("completions", key)
+    result = []
+    steps = list_checkpoints(m.dir) + [(m.summary["steps"], m.dir / "model.safetensors")]
+    for step, weights in sorted(set(steps)):
+        model = load_model(m.dir, weights=weights)
+        result += _complete_with(run, model, m.label, step, prompts, out_dir / f"{m.dir.name}-step{step}.jsonl")
+    return result
+
+
+def make_grader(run: Run) -> Grader:
+    g = run.params.grade
+    if g.judge == "llm":
+        from .judge import LLMJudge
+        from .llm import LLMConfig
+
+        j = g.llm
+        cfg = LLMConfig(base_url=j.base_url, model=j.model, api_key_env=j.api_key_env,
+                        max_concurrency=j.max_concurrency, price_per_1m_input=j.price_per_1m_input,
+                        price_per_1m_output=j.price_per_1m_output)
+        return LLMJudge(cfg, cache_path=run.root / "judge_cache.jsonl", budget_usd=j.budget_usd)
+    from .metrics import NgramIndex, OfflineGrader
+
+    return OfflineGrader(train_index=NgramIndex([s.text for s in read_corpus(run, "train")]))
+
+
+def grade(grader: Grader, items: list[Completion]) -> list[Grade]:
+    return grader.grade(items)

@@ -1,0 +1,195 @@
+"""The stages of the pipeline, each reusing its artifact when its parameters did not change.
+
+    corpus(run)          stories -> clean -> train/val split         runs/<p>/corpus/<key>/
+    tokens(run)          tokenizer + uint16 shards                    runs/<p>/tokens/<key>/
+    train_model(run,..)  one model (resumes if interrupted)           runs/<p>/models/<label>-<key>/
+    sweep(run)           the hidden size x layers grid                (one train_model per cell)
+Every notebook calls the stages it needs, so each also runs alone: upstream artifacts are built on first
+use and reused afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .model import GPTNeoConfig
+from .params import ModelParams
+from .records import Story, read_jsonl, write_jsonl
+from .runs import Run
+from .tokenizer import Codec, load_gpt2, read_shard, top_k_codec, train_bpe, write_shard
+from .train import TrainConfig, read_metrics, train
+
+
+# ---------------------------------------------------------------- corpus
+
+
+def _source_stories(run: Run, progress: bool) -> list[Story]:
+    d = run.params.data
+    limit = d.n_stories or None
+    if d.source == "storyteller":
+        from .storyteller import generate_stories
+
+        return generate_stories(d.n_stories, seed=run.params.seed, progress=progress)
+    from .corpus import load_corpus
+
+    return load_corpus(d.source, paths=d.paths, hub_name=d.hub_name, hub_split=d.hub_split,
+                       hub_data_files=d.hub_data_files, limit=limit)
+
+
+def corpus(run: Run, progress: bool = True) -> Path:
+    """Stories from the profile's source, cleaned (lengths, exact duplicates) and split train/val."""
+    from .corpus import clean, split
+
+    out = run.stage_dir("corpus", run.params.section_hash("data"))
+    if run.is_done(out):
+        return out
+    t0 = time.perf_counter()
+    stories = _source_stories(run, progress)
+    kept, report = clean(stories, min_chars=run.params.data.min_chars, max_chars=run.params.data.max_chars)
+    if len(kept) < 20:
+        raise RuntimeError(f"only {len(kept)} stories survived cleaning (report: {report}); "
+                           "check data.source / data.paths / data.min_chars")
+    train_s, val_s = split(kept, run.params.data.val_fraction, seed=run.params.seed)
+    write_jsonl(train_s, out / "train.jsonl")
+    write_jsonl(val_s, out / "val.jsonl")
+    run.mark_done(out, {"source": run.params.data.source, "n_loaded": len(stories), "n_train": len(train_s),
+                        "n_val": len(val_s), "clean_report": report, "seconds": time.perf_counter() - t0,
+                        "data": asdict(run.params.data)})
+    return out
+
+
+def read_corpus(run: Run, which: str = "train") -> list[Story]:
+    return list(read_jsonl(corpus(run, progress=False) / f"{which}.jsonl"))
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def tokens(run: Run, progress: bool = True) -> Path:
+    """Tokenizer trained (or restricted) on the training split, and train/val token shards."""
+    cdir = corpus(run, progress)
+    out = run.stage_dir("tokens", run.params.section_hash("data", "tokenizer"))
+    if run.is_done(out):
+        return out
+    t0 = time.perf_counter()
+    tp = run.params.tokenizer
+    train_texts = [s.text for s in read_jsonl(cdir / "train.jsonl")]
+    val_texts = [s.text for s in read_jsonl(cdir / "val.jsonl")]
+    if tp.kind == "bpe":
+        codec = train_bpe(train_texts, tp.vocab_size)
+    else:
+        if not tp.gpt2_files:
+            raise ValueError("tokenizer.kind 'gpt-neo-top-k' needs tokenizer.gpt2_files: a directory with GPT-2's "
+                             "vocab.json and merges.txt (e.g. from the EleutherAI/gpt-neo-125M repository)")
+        codec = top_k_codec(load_gpt2(tp.gpt2_files), train_texts, tp.vocab_size)
+    codec.save(out)
+    n_train = write_shard(codec, train_texts, out / "train.bin", progress, len(train_texts))
+    n_val = write_shard(codec, val_texts, out / "val.bin", progress, len(val_texts))
+    run.mark_done(out, {"vocab_size": codec.vocab_size, "train_tokens": n_train, "val_tokens": n_val,
+                        "tokens_per_story": n_train / max(1, len(train_texts)), "seconds": time.perf_counter() - t0})
+    return out
+
+
+def codec(run: Run) -> Codec:
+    return Codec.load(tokens(run, progress=False))
+
+
+# ---------------------------------------------------------------- models
+
+
+@dataclass
+class ModelRun:
+    label: str
+    hidden: int
+    layers: int
+    heads: int
+    dir: Path
+    summary: dict
+
+    @property
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.dir / "metrics.jsonl")
+
+    @property
+    def val_loss(self) -> float:
+        return self.summary["final_val_loss"]
+
+
+def model_config(run: Run, mp: ModelParams, vocab_size: int) -> GPTNeoConfig:
+    return GPTNeoConfig(vocab_size=vocab_size, context=mp.context, hidden=mp.hidden, layers=mp.layers,
+                        heads=mp.heads, window=mp.window, dropout=mp.dropout)
+
+
+def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, label: str | None = None,
+                stop_after: int | None = None, **train_overrides) -> ModelRun:
+    """Train one model on the profile's tokens, or reuse it: the directory is keyed by every parameter
+    that changes the result, and an interrupted run resumes from its last checkpoint."""
+    p = run.params
+    mp = mp or p.model
+    tdir = tokens(run, progress)
+    meta = Run.artifact(tdir)
+    mcfg = model_config(run, mp, meta["vocab_size"])
+    tcfg = TrainConfig.from_params(p.train, p.seed, **train_overrides)
+    if tcfg.threads == 0:
+        tcfg.threads = os.cpu_count() or 1
+    label = label or f"h{mp.hidden}-l{mp.layers}-a{mp.heads}"
+    key = p.section_hash("data", "tokenizer", extra={"model": mcfg.to_dict(), "train": asdict(tcfg)})
+    out = run.stage_dir("models", f"{label}-{key}")
+    for name in ("tokenizer.json", "token_map.json"):
+        if (tdir / name).exists() and not (out / name).exists():
+            shutil.copy(tdir / name, out / name)  # a model directory is self-contained for sampling
+    summary = train(mcfg, tcfg, read_shard(tdir / "train.bin"), read_shard(tdir / "val.bin"), out,
+                    progress=progress, desc=label, stop_after=stop_after,
+                    extra_config={"label": label, "tokens_dir": str(tdir)})
+    return ModelRun(label, mp.hidden, mp.layers, mp.heads, out, summary)
+
+
+def sweep_params(run: Run) -> list[ModelParams]:
+    s, m = run.params.sweep, run.params.model
+    return [ModelParams(hidden=h, layers=n, heads=s.heads, context=m.context, window=m.window, dropout=m.dropout)
+            for n in s.layers for h in s.hidden]
+
+
+def sweep(run: Run, progress: bool = True) -> list[ModelRun]:
+    """Train every cell of the hidden size x layers grid (completed cells are reused)."""
+    s = run.params.sweep
+    warmup = min(run.params.train.warmup_steps, s.max_steps // 10)
+    results = []
+    for i, mp in enumerate(sweep_params(run)):
+        label = f"h{mp.hidden}-l{mp.layers}"
+        if progress:
+            print(f"[{i + 1}/{len(sweep_params(run))}] {label}", flush=True)
+        results.append(train_model(run, mp, progress=progress, label=label, max_steps=s.max_steps, lr=s.lr,
+                                   min_lr=s.lr / 10, warmup_steps=warmup, checkpoint_steps=[],
+                                   eval_interval=max(1, s.max_steps // 5)))
+    return results
+
+
+def grid(results: list[ModelRun], value=lambda r: r.val_loss) -> tuple[list[int], list[int], np.ndarray]:
+    """(layers, hidden sizes, values[layers, hidden]) for a heatmap."""
+    hs = sorted({r.hidden for r in results})
+    ls = sorted({r.layers for r in results})
+    vals = np.full((len(ls), len(hs)), np.nan)
+    for r in results:
+        vals[ls.index(r.layers), hs.index(r.hidden)] = value(r)
+    return ls, hs, vals
+
+
+def summary_table(results: list[ModelRun]) -> str:
+    lines = ["| model | params | non-embedding | train tokens | final val loss |", "|---|---:|---:|---:|---:|"]
+    for r in results:
+        s = r.summary
+        lines.append(f"| {r.label} | {s['params'] / 1e6:.3f}M | {s['params_non_embedding'] / 1e6:.3f}M | "
+                     f"{s['train_tokens'] / 1e6:.2f}M | {s['final_val_loss']:.3f} |")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2))

@@ -1,0 +1,86 @@
+"""Run the numbered notebooks headless with papermill on a profile: `make reproduce` / `tinystories reproduce`.
+
+Each notebook gets `profile` (and optional `overrides`) through its `parameters` cell; the executed copy
+lands in runs/<profile>/notebooks/, figures in figures/<profile>/. Parameters are validated before the
+first notebook starts, so a bad profile fails in a second, not after ten minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from . import params as params_mod
+from .params import REPO_ROOT
+from .runs import Run
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+def notebooks() -> list[Path]:
+    return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def select(only: list[str] | None) -> list[Path]:
+    """Notebooks matching `only` ("02", "02_training", "training"); all when None."""
+    allnb = notebooks()
+    if not only:
+        return allnb
+    chosen = []
+    for want in only:
+        hits = [nb for nb in allnb if nb.stem == want or nb.stem.startswith(f"{want}_") or want in nb.stem]
+        if not hits:
+            raise SystemExit(f"no notebook matches '{want}'; available: {', '.join(nb.stem for nb in allnb)}")
+        chosen += [h for h in hits if h not in chosen]
+    return sorted(chosen)
+
+
+def reproduce(profile: str = "smoke", only: list[str] | None = None, overrides: dict | None = None,
+              runs_root: str | Path | None = None, figures_root: str | Path | None = None,
+              log_output: bool = True) -> dict:
+    import papermill
+
+    if profile.endswith((".yaml", ".yml")):
+        profile = str(Path(profile).resolve())  # notebooks run with notebooks/ as working directory
+    p = params_mod.load(profile, overrides)  # validate first
+    run = Run(p, runs_root, figures_root)
+    out_dir = run.root / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chosen = select(only)
+    env_before = {k: os.environ.get(k) for k in ("TINYSTORIES_PROGRESS", "TINYSTORIES_NOTEBOOK", "TINYSTORIES_RUNS",
+                                                 "TINYSTORIES_FIGURES", "MPLBACKEND")}
+    os.environ["TINYSTORIES_PROGRESS"] = "text"
+    os.environ["MPLBACKEND"] = "Agg"
+    os.environ["TINYSTORIES_RUNS"] = str(run.root.parent)
+    os.environ["TINYSTORIES_FIGURES"] = str(run.figures.parent)
+    times = {}
+    t_all = time.perf_counter()
+    try:
+        for i, nb in enumerate(chosen, 1):
+            print(f"\n=== [{i}/{len(chosen)}] {nb.stem} (profile {p.profile}) ===", flush=True)
+            os.environ["TINYSTORIES_NOTEBOOK"] = nb.stem
+            executed = out_dir / nb.name
+            t0 = time.perf_counter()
+            papermill.execute_notebook(
+                str(nb), str(executed),
+                parameters={"profile": profile, "overrides": overrides or {}},
+                cwd=str(NOTEBOOK_DIR), kernel_name="python3", log_output=log_output, progress_bar=False,
+            )
+            times[nb.stem] = time.perf_counter() - t0
+            run.record_notebook(nb.stem, times[nb.stem], executed)
+            print(f"=== {nb.stem} done in {times[nb.stem]:.0f}s ===", flush=True)
+    finally:
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    total = time.perf_counter() - t_all
+    figures = sorted(run.figures.glob("*.png"))
+    print(f"\nDone in {total / 60:.1f} min.")
+    print(f"Figures ({len(figures)}) in {run.figures}/ (captions in manifest.json):")
+    for f in figures:
+        print(f"  {f.name}")
+    print(f"Executed notebooks in {out_dir}/")
+    return {"seconds": total, "notebooks": times, "figures": [str(f) for f in figures], "executed": str(out_dir)}
