@@ -21,9 +21,9 @@ import re
 import warnings
 from array import array
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -104,11 +104,13 @@ def rouge_l_precision(candidate: str, reference: str) -> float:
 class NearestResult:
     """`hits`: (story index, Rouge-2 precision) best first, only stories sharing a bigram. `exact`: the
     scores are provably the true top k over the whole corpus (ties may pick a different story).
-    `n_candidates`: how many stories were scored."""
+    `n_candidates`: how many stories were scored; `n_bigrams`: how many bigrams the text has (0: no
+    score is defined)."""
 
     hits: list[tuple[int, float]]
     exact: bool
     n_candidates: int
+    n_bigrams: int
 
 
 class NgramIndex:
@@ -246,7 +248,7 @@ class NgramIndex:
                 break
         best = sorted((-o, s) for s, o in scored.items())[:k]
         hits = [(s, -o / total) for o, s in best]
-        return NearestResult(hits=hits, exact=self._settled(scored, k, bound), n_candidates=len(scored))
+        return NearestResult(hits, self._settled(scored, k, bound), len(scored), total)
 
     def _lookup(self, qkeys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Position of each query key in `self.keys` and its document frequency (0: in no story)."""
@@ -273,10 +275,10 @@ class NgramIndex:
 
     def novelty(self, text: str) -> float | None:
         """1 - the best Rouge-2 precision against any training story; None for text with no bigrams."""
-        if self._query(text)[2] == 0:
+        found = self.search(text, 1)
+        if found.n_bigrams == 0:
             return None
-        hits = self.nearest(text, 1)
-        return 1.0 - (hits[0][1] if hits else 0.0)
+        return 1.0 - (found.hits[0][1] if found.hits else 0.0)
 
     # persistence
 
@@ -300,7 +302,8 @@ class NgramIndex:
 
 # --- names and pronouns ---------------------------------------------------------------------------
 
-# Capitalised words that open sentences rather than name anyone: pronouns, function words, adverbs.
+# Capitalised words that open sentences rather than name anyone: pronouns, function words, adverbs, and
+# the words children's stories most often start a sentence or a line of speech with ("Come", "Big").
 _STARTERS = set(
     """a an the this that these those some any every each all no not i me my mine you your we us our they
     them their he him his she her it its and but or so then when while because if after before once one two
@@ -309,7 +312,8 @@ _STARTERS = set(
     can could will would should may might must do does did don't is was are were be have has had as at in
     on of to for with from by up down out into over under about just also very too only even still again
     everyone everybody someone somebody nobody nothing something everything inside outside together maybe
-    sometimes always never""".split()
+    sometimes always never come go run stop wait help look see listen watch hurry try sorry sure great good
+    bad big little small tiny happy sad yay hooray snow rain wind sun night morning""".split()
 )
 # Also not names: family roles ("Mom" is a role; bringing in Mom renames no one), days and holidays.
 _NOT_NAMES = _STARTERS | set(
@@ -490,7 +494,7 @@ class OfflineGrader:
             not_scored["novelty"] = "no training index given"
         else:
             found = self.train_index.search(c.completion, k=1)
-            if self.train_index._query(c.completion)[2] == 0:
+            if found.n_bigrams == 0:
                 not_scored["novelty"] = "completion has no bigrams"
             else:
                 best = found.hits[0] if found.hits else (None, 0.0)

@@ -386,6 +386,10 @@ def train(
                 loss_acc, n_acc, t_last, tokens_last = 0.0, 0, now, 0
                 if is_eval:
                     last_val = evaluate(model, val_b, cfg.eval_batches, device, autocast)
+                    if not math.isfinite(last_val):  # never checkpoint weights that already diverged
+                        raise TrainingDiverged(
+                            f"validation loss became {last_val} at step {step} in {out_dir}; the last good "
+                            f"checkpoint is kept. Lower train.lr (now {cfg.lr}) or raise train.warmup_steps.")
                     row["val_loss"] = last_val
                     row["eval_s"] = time.perf_counter() - now
                     t_last = time.perf_counter()  # evaluation time is not training throughput

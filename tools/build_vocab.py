@@ -16,10 +16,12 @@ published, so we rebuild one reproducibly:
    senses or pronunciations, plural-only nouns, inflections that read badly in a story).
 4. **lexicon** -- ``lemminflect`` must know the word as a lemma of that part of speech, unless it
    is on the hand ALLOW list (nursery words its lexicon lacks: teddy, yummy, ...).
-5. **frequency** -- ``wordfreq`` Zipf frequency (English) >= ``MIN_ZIPF``: drops words too rare for
-   a small child (a Zipf of 3 is about one use per million words).
+5. **frequency** -- ``wordfreq`` Zipf frequency (English) >= ``MIN_ZIPF`` = 2.5 (about one use in
+   three million words): drops words too rare to be in a small child's vocabulary.
 6. **dedupe** -- a word seeded twice for one part of speech keeps its first category.
-7. **cap** -- the ``CAP`` most frequent words per part of speech are kept.
+7. **cap** -- the ``CAP`` = 500 most frequent words per part of speech are kept (ties keep seed
+   order). Web frequency undercounts nursery words, so the cap falls on words such as oink,
+   ladybug and mitten: the price of a rule anyone can rerun rather than a hand pick.
 
 Inflections come from ``lemminflect`` (first form, with a few hand overrides such as fish->fish);
 the article ("a"/"an") from spelling rules with a hand list of exceptions (an hour, a unicorn).
@@ -27,17 +29,18 @@ the article ("a"/"an") from spelling rules with a hand list of exceptions (an ho
 Counts from the committed run (words surviving after each rule; ``python tools/build_vocab.py``
 prints the same table):
 
-    rule        noun   verb  adjective
-    seed         669    584        565
-    format       669    584        565
-    deny         651    556        548
-    lexicon      651    556        548
-    frequency    641    551        538
-    dedupe       623    542        526
-    cap          500    500        500
+    rule         noun   verb  adjective
+    seed          548    612        607
+    format        548    612        607
+    deny          534    590        595
+    lexicon       534    589        582
+    frequency     533    579        565
+    dedupe        515    501        504
+    cap           500    500        500
 
 Run from the repository root; needs ``pip install wordfreq lemminflect`` (build-time only: the
-package reads the TSV and never imports these):
+package reads the TSV and never imports these; the committed file was built with wordfreq 3.1.1
+and lemminflect 0.2.3):
 
     python tools/build_vocab.py            # rewrites tinystories_lib/data/vocab.tsv
     python tools/build_vocab.py --check    # exits 1 if the committed file is stale

@@ -1,0 +1,143 @@
+"""Evaluation prompts: the shipped set, the paper's probes, and the loader for the hub's evaluation file."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections import Counter
+
+import pytest
+
+from tinystories_lib.eval_prompts import (
+    KINDS,
+    EvalPrompt,
+    fetch_paper_eval_yaml,
+    load_eval_prompts,
+    load_paper_eval_yaml,
+    load_paper_probes,
+)
+from tinystories_lib.metrics import ends_mid_sentence
+
+
+def test_shipped_set_is_large_and_covers_every_kind():
+    prompts = load_eval_prompts()
+    assert len(prompts) >= 60
+    kinds = Counter(p.kind for p in prompts)
+    assert set(kinds) == set(KINDS)
+    assert all(kinds[k] >= 10 for k in ("knowledge", "reasoning", "context_tracking"))
+    assert len({p.id for p in prompts}) == len(prompts)
+    assert all(p.text.strip() == p.text and p.text for p in prompts)
+    assert all(p.answers for p in prompts if p.kind != "story")
+    assert all(1 <= p.text.count(".") + p.text.count("!") + p.text.count("?") + 1 <= 7 for p in prompts)
+    assert sum(ends_mid_sentence(p.text) for p in prompts) > 0.9 * len(prompts)
+
+
+def test_paper_probes_are_kept_apart():
+    probes = load_paper_probes()
+    assert [p.kind for p in probes] == ["knowledge", "reasoning", "context_tracking"]
+    assert probes[0].text == "Alice was so tired when she got back home so she went"
+    assert probes[1].text.startswith("Lily wanted to get either a cat or a dog.")
+    ours = {p.text for p in load_eval_prompts()}
+    assert not ours & {p.text for p in probes}
+
+
+def test_answer_found():
+    probe = EvalPrompt("k", "Alice was so tired when she got back home so she went", "knowledge", ["bed", "toy box"])
+    assert probe.answer_found(" to bed and slept.") is True
+    assert probe.answer_found(" to the park. Then she went to bed.", within_words=5) is False
+    assert probe.answer_found(" to look in the toy box.") is True
+    assert probe.answer_found(" to the bedroom.") is False  # whole words only
+    assert EvalPrompt("s", "Once there was").answer_found("a cat") is None
+
+
+def test_load_custom_set_validates(tmp_path):
+    path = tmp_path / "set.yaml"
+    path.write_text("prompts:\n  - {id: a, text: 'One day', kind: riddle}\n")
+    with pytest.raises(ValueError, match="riddle"):
+        load_eval_prompts(path)
+    path.write_text("prompts:\n  - {id: a, text: 'One day'}\n  - {id: a, text: 'Two days'}\n")
+    with pytest.raises(ValueError, match="duplicate"):
+        load_eval_prompts(path)
+
+
+# The hub file's quirks: block strings with trailing newlines and spaces, a beginning cut mid-word,
+# paragraph breaks inside an entry, empty entries, Windows line endings.
+PAPER_LIKE_YAML = (
+    "- |\n"
+    "  Once upon a time there was a small fox. The fox liked to\n"
+    "\n"
+    "- |-\n"
+    "  Tom and Sue went to the beach. Sue found a shell and gave it to Tom. Tom said, \"\n"
+    "- 'The little car drove up the hill. It was very tir'\n"
+    "-\n"
+    "- ''\n"
+    "- |+\n"
+    "  Ben had a kite.   \n"
+    "\n"
+    "  One day the wind took the kite and   \n"
+    "\n"
+    "\n"
+    "- \"   \\n\\n  \"\n"
+    "- \"The owl said hello.\\r\\nThen she flew to the\\r\\n\"\n"
+)
+
+
+def test_load_paper_eval_yaml_handles_quirks(tmp_path):
+    path = tmp_path / "Evaluation prompts.yaml"
+    path.write_text(PAPER_LIKE_YAML, encoding="utf-8")
+    prompts = load_paper_eval_yaml(path)
+    assert [p.id for p in prompts] == ["paper-01", "paper-02", "paper-03", "paper-04", "paper-05"]
+    assert all(p.kind == "story" and p.answers == [] for p in prompts)
+    texts = [p.text for p in prompts]
+    assert texts[0] == "Once upon a time there was a small fox. The fox liked to"
+    assert texts[1].endswith('Tom said, "')
+    assert texts[2] == "The little car drove up the hill. It was very tir"  # mid-word: no space added
+    assert texts[3] == "Ben had a kite.\n\nOne day the wind took the kite and"  # paragraph break kept
+    assert texts[4] == "The owl said hello.\nThen she flew to the"
+
+
+def test_load_paper_eval_yaml_rejects_other_shapes(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("prompts: [a, b]\n")
+    with pytest.raises(ValueError, match="list"):
+        load_paper_eval_yaml(path)
+
+
+def _fake_hub(monkeypatch, download):
+    module = types.ModuleType("huggingface_hub")
+    module.hf_hub_download = download
+    monkeypatch.setitem(sys.modules, "huggingface_hub", module)
+
+
+def test_fetch_paper_eval_yaml_offline_says_what_to_do(monkeypatch, tmp_path):
+    def offline(**kwargs):
+        raise OSError("We couldn't connect to the hub")
+
+    _fake_hub(monkeypatch, offline)
+    with pytest.raises(RuntimeError) as err:
+        fetch_paper_eval_yaml(tmp_path)
+    msg = str(err.value)
+    assert "roneneldan/TinyStories" in msg and "Evaluation prompts.yaml" in msg and "dataset" in msg
+    assert "load_paper_eval_yaml(path)" in msg and "couldn't connect" in msg
+
+
+def test_fetch_paper_eval_yaml_without_huggingface_hub(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # makes the import fail
+    with pytest.raises(RuntimeError, match="not installed.*load_paper_eval_yaml"):
+        fetch_paper_eval_yaml(tmp_path)
+
+
+def test_fetch_paper_eval_yaml_returns_the_download(monkeypatch, tmp_path):
+    calls = []
+
+    def download(**kwargs):
+        calls.append(kwargs)
+        target = tmp_path / "Evaluation prompts.yaml"
+        target.write_text("- Once there was a bee who\n")
+        return str(target)
+
+    _fake_hub(monkeypatch, download)
+    path = fetch_paper_eval_yaml(tmp_path / "cache")
+    assert calls == [{"repo_id": "roneneldan/TinyStories", "filename": "Evaluation prompts.yaml",
+                      "repo_type": "dataset", "cache_dir": str(tmp_path / "cache")}]
+    assert [p.text for p in load_paper_eval_yaml(path)] == ["Once there was a bee who"]

@@ -1,0 +1,336 @@
+"""Offline metrics: each on hand-made cases with known answers, the n-gram index against a brute-force scan,
+and the aggregation math against a hand computation."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from tinystories_lib.grading import Completion, Grade
+from tinystories_lib.metrics import (
+    NgramIndex,
+    OfflineGrader,
+    aggregate,
+    age_distribution,
+    append_grades_jsonl,
+    completes_sentence,
+    distinct_n,
+    ends_mid_sentence,
+    entity_consistency,
+    entity_report,
+    grades_table,
+    lcs_length,
+    mean_ci,
+    read_grades_jsonl,
+    repetition_rate,
+    rouge2_precision,
+    rouge_l_precision,
+    t_critical,
+    tokens,
+)
+
+# --- tokens, variety, looping --------------------------------------------------------------------
+
+
+def test_tokens_lowercase_and_split_punctuation():
+    assert tokens("Hello, Tom! Don't go.") == ["hello", ",", "tom", "!", "don't", "go", "."]
+    assert tokens("Tom’s hat", lower=False) == ["Tom's", "hat"]
+
+
+def test_distinct_n():
+    assert distinct_n(["the cat the cat"], 2) == pytest.approx(2 / 3)  # (the cat) x2, (cat the)
+    assert distinct_n("a b c", 1) == 1.0
+    assert distinct_n(["a b", "a b"], 2) == 0.5  # pooled; no bigram spans two texts
+    assert distinct_n(["a", ""], 2) == 0.0  # no bigrams at all
+
+
+def test_repetition_rate():
+    assert repetition_rate("a b c d a b c d") == pytest.approx(1 / 5)  # abcd returns once among 5
+    assert repetition_rate("one two three four five") == 0.0
+    assert repetition_rate("too short") == 0.0
+    assert repetition_rate(" ".join(["the dog ran"] * 20)) > 0.9
+
+
+# --- overlap -------------------------------------------------------------------------------------
+
+
+def test_rouge2_precision_counts_and_clips():
+    assert rouge2_precision("the cat sat", "the cat ran") == 0.5
+    assert rouge2_precision("a b a b a b", "a b") == pytest.approx(1 / 5)  # (a b) x3 clipped to 1 of 5
+    assert rouge2_precision("Lily ran.", "lily ran . then") == 1.0
+    assert rouge2_precision("word", "word") == 0.0
+
+
+def _lcs_dp(a, b):
+    row = [0] * (len(b) + 1)
+    for x in a:
+        prev_diag = 0
+        for j, y in enumerate(b, 1):
+            prev_diag, row[j] = row[j], prev_diag + 1 if x == y else max(row[j], row[j - 1])
+    return row[-1]
+
+
+def test_lcs_matches_dynamic_programming():
+    rng = random.Random(0)
+    assert lcs_length("abcbdab", "bdcaba") == 4
+    for _ in range(300):
+        a = [rng.choice("abcd") for _ in range(rng.randint(0, 40))]
+        b = [rng.choice("abcd") for _ in range(rng.randint(0, 90))]
+        assert lcs_length(a, b) == _lcs_dp(a, b)
+
+
+def test_rouge_l_precision():
+    assert rouge_l_precision("a b c d", "a c d e") == 0.75
+    assert rouge_l_precision("", "a") == 0.0
+
+
+# --- the index against brute force --------------------------------------------------------------
+
+
+def _random_corpus(rng, n, vocab_size=40):
+    words = [f"w{i}" for i in range(vocab_size)]
+    weights = [1 / (i + 1) for i in range(vocab_size)]  # Zipf-like: some bigrams in many stories
+    return [" ".join(rng.choices(words, weights, k=rng.randint(1, 40))) for _ in range(n)]
+
+
+def _queries(rng, stories, n):
+    out = []
+    for i in range(n):
+        src = stories[rng.randrange(len(stories))].split()
+        a = rng.randrange(len(src))
+        piece = src[a : a + rng.randint(2, 15)]
+        extra = _random_corpus(rng, 1)[0].split()[:5] + ["unseen"] * (i % 3)
+        out.append(" ".join(piece + extra if i % 2 else extra + piece))
+    return out + ["", "w1", "unseen words only here"]
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """Stories, queries, and each query's Rouge-2 precisions against every story, best first."""
+    rng = random.Random(1)
+    stories = _random_corpus(rng, 300)
+    queries = _queries(rng, stories, 150)
+    brute = {q: sorted((rouge2_precision(q, s) for s in stories), reverse=True) for q in queries}
+    return stories, queries, brute
+
+
+def test_index_is_exact_without_caps(corpus):
+    stories, queries, brute = corpus
+    index = NgramIndex(stories, max_postings=None, chunk_stories=64)  # chunked build across several chunks
+    for text in queries:
+        for k in (1, 3):
+            found = index.search(text, k, batch=16)
+            assert found.exact
+            assert [score for _, score in found.hits] == [s for s in brute[text][:k] if s > 0], text
+            for idx, score in found.hits:  # the reported story really has that score
+                assert rouge2_precision(text, stories[idx]) == score
+
+
+def test_index_with_caps_reports_true_scores_and_flags_exactness(corpus):
+    stories, queries, brute = corpus
+    index = NgramIndex(stories, max_postings=15, max_candidates=40)
+    n_exact = 0
+    for text in queries:
+        found = index.search(text, 2, batch=8)
+        best = brute[text][:2]
+        for idx, score in found.hits:
+            assert rouge2_precision(text, stories[idx]) == score
+        if found.hits:
+            assert found.hits[0][1] <= best[0]
+        if found.exact:
+            n_exact += 1
+            assert [s for _, s in found.hits] == [s for s in best if s > 0]
+    assert 0 < n_exact < len(queries)  # the caps bite on some queries, not all
+
+
+def test_index_novelty_and_save_load(corpus, tmp_path):
+    stories, queries, _ = corpus
+    index = NgramIndex(stories[:50])
+    assert index.novelty(stories[7]) == 0.0 or len(stories[7].split()) < 2
+    assert index.novelty("unseen words here") == 1.0
+    assert index.novelty("") is None
+    index.save(tmp_path / "index.npz")
+    loaded = NgramIndex.load(tmp_path / "index.npz")
+    assert len(loaded) == 50 and loaded.max_postings == index.max_postings
+    for text in queries[:30]:
+        assert loaded.nearest(text, 2) == index.nearest(text, 2)
+
+
+def test_index_on_sentences():
+    stories = ["Once upon a time, a cat sat on a mat.", "A dog ran in the park. The dog was happy.", ""]
+    index = NgramIndex(stories)
+    assert index.nearest("The dog was happy and the cat sat.", k=2) == [(1, 3 / 8), (0, 1 / 8)]
+    assert NgramIndex([]).nearest("a b") == []
+
+
+# --- entities ------------------------------------------------------------------------------------
+
+BEGIN_TWO = "Tom and Lily went to the park. Tom saw a red ball and"
+
+
+@pytest.mark.parametrize(
+    "beginning, completion, expected",
+    [
+        (BEGIN_TWO, " Lily kicked it.", 1.0),
+        (BEGIN_TWO, " Max kicked it.", 0.0),  # a new name where the beginning had two
+        (BEGIN_TWO, " Lily and Max kicked it.", 0.5),
+        (BEGIN_TWO, " Lily's dog ran after it.", 1.0),  # possessive is still Lily
+        ("Lily was sad. She lost her doll, so she", " cried. He was sad too.", 0.0),  # gender flips
+        ("Lily was sad. She lost her doll, so she", " cried until she found it.", 1.0),
+        ("Lily was sad. She lost her doll, so she", " cried. Then Lily found it and he smiled.", 0.5),
+        ("Once upon a time, there was a cat.", " The cat was happy.", 1.0),  # nothing to contradict
+        ("One day, Sam went out.", " Suddenly, Mom called him.", 1.0),  # starters and roles are no names
+    ],
+)
+def test_entity_consistency(beginning, completion, expected):
+    assert entity_consistency(beginning, completion) == pytest.approx(expected)
+
+
+def test_entity_report_details():
+    r = entity_report(BEGIN_TWO, " Lily and Max kicked it.")
+    assert (r.names_beginning, r.names_kept, r.names_new) == (["Tom", "Lily"], ["Lily"], ["Max"])
+    assert entity_report("A cat sat.", " It slept.").score is None
+    # Two names in the beginning: pronouns are not checked (he may be Tom).
+    assert entity_report("Lily and Tom played. She laughed and", " he ran.").score is None
+
+
+# --- sentence closure ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so she went", True),
+        ("She went to bed.", False),
+        ('"Let\'s go!" said Tom.', False),
+        ('He shouted, "Stop!"', False),
+        ('At lunch, a boy said, "', True),  # an open quote
+        ("She went to the pa", True),
+        ("", False),
+    ],
+)
+def test_ends_mid_sentence(text, expected):
+    assert ends_mid_sentence(text) is expected
+
+
+@pytest.mark.parametrize(
+    "beginning, completion, expected",
+    [
+        ("Alice was tired so she went", " to bed. She slept.", True),
+        ("She went to the pa", "rk!", True),  # finishes the word, then the sentence
+        ("Ben gave the ball to", " Tom, and Tom said thanks.", True),  # a name may start the completion
+        ("He had a dog and", " Once upon a time there was a cat.", False),  # restarts the story
+        ("He had a dog and", " the dog ran " + "and ran " * 30 + "away.", False),  # too long to count
+        ("He had a dog and", " the dog ran and ran", False),  # never ends
+        ("He had a dog and", "", False),
+        ('The boy said, "', 'Hello! I am Sam."', True),  # a capital is expected inside the quote
+        ("The sun was hot.", " The end", True),  # no open sentence: nothing to complete
+    ],
+)
+def test_completes_sentence(beginning, completion, expected):
+    assert completes_sentence(beginning, completion) is expected
+
+
+# --- the grader ----------------------------------------------------------------------------------
+
+
+def test_offline_grader_scores_and_labels():
+    stories = ["Lily went to the park. Lily played with her red ball all day.", "Tom had a big dog."]
+    grader = OfflineGrader(train_index=NgramIndex(stories))
+    assert grader.name == "offline-metrics (not GPT-4)" and grader.is_llm is False
+    assert "NOT the paper's GPT-4" in OfflineGrader.__doc__
+    copied = Completion("m", "p1", "Lily went to the", " park. Lily played with her red ball all day.", step=5)
+    fresh = Completion("m", "p2", "Once there was a frog.", " A moon sang quietly tonight.")
+    g1, g2 = grader.grade([copied, fresh])
+    assert (g1.grader, g1.step, g1.completion_key, g1.status) == (grader.name, 5, copied.key, "ok")
+    assert g1.scores["novelty"] == 0.0 and g1.extra["details"]["nearest_story"] == 0
+    assert g1.scores["completes_sentence"] == 10.0 and g1.scores["entity_consistency"] == 10.0
+    assert g2.scores["novelty"] == 10.0
+    assert "completes_sentence" not in g2.scores and "completes_sentence" in g2.extra["not_scored"]
+    for g in (g1, g2):
+        assert all(0.0 <= v <= 10.0 for v in g.scores.values())
+        assert all(g.scores[d] == pytest.approx(10 * v) for d, v in g.extra["raw"].items())
+
+
+def test_offline_grader_without_index_and_failure(monkeypatch):
+    c = Completion("m", "p", "Tom had a", " dog. Tom loved it.")
+    (g,) = OfflineGrader().grade([c])
+    assert "novelty" not in g.scores and set(g.scores) >= {"non_repetition", "distinct_2"}
+
+    def broken(text, n=4):
+        raise ValueError("boom")
+
+    monkeypatch.setattr("tinystories_lib.metrics.repetition_rate", broken)
+    (g,) = OfflineGrader().grade([c])
+    assert g.status == "failed" and "boom" in g.reason and g.scores == {}
+
+
+# --- aggregation ---------------------------------------------------------------------------------
+
+
+def test_t_critical_known_values():
+    for df, t in [(1, 12.7062), (2, 4.3027), (5, 2.5706), (10, 2.2281), (30, 2.0423), (100, 1.9840),
+                  (1000, 1.9623), (5000, 1.9604)]:
+        assert t_critical(df) == pytest.approx(t, abs=1e-4)
+    assert t_critical(4, 0.99) == pytest.approx(4.6041, abs=1e-4)
+
+
+def test_t_critical_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 7, 8, 51, 200, 999, 1001, 20000):
+        for conf in (0.9, 0.95, 0.99):
+            assert t_critical(df, conf) == pytest.approx(stats.t.ppf(0.5 + conf / 2, df), rel=1e-6)
+
+
+def _grade(model, score, step=None, status="ok", age=None):
+    scores = {"grammar": score, "plot": score - 1} if status == "ok" else {}
+    return Grade(model, "p", "k", "judge", scores, age_group=age, status=status, step=step)
+
+
+def test_aggregate_matches_hand_computation():
+    grades = [_grade("a", 6), _grade("a", 8), _grade("a", 10), _grade("a", 0, status="failed"),
+              _grade("a", 7, step=100), _grade("b", 0, status="failed")]
+    rows = {(r["model"], r["step"], r["dimension"]): r for r in aggregate(grades)}
+    g = rows[("a", None, "grammar")]
+    # mean 8, sample sd 2, se 2/sqrt(3), t(0.975, df=2) = 4.302653
+    half = 4.302653 * 2 / math.sqrt(3)
+    assert (g["mean"], g["n"], g["n_failed"]) == (8.0, 3, 1)
+    assert g["std"] == pytest.approx(2.0) and g["ci"] == pytest.approx(half, rel=1e-6)
+    assert (g["ci_low"], g["ci_high"]) == (pytest.approx(8 - half), pytest.approx(8 + half))
+    assert rows[("a", None, "plot")]["mean"] == 7.0
+    single = rows[("a", 100, "grammar")]
+    assert (single["mean"], single["ci"], single["n"]) == (7.0, None, 1)
+    assert rows[("b", None, None)]["n"] == 0 and rows[("b", None, None)]["n_failed"] == 1
+    assert mean_ci([]) ["mean"] is None
+
+
+def test_age_distribution():
+    grades = [_grade("a", 5, age="B"), _grade("a", 5, age="B"), _grade("a", 5, age="C"), _grade("a", 5)]
+    (row,) = age_distribution(grades)
+    assert row["n"] == 3 and row["counts"]["B"] == 2 and row["shares"]["C"] == pytest.approx(1 / 3)
+    assert list(row["counts"]) == ["A", "B", "C", "D", "E", "F"]
+    assert age_distribution([_grade("a", 5)]) == []
+
+
+def test_grades_table_shape():
+    grades = [_grade("a", 6), _grade("a", 8), _grade("a", 10), _grade("b", 5, step=3)]
+    table = grades_table(grades)
+    lines = table.splitlines()
+    assert lines[0] == "| model | step | grader | grammar | plot | n | failed |"
+    assert "| a | final | judge | 8.00 ± 4.97 | 7.00 ± 4.97 | 3 | 0 |" in lines
+    assert "| b | 3 | judge | 5.00 | 4.00 | 1 | 0 |" in lines
+
+
+def test_grades_jsonl_append_and_read(tmp_path):
+    path = tmp_path / "logs" / "grades.jsonl"
+    assert read_grades_jsonl(path) == []
+    first = [_grade("a", 6), _grade("a", 0, status="failed")]
+    assert append_grades_jsonl(path, first) == 2
+    with open(path, "a") as f:
+        f.write('{"model": "cut sho')  # a write killed mid-line
+    append_grades_jsonl(path, [_grade("b", 9, step=2)])
+    with pytest.warns(UserWarning, match="skipped 1"):
+        back = read_grades_jsonl(path)
+    assert back == first + [_grade("b", 9, step=2)]

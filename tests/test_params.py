@@ -1,0 +1,84 @@
+import pytest
+import yaml
+
+from tinystories_lib import params
+from tinystories_lib.cli import main as cli_main
+from tinystories_lib.params import ParamsError
+
+
+@pytest.mark.parametrize("name", params.available_profiles())
+def test_every_shipped_profile_is_valid(name):
+    p = params.load(name)
+    assert p.profile == name
+    assert p.model.hidden % p.model.heads == 0
+
+
+def _write(tmp_path, data):
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(data))
+    return f
+
+
+def test_unknown_key_names_the_key_suggests_and_lists_allowed(tmp_path):
+    f = _write(tmp_path, {"train": {"max_step": 10}})
+    with pytest.raises(ParamsError) as e:
+        params.load(f)
+    msg = str(e.value)
+    assert "train.max_step" in msg and "did you mean 'max_steps'" in msg and "batch_size" in msg
+
+
+def test_unknown_section(tmp_path):
+    with pytest.raises(ParamsError, match="unknown key 'trian'.*did you mean 'train'"):
+        params.load(_write(tmp_path, {"trian": {}}))
+
+
+@pytest.mark.parametrize("data,match", [
+    ({"train": {"max_steps": "ten"}}, "train.max_steps: expected an integer"),
+    ({"train": {"lr": True}}, "train.lr: expected a number"),
+    ({"data": {"source": "internet"}}, "data.source: 'internet' is not allowed; choose one of 'storyteller'"),
+    ({"model": {"hidden": 100, "heads": 16}}, "model.hidden: hidden size 100 is not divisible by model.heads=16"),
+    ({"sweep": {"hidden": [64, 100], "heads": 16}}, "sweep.hidden: hidden size 100"),
+    ({"tokenizer": {"vocab_size": 70000}}, "uint16"),
+    ({"data": {"source": "files"}}, "data.paths"),
+    ({"train": {"warmup_steps": 900, "max_steps": 100}}, "train.warmup_steps"),
+    ({"sample": {"top_p": 0}}, "sample.top_p"),
+    ({"grade": {"llm": {"modle": "x"}}}, "grade.llm.modle"),
+    ({"sweep": {"layers": "4"}}, "sweep.layers: expected list of int"),
+])
+def test_bad_values_stop_with_a_message_naming_the_key(tmp_path, data, match):
+    with pytest.raises(ParamsError, match=match):
+        params.load(_write(tmp_path, data))
+
+
+def test_error_names_the_file(tmp_path):
+    f = _write(tmp_path, {"model": {"layers": 0}})
+    with pytest.raises(ParamsError, match=str(f).replace(".", r"\.") + ".*model.layers: must be at least 1"):
+        params.load(f)
+
+
+def test_missing_profile_lists_available():
+    with pytest.raises(ParamsError, match="available: .*smoke"):
+        params.load("no-such-profile")
+
+
+def test_overrides_are_validated_and_applied():
+    p = params.load("smoke", {"train.max_steps": 120, "model": {"hidden": 64}})
+    assert p.train.max_steps == 120 and p.model.hidden == 64 and p.model.layers == params.load("smoke").model.layers
+    with pytest.raises(ParamsError, match="train.max_stepz"):
+        params.load("smoke", {"train.max_stepz": 1})
+
+
+def test_section_hash_changes_only_with_its_sections():
+    a, b = params.load("smoke"), params.load("smoke", {"train.max_steps": 60})
+    assert a.section_hash("data") == b.section_hash("data")
+    assert a.hash() != b.hash()
+    c = params.load("smoke", {"data.n_stories": 100})
+    assert a.section_hash("data") != c.section_hash("data")
+
+
+def test_cli_params_check(tmp_path, capsys):
+    assert cli_main(["params", "check", "params/smoke.yaml"]) == 0
+    assert "ok: profile 'smoke'" in capsys.readouterr().out
+    bad = _write(tmp_path, {"model": {"hidden": 30, "heads": 4}})
+    assert cli_main(["params", "check", str(bad)]) == 2
+    assert "not divisible" in capsys.readouterr().err

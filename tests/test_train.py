@@ -1,0 +1,119 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tinystories_lib.model import GPTNeoConfig
+from tinystories_lib.train import TrainConfig, TrainingDiverged, latest_checkpoint, load_model, lr_at, read_metrics, train
+
+MODEL = GPTNeoConfig(vocab_size=64, context=32, hidden=32, layers=2, heads=4, window=8)
+
+
+def data(n=20000, seed=0):
+    # a learnable sequence: repeating patterns with noise
+    rng = np.random.default_rng(seed)
+    base = np.tile(np.arange(64, dtype=np.uint16), n // 64 + 1)[:n]
+    noise = rng.random(n) < 0.1
+    base[noise] = rng.integers(0, 64, noise.sum())
+    return base
+
+
+def cfg(**kw):
+    c = dict(batch_size=4, max_steps=20, lr=3e-3, min_lr=3e-4, warmup_steps=3, eval_interval=5, eval_batches=2,
+             threads=1, seed=11, log_interval=1)
+    c.update(kw)
+    return TrainConfig(**c)
+
+
+def test_lr_schedule():
+    c = cfg(max_steps=100, warmup_steps=10)
+    assert lr_at(0, c) == pytest.approx(3e-4) and lr_at(9, c) == pytest.approx(3e-3)
+    assert lr_at(100, c) == pytest.approx(3e-4) and lr_at(55, c) == pytest.approx((3e-3 + 3e-4) / 2)
+
+
+def test_loss_falls_and_artifacts_are_written(tmp_path):
+    s = train(MODEL, cfg(max_steps=40), data(), data(4000, 1), tmp_path, progress=False)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    vals = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert vals[-1] < vals[0] - 0.5
+    assert {"step", "train_loss", "lr", "tokens", "tokens_per_s", "wall_s"} <= rows[0].keys()
+    assert (tmp_path / "model.safetensors").exists() and json.loads((tmp_path / "config.json").read_text())["model"]["hidden"] == 32
+    assert s["final_val_loss"] == pytest.approx(vals[-1])
+    m = load_model(tmp_path)
+    assert m.cfg.window == 8
+    # finished: a second call reuses it
+    assert train(MODEL, cfg(max_steps=40), data(), data(4000, 1), tmp_path, progress=False)["skipped"]
+
+
+def test_checkpoints_hold_no_pickles(tmp_path):
+    train(MODEL, cfg(checkpoint_steps=[5]), data(), data(4000, 1), tmp_path, progress=False)
+    ck = tmp_path / "checkpoints" / "step_000005"
+    assert sorted(p.name for p in ck.iterdir()) == ["model.safetensors", "optim.safetensors", "state.json"]
+    load_file(str(ck / "optim.safetensors"))  # plain tensors
+
+
+def test_resume_is_exact(tmp_path):
+    full = tmp_path / "full"
+    part = tmp_path / "part"
+    train(MODEL, cfg(), data(), data(4000, 1), full, progress=False)
+    out = train(MODEL, cfg(), data(), data(4000, 1), part, progress=False, stop_after=8)
+    assert out["stopped_at"] == 8 and not (part / "model.safetensors").exists()
+    train(MODEL, cfg(), data(), data(4000, 1), part, progress=False)
+    a = {r["step"]: r for r in read_metrics(full / "metrics.jsonl")}
+    b = {r["step"]: r for r in read_metrics(part / "metrics.jsonl")}
+    assert sorted(a) == sorted(b) == list(range(1, 21))  # no step lost or logged twice
+    for step in range(9, 21):
+        assert b[step]["train_loss"] == a[step]["train_loss"], step
+    wa, wb = load_file(str(full / "model.safetensors")), load_file(str(part / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+KILL_SCRIPT = """
+import sys, numpy as np
+sys.path.insert(0, {root!r})
+from tests.test_train import MODEL, cfg, data
+from tinystories_lib.train import train
+train(MODEL, cfg(max_steps=400, eval_interval=10), data(), data(4000, 1), {out!r}, progress=False)
+"""
+
+
+def test_resume_after_sigkill(tmp_path):
+    """Kill a real training process mid-run; the rerun resumes from its last checkpoint and ends
+    with the same weights as an uninterrupted run."""
+    root = str(Path(__file__).resolve().parents[1])
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT.format(root=root, out=str(out))],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and (latest_checkpoint(out) is None or json.loads(
+            (out / "checkpoints" / "latest.json").read_text())["step"] < 20):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads((out / "checkpoints" / "latest.json").read_text())["step"]
+    assert 20 <= killed_at < 400 and not (out / "model.safetensors").exists()
+    c = cfg(max_steps=400, eval_interval=10)
+    train(MODEL, c, data(), data(4000, 1), out, progress=False)
+    ref = tmp_path / "ref"
+    train(MODEL, c, data(), data(4000, 1), ref, progress=False)
+    wa, wb = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps[-1] == 400
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(TrainingDiverged, match="Lower train.lr"):
+        train(MODEL, cfg(lr=1e30, min_lr=0.0, warmup_steps=1, max_steps=50), data(), data(4000, 1), tmp_path,
+              progress=False)
+    ck = latest_checkpoint(tmp_path)
+    if ck is not None:  # any checkpoint kept must hold finite weights
+        assert all(torch.isfinite(t).all() for t in load_file(str(ck / "model.safetensors")).values())
