@@ -23,9 +23,9 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 from urllib.parse import urlparse
 
 Reply = Callable[[list], str]
@@ -48,7 +48,7 @@ class Fault:
 class Recorded:
     method: str
     path: str
-    headers: dict
+    headers: dict  # lower-cased names
     body: bytes
     json: object = None
     time: float = 0.0
@@ -268,7 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
                 parsed = json.loads(body)
             except ValueError:
                 parsed = None
-        rec = Recorded(self.command, self.path, dict(self.headers.items()), body, parsed, time.monotonic())
+        rec = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, parsed, time.monotonic())
         self.fake.record(rec)
         return rec
 

@@ -12,9 +12,10 @@ from tinystories_lib.grading import Completion, Grade
 from tinystories_lib.metrics import (
     NgramIndex,
     OfflineGrader,
-    aggregate,
     age_distribution,
+    aggregate,
     append_grades_jsonl,
+    common_words,
     completes_sentence,
     distinct_n,
     ends_mid_sentence,
@@ -148,12 +149,13 @@ def test_index_with_caps_reports_true_scores_and_flags_exactness(corpus):
 def test_index_novelty_and_save_load(corpus, tmp_path):
     stories, queries, _ = corpus
     index = NgramIndex(stories[:50])
-    assert index.novelty(stories[7]) == 0.0 or len(stories[7].split()) < 2
+    assert index.novelty(next(s for s in stories[:50] if len(s.split()) > 3)) == 0.0
     assert index.novelty("unseen words here") == 1.0
     assert index.novelty("") is None
     index.save(tmp_path / "index.npz")
     loaded = NgramIndex.load(tmp_path / "index.npz")
     assert len(loaded) == 50 and loaded.max_postings == index.max_postings
+    assert loaded.common_words == index.common_words
     for text in queries[:30]:
         assert loaded.nearest(text, 2) == index.nearest(text, 2)
 
@@ -186,6 +188,16 @@ BEGIN_TWO = "Tom and Lily went to the park. Tom saw a red ball and"
 )
 def test_entity_consistency(beginning, completion, expected):
     assert entity_consistency(beginning, completion) == pytest.approx(expected)
+
+
+def test_common_words_tell_names_from_capitalised_words():
+    corpus = ["Lily saw the sun. She said hi to Lily and guess what, the sun was warm.", "Guess who came?"]
+    assert common_words(corpus) >= {"sun", "guess", "the"} and "lily" not in common_words(corpus)
+    beginning, completion = "Tom had a kite. Tom", " ran. Guess what? Tom flew it."
+    assert entity_report(beginning, completion).names_new == ["Guess"]  # text alone cannot tell
+    assert entity_report(beginning, completion, known_words={"guess"}).names_new == []
+    assert entity_report("Sam was", " happy. I'm glad, Don't go.").names_new == []  # contractions
+    assert NgramIndex(iter(corpus)).common_words == common_words(corpus)  # a one-pass iterable is fine
 
 
 def test_entity_report_details():
@@ -252,6 +264,9 @@ def test_offline_grader_scores_and_labels():
     for g in (g1, g2):
         assert all(0.0 <= v <= 10.0 for v in g.scores.values())
         assert all(g.scores[d] == pytest.approx(10 * v) for d, v in g.extra["raw"].items())
+    (g3,) = grader.grade([Completion("m", "p3", "Tom had a", " dog.")])
+    row = grades_table([g2, g3]).splitlines()[2]
+    assert row.startswith("| m | final | offline-metrics (not GPT-4) |") and "10.00 (n=1)" in row
 
 
 def test_offline_grader_without_index_and_failure(monkeypatch):
@@ -293,17 +308,21 @@ def test_aggregate_matches_hand_computation():
     grades = [_grade("a", 6), _grade("a", 8), _grade("a", 10), _grade("a", 0, status="failed"),
               _grade("a", 7, step=100), _grade("b", 0, status="failed")]
     rows = {(r["model"], r["step"], r["dimension"]): r for r in aggregate(grades)}
+    assert len(rows) == 6  # 3 groups x the grader's 2 dimensions
     g = rows[("a", None, "grammar")]
     # mean 8, sample sd 2, se 2/sqrt(3), t(0.975, df=2) = 4.302653
     half = 4.302653 * 2 / math.sqrt(3)
     assert (g["mean"], g["n"], g["n_failed"]) == (8.0, 3, 1)
-    assert g["std"] == pytest.approx(2.0) and g["ci"] == pytest.approx(half, rel=1e-6)
+    assert g["std"] == pytest.approx(2.0) and g["ci95"] == pytest.approx(half, rel=1e-6)
     assert (g["ci_low"], g["ci_high"]) == (pytest.approx(8 - half), pytest.approx(8 + half))
     assert rows[("a", None, "plot")]["mean"] == 7.0
     single = rows[("a", 100, "grammar")]
-    assert (single["mean"], single["ci"], single["n"]) == (7.0, None, 1)
-    assert rows[("b", None, None)]["n"] == 0 and rows[("b", None, None)]["n_failed"] == 1
-    assert mean_ci([]) ["mean"] is None
+    assert (single["mean"], single["n"]) == (7.0, 1) and math.isnan(single["ci95"])
+    failed = rows[("b", None, "grammar")]  # all failed: counted, mean undefined
+    assert (failed["n"], failed["n_failed"]) == (0, 1) and math.isnan(failed["mean"])
+    (only_failures,) = aggregate([_grade("c", 0, status="failed")])
+    assert only_failures["dimension"] is None and only_failures["n_failed"] == 1
+    assert mean_ci([1.0, 2.0, 3.0], 0.99)["ci"] == pytest.approx(9.924843 / math.sqrt(3), rel=1e-6)
 
 
 def test_age_distribution():
@@ -315,12 +334,14 @@ def test_age_distribution():
 
 
 def test_grades_table_shape():
-    grades = [_grade("a", 6), _grade("a", 8), _grade("a", 10), _grade("b", 5, step=3)]
+    grades = [_grade("a", 6), _grade("a", 8), _grade("a", 10), _grade("b", 5, step=3),
+              _grade("c", 0, status="failed")]
     table = grades_table(grades)
     lines = table.splitlines()
     assert lines[0] == "| model | step | grader | grammar | plot | n | failed |"
     assert "| a | final | judge | 8.00 ± 4.97 | 7.00 ± 4.97 | 3 | 0 |" in lines
     assert "| b | 3 | judge | 5.00 | 4.00 | 1 | 0 |" in lines
+    assert "| c | final | judge | – | – | 0 | 1 |" in lines
 
 
 def test_grades_jsonl_append_and_read(tmp_path):

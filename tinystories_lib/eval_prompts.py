@@ -10,19 +10,18 @@ Three sources, one record type (`EvalPrompt`):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
+from .metrics import tokens
+
 KINDS = ("story", "knowledge", "reasoning", "context_tracking")
 
 PAPER_REPO_ID = "roneneldan/TinyStories"
 PAPER_EVAL_FILENAME = "Evaluation prompts.yaml"
-
-_WORD_RE = re.compile(r"\w+(?:['’]\w+)*")
 
 
 @dataclass
@@ -45,7 +44,8 @@ class EvalPrompt:
 
 
 def _words(text: str) -> list[str]:
-    return [w.replace("’", "'") for w in _WORD_RE.findall(text.lower())]
+    """Lowercased words without punctuation, so "band-aid" matches "band aid" too."""
+    return [t for t in tokens(text) if t[0].isalnum()]
 
 
 def _contains(words: list[str], phrase: list[str]) -> bool:

@@ -21,14 +21,15 @@ Specs are `tinystories_lib.prompts.PromptSpec`s or anything with the same attrib
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import re
 import time
-from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from .llm import (
     BatchPending,
@@ -38,6 +39,7 @@ from .llm import (
     LLMConfig,
     Usage,
     describe_error,
+    error_detail,
     estimate_message_tokens,
     forget_batch,
     map_concurrently,
@@ -75,7 +77,9 @@ begin:began,begun dig:dug hang:hung shake:shook,shaken build:built send:sent spe
 bend:bent lose:lost shoot:shot light:lit slide:slid spin:spun stick:stuck sting:stung swing:swung
 tear:tore,torn wear:wore,worn forget:forgot,forgotten get:got,gotten lay:laid pay:paid say:said
 hear:heard understand:understood shine:shone feed:fed lead:led seek:sought weep:wept kneel:knelt
-creep:crept leap:leapt dream:dreamt burn:burnt spill:spilt mean:meant
+creep:crept leap:leapt dream:dreamt burn:burnt spill:spilt mean:meant sink:sank,sunk flee:fled
+lean:leant quit:quitted,quitting rise:rose,risen shrink:shrank,shrunk squat:squatted,squatting saw:sawn
+sew:sewn show:shown babysit:babysat forgive:forgave,forgiven
 mouse:mice child:children foot:feet tooth:teeth goose:geese man:men woman:women person:people
 ox:oxen leaf:leaves knife:knives wolf:wolves life:lives wife:wives shelf:shelves half:halves
 good:better,best bad:worse,worst far:farther,further,farthest,furthest little:less,least many:more,most
@@ -88,10 +92,27 @@ _IRREGULAR: dict[str, set[str]] = {
 _VOWELS = set("aeiou")
 
 
+@functools.lru_cache(maxsize=1)
+def _vocab_forms() -> dict[str, set[str]]:
+    """Inflections listed by the prompt vocabulary (`prompts.vocab_index`), when it is installed."""
+    try:
+        from .prompts import vocab_index
+
+        index = vocab_index()
+    except Exception as e:  # the vocabulary is optional here: the rules below still apply
+        log.debug("no vocabulary inflection table (%s); using rules only", type(e).__name__)
+        return {}
+    table: dict[str, set[str]] = {}
+    for (_pos, base), entry in index.items():
+        table.setdefault(base.lower(), set()).update(v.lower() for _k, v in getattr(entry, "forms", ()))
+    return table
+
+
 def word_forms(word: str) -> set[str]:
-    """Forms a prompt word may take in a story: plural/3rd person (s, es, ies), past (ed, d, ied),
-    -ing, comparatives (er, est), adverbs (ly), doubled final consonants (run -> running) and a table
-    of irregulars. A superset on purpose: this rejects stories that skip a word, not odd spellings."""
+    """Forms a prompt word may take in a story: the vocabulary's own inflections when available, plus
+    rules: plural/3rd person (s, es, ies), past (ed, d, ied), -ing, comparatives (er, est), adverbs
+    (ly), doubled final consonants (run -> running) and a table of irregulars. A superset on purpose:
+    this rejects stories that skip a word, not odd spellings."""
     w = word.lower().strip()
     forms = {w, w + "s", w + "es", w + "ed", w + "d", w + "ing", w + "er", w + "r", w + "est", w + "st", w + "ly"}
     if w.endswith("e"):
@@ -112,7 +133,7 @@ def word_forms(word: str) -> set[str]:
         forms.add(w[:-2] + "ves")
     if w.endswith("c"):
         forms |= {w + "ked", w + "king"}  # picnic -> picnicking
-    return forms | _IRREGULAR.get(w, set())
+    return forms | _IRREGULAR.get(w, set()) | _vocab_forms().get(w, set())
 
 
 def _tokens(text: str) -> list[str]:
@@ -140,8 +161,9 @@ def missing_words(text: str, words: dict[str, str], forms: Callable[[str], set[s
 # A model declining or talking about itself instead of writing. Only the opening counts for phrases a
 # story character could say ("I'm sorry," said Tom), anywhere for phrases no character would.
 _REFUSAL_START = re.compile(
-    r"^\W*(i'm sorry|i am sorry|i apologi[sz]e|i cannot|i can't|i can not|i'm unable|i am unable|"
-    r"i won't|unfortunately, i)\b",
+    r"^\W*(?:(?:i'm|i am) sorry,? but\b|i apologi[sz]e\b|unfortunately, i\b|"
+    r"i (?:cannot|can't|can not|won't|am unable to|'m unable to) "
+    r"(?:write|create|generate|help|assist|fulfil|comply|provide|produce|do that|complete))",
     re.IGNORECASE,
 )
 _REFUSAL_ANYWHERE = re.compile(r"\b(as an ai\b|as a language model|i'm an ai|i am an ai)", re.IGNORECASE)
@@ -282,11 +304,9 @@ class GenerationReport:
     wall_s: float = 0.0
     stories_per_s: float = 0.0
 
-    def add_failure(self, story_id: str, error: BaseException | str) -> None:
-        reason = error if isinstance(error, str) else describe_error(error)
+    def add_failure(self, story_id: str, reason: str, detail: str) -> None:
         self.failed[reason] = self.failed.get(reason, 0) + 1
         if len(self.failure_examples) < _MAX_FAILURE_EXAMPLES:
-            detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"[:300]
             self.failure_examples.append({"id": story_id, "reason": reason, "detail": detail})
 
     def add_rejection(self, reason: str) -> None:
@@ -400,6 +420,14 @@ class _Run:
         self.validator.add(story.id, story.text)
         return story
 
+    def fail(self, story_id: str, error: BaseException, prefix: str = "") -> None:
+        self.report.add_failure(story_id, prefix + describe_error(error), error_detail(error, self.config))
+
+    def fail_in_batch(self, story_id: str, error: str, prefix: str = "") -> None:
+        # Batch errors read "http_500: ..." or "no result in batch ...": group by their first part.
+        reason = "missing_from_batch" if error.startswith("no result") else error.split(":")[0].strip()
+        self.report.add_failure(story_id, prefix + (reason or "batch_error"), error_detail(error, self.config))
+
     def accept(self, story: Story, out: JsonlAppender) -> None:
         out.write(asdict(story))
         self.report.written += 1
@@ -511,7 +539,7 @@ async def _generate_one(run: _Run, client: LLMClient, spec, out: JsonlAppender, 
         report.not_attempted += 1
         return
     except Exception as e:  # the run goes on; the id is retried next time
-        report.add_failure(spec.id, e)
+        run.fail(spec.id, e)
         return
     story = run.validate(spec, reply.text, rejects)
     if story is None:
@@ -523,7 +551,7 @@ async def _generate_one(run: _Run, client: LLMClient, spec, out: JsonlAppender, 
             report.not_attempted += 1
             return
         except Exception as e:  # story not written: the next run generates it again, with its summary
-            report.add_failure(spec.id, f"summary: {describe_error(e)}")
+            run.fail(spec.id, e, prefix="summary:")
             return
     run.accept(story, out)
 
@@ -583,35 +611,39 @@ async def agenerate_stories_batch(
             retry_rejected=retry_rejected, mode="batch", budget_usd=budget_usd,
         )
         states = [_batch_state_path(out_path, "stories"), _batch_state_path(out_path, "summaries")]
-        if run.pending:
-            try:
-                await _batch_rounds(run, states, budget_usd, poll_s, max_wait_s)
-            except BatchPending as e:
-                log.info("%s", e)
-                run.report.status = "pending"
-                run.report.batch_ids.append(e.batch_id)
-                return run.report.finish(run.usage, run.t0)
-            except BudgetExceeded as e:
-                log.warning("%s", e)
-                run.report.not_attempted = len(run.pending)
-                return run.report.finish(run.usage, run.t0)
-        for state in states:  # everything is merged: the recorded batches are spent
-            forget_batch(state)
+        try:
+            merged = await _batch_rounds(run, states, budget_usd, poll_s, max_wait_s)
+        except BatchPending as e:
+            log.info("%s", e)
+            run.report.status = "pending"
+            run.report.batch_ids.append(e.batch_id)
+            merged = False
+        if merged:  # every result is in the files: the recorded batches are spent
+            for state in states:
+                forget_batch(state)
     return run.report.finish(run.usage, run.t0)
 
 
-async def _batch_rounds(run: _Run, states: list[Path], budget_usd, poll_s, max_wait_s) -> None:
-    """Round 1: stories; round 2 (with_summary): summaries of the valid ones. Results are merged only
-    after the last round, so a kill in between resumes from the recorded batches."""
+async def _batch_rounds(run: _Run, states: list[Path], budget_usd, poll_s, max_wait_s) -> bool:
+    """Round 1: stories; round 2 (with_summary): summaries of the valid ones. Valid stories are
+    written only after the last round, so a kill in between resumes from the recorded batches.
+    Returns False when the budget stopped a round (its state is kept for a rerun)."""
+    if not run.pending:
+        return True
     by_id = {s.id: s for s in run.pending}
     common = {"poll_s": poll_s, "max_wait_s": max_wait_s, "usage": run.usage}
-    stories_out = await run_batch(
-        run.config, {s.id: story_messages(s) for s in run.pending}, state_path=states[0],
-        budget_usd=budget_usd, description="tinystories-lab stories", **common,
-    )
+    try:
+        stories_out = await run_batch(
+            run.config, {s.id: story_messages(s) for s in run.pending}, state_path=states[0],
+            budget_usd=budget_usd, description="tinystories-lab stories", **common,
+        )
+    except BudgetExceeded as e:
+        log.warning("%s", e)
+        run.report.not_attempted = len(run.pending)
+        return False
     run.report.batch_ids.append(stories_out.batch_id)
     for sid, err in stories_out.errors.items():
-        run.report.add_failure(sid, err.split(":")[0] or "batch_error")
+        run.fail_in_batch(sid, err)
     with JsonlAppender(run.out_path) as out, JsonlAppender(run.rejects_path) as rejects:
         valid = [
             story
@@ -620,18 +652,25 @@ async def _batch_rounds(run: _Run, states: list[Path], budget_usd, poll_s, max_w
         ]
         if run.with_summary and valid:
             left = None if budget_usd is None else max(0.0, budget_usd - run.usage.cost_usd)
-            summaries = await run_batch(
-                run.config, {s.id: summary_messages(s.text) for s in valid}, state_path=states[1],
-                budget_usd=left, max_tokens=SUMMARY_MAX_TOKENS, description="tinystories-lab summaries", **common,
-            )
+            try:
+                summaries = await run_batch(
+                    run.config, {s.id: summary_messages(s.text) for s in valid}, state_path=states[1],
+                    budget_usd=left, max_tokens=SUMMARY_MAX_TOKENS, description="tinystories-lab summaries",
+                    **common,
+                )
+            except BudgetExceeded as e:
+                log.warning("%s", e)
+                run.report.not_attempted = len(valid)
+                return False
             run.report.batch_ids.append(summaries.batch_id)
             for sid, err in summaries.errors.items():
-                run.report.add_failure(sid, f"summary: {err.split(':')[0]}")
+                run.fail_in_batch(sid, err, prefix="summary:")
             valid = [s for s in valid if s.id in summaries.results]
             for s in valid:
                 s.summary = summaries.results[s.id].text.strip()
         for story in valid:
             run.accept(story, out)
+    return True
 
 
 def generate_stories_batch(

@@ -26,9 +26,10 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence, Union
+from typing import Union
 
 from .grading import AGE_GROUPS, LLM_DIMENSIONS, Completion, Grade
 from .llm import (
@@ -39,6 +40,7 @@ from .llm import (
     LLMConfig,
     Usage,
     describe_error,
+    error_detail,
     forget_batch,
     map_concurrently,
     read_jsonl_records,
@@ -148,6 +150,10 @@ _AGE_RANGES = {
 _ANY_RANGE = "|".join(f"(?P<{k}>{v})" for k, v in _AGE_RANGES.items())
 _LETTER = r"(?<![A-Za-z'’])([A-F])(?![A-Za-z'’])"
 _AGE_MENTION = re.compile(r"\bage(?:\s*group)?s?\b", re.IGNORECASE)
+# The question's own list of options, when a judge echoes it: three or more "X: range" pairs in a row.
+_ECHOED_OPTIONS = re.compile(
+    rf"(?:{_LETTER}\s*[:.)]\s*\(?(?:{'|'.join(_AGE_RANGES.values())})\)?[\s.,;]*){{3,}}", re.IGNORECASE
+)
 
 
 @dataclass
@@ -184,7 +190,7 @@ def _range_letter(text: str) -> str | None:
 
 def parse_age_group(text: str) -> str | None:
     """The age-group letter in a reply: "Age group: B", "B: 4-5", "(C)", "age: 6-7"..."""
-    text = text.replace("*", "")
+    text = _ECHOED_OPTIONS.sub(" ", text.replace("*", ""))
     # 1. Right after a mention of "age", latest first: the answer usually closes the reply, and an
     #    echoed list of options ("age groups: A: 3 or under...") comes before it.
     for m in reversed(list(_AGE_MENTION.finditer(text))):
@@ -203,7 +209,11 @@ def parse_age_group(text: str) -> str | None:
     if pairs:
         return pairs[-1]
     parens = re.findall(r"\(([A-F])\)", text)
-    return parens[-1] if parens else None
+    if parens:
+        return parens[-1]
+    # 4. A range said as an age ("10 to 12 years old"); a bare range could count anything.
+    aged = [_range_letter(m.group(1)) for m in re.finditer(rf"({_ANY_RANGE})[\s-]*years?\b", text, re.IGNORECASE)]
+    return aged[-1] if aged else None
 
 
 def _json_block(text: str) -> dict | None:
@@ -411,7 +421,7 @@ class LLMJudge:
         except BudgetExceeded as e:
             return self._record(item, replies, None, f"budget exceeded: {e}")
         except Exception as e:  # recorded on the Grade, retried by the next run
-            return self._record(item, replies, None, f"llm error: {describe_error(e)}: {e}"[:300])
+            return self._record(item, replies, None, self._error_reason(e))
         return self._record(item, replies, parsed)
 
     async def agrade(self, completions: Sequence[Completion], *, instructions: Instructions = None) -> list[Grade]:
@@ -498,7 +508,7 @@ class LLMJudge:
         for k, it in todo.items():
             if k in first.errors or k in second.errors:
                 err = first.errors.get(k) or second.errors.get(k)
-                fresh[k] = self._record(it, [], None, f"batch error: {err}"[:300])
+                fresh[k] = self._record(it, [], None, "batch error: " + error_detail(err, self.config))
                 continue
             replies = [first.results[k].text, second.results[k].text]
             parsed = parse_grade(replies[1], it.dimensions)
@@ -514,7 +524,7 @@ class LLMJudge:
                         try:
                             again = (await client.chat(reminder_messages(turn2[k], replies[1], it.dimensions))).text
                         except Exception as e:
-                            fresh[k] = self._record(it, replies, None, f"llm error: {describe_error(e)}")
+                            fresh[k] = self._record(it, replies, None, self._error_reason(e))
                             return
                         fresh[k] = self._record(it, replies + [again], parse_grade(again, it.dimensions))
 
@@ -522,6 +532,9 @@ class LLMJudge:
             for k, rec in fresh.items():
                 self._remember(writer, todo[k], rec)
         return fresh
+
+    def _error_reason(self, e: BaseException) -> str:
+        return f"llm error: {describe_error(e)}: {error_detail(e, self.config)}"
 
     def _budget_left(self) -> float | None:
         return None if self.budget_usd is None else max(0.0, self.budget_usd - self.usage.cost_usd)

@@ -24,10 +24,11 @@ import logging
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,16 @@ def describe_error(e: BaseException) -> str:
     if isinstance(e, BudgetExceeded):
         return "budget_exceeded"
     return type(e).__name__
+
+
+def error_detail(e: BaseException | str, config: LLMConfig, limit: int = 300) -> str:
+    """An error's text for reports and failed grades, cut short, with the API key (should a server
+    ever echo it) replaced."""
+    text = e if isinstance(e, str) else f"{type(e).__name__}: {e}"
+    key = os.environ.get(config.api_key_env, "").strip()
+    if len(key) >= 8:
+        text = text.replace(key, "[redacted]")
+    return text[:limit]
 
 
 # --------------------------------------------------------------------------------------------- config

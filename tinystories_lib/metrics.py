@@ -23,6 +23,7 @@ from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -124,29 +125,36 @@ class NgramIndex:
     batches. After each batch it knows a bound: a story not yet scored holds none of the bigrams walked so
     far, so it can match at most the bigrams left. Once the k-th best score reaches that bound the answer
     is exact and the walk stops; it also stops after `max_candidates` stories, and then `exact` is False.
-    Building is two chunked passes over the token array, so peak memory stays near the postings' size.
+
+    Building tokenises every story once (the slow part: about 15 s for 100k stories of 120 words on one
+    CPU core) and then makes two chunked passes over the token array, so peak memory is a small multiple
+    of the posting lists' size rather than of all (bigram, story) pairs.
     """
 
     def __init__(
         self,
-        stories: Sequence[str] | None = None,
+        stories: Iterable[str] | None = None,
         max_postings: int | None = 20_000,
         max_candidates: int = 20_000,
         chunk_stories: int = 50_000,
+        case_sample: int = 20_000,
     ):
         self.max_postings = max_postings
         self.max_candidates = max_candidates
         self.vocab: dict[str, int] = {}
-        if stories is not None:
-            self._encode(stories)
-            self._build_postings(chunk_stories)
+        stories = [] if stories is None else stories if isinstance(stories, Sequence) else list(stories)
+        self._encode(stories)
+        self._build_postings(chunk_stories)
+        # Kept with the index so the grader can tell names from capitalised common words (see
+        # `common_words`); a sample of the corpus is plenty for that.
+        self.common_words = common_words(islice(stories, case_sample))
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     # building
 
-    def _encode(self, stories: Sequence[str]) -> None:
+    def _encode(self, stories: Iterable[str]) -> None:
         ids, offsets = array("i"), array("q", [0])
         for text in stories:
             ids.extend(self.vocab.setdefault(t, len(self.vocab)) for t in tokens(text))
@@ -223,12 +231,16 @@ class NgramIndex:
         keys = self._bigram_keys(toks)
         pos = np.minimum(np.searchsorted(qkeys, keys), len(qkeys) - 1)
         hit = (owner[:-1] == owner[1:]) & (qkeys[pos] == keys)
+        # Count each (story, query bigram) cell, clip it to the query's count, sum per story.
         q = len(qkeys)
-        counts = np.bincount(owner[:-1][hit] * q + pos[hit], minlength=len(stories) * q)
-        return np.minimum(counts.reshape(len(stories), q), qcounts).sum(axis=1)
+        cells, counts = np.unique(owner[:-1][hit] * q + pos[hit], return_counts=True)
+        clipped = np.minimum(counts, qcounts[cells % q])
+        return np.bincount(cells // q, weights=clipped, minlength=len(stories)).astype(np.int64)
 
     def search(self, text: str, k: int = 1, batch: int = 4096) -> NearestResult:
         """The k training stories with the highest Rouge-2 precision of `text` against them."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         qkeys, qcounts, total = self._query(text)
         pos, df = self._lookup(qkeys)
         bound = int(qcounts[df > 0].sum())  # the most an unscored story can still match
@@ -239,7 +251,7 @@ class NgramIndex:
             pending.append(self.postings[self.starts[pos[i]] : self.starts[pos[i] + 1]])
             bound -= int(qcounts[i])
             if sum(map(len, pending)) < batch and n_walked < len(walk):
-                continue
+                continue  # fill the batch first: one vectorised scoring pass is cheaper than many
             seen = np.fromiter(scored, np.int64, len(scored))
             fresh = np.setdiff1d(np.concatenate(pending), seen)
             pending = []
@@ -287,14 +299,16 @@ class NgramIndex:
         cap = -1 if self.max_postings is None else self.max_postings
         np.savez(path, tokens=self.tokens, offsets=self.offsets, keys=self.keys, df=self.df,
                  starts=self.starts, postings=self.postings, words=words,
+                 common=np.array(sorted(self.common_words), dtype=str),
                  limits=np.array([cap, self.max_candidates]))
 
     @classmethod
     def load(cls, path: str | Path) -> NgramIndex:
         with np.load(path, allow_pickle=False) as z:
             cap, max_candidates = (int(x) for x in z["limits"])
-            index = cls(None, max_postings=None if cap < 0 else cap, max_candidates=max_candidates)
+            index = cls(max_postings=None if cap < 0 else cap, max_candidates=max_candidates)
             index.vocab = {w: i for i, w in enumerate(z["words"].tolist())}
+            index.common_words = set(z["common"].tolist())
             for name in ("tokens", "offsets", "keys", "df", "starts", "postings"):
                 setattr(index, name, z[name])
         return index
@@ -330,15 +344,37 @@ def _base_name(tok: str) -> str:
     return tok[:-2] if tok.endswith("'s") else tok
 
 
+def _is_capitalised(word: str) -> bool:
+    return word[:1].isupper() and word[:1].isalpha() and not word.isupper()
+
+
+def common_words(stories: Iterable[str]) -> set[str]:
+    """Lowercase words that the stories write in lower case more often than capitalised in mid-sentence:
+    "guess", "sun", "riding" are, "lily" and "max" are not. Lets `entity_report` see that a capitalised
+    word opening a sentence is most likely not a name."""
+    lower: Counter[str] = Counter()
+    capital_mid: Counter[str] = Counter()
+    for text in stories:
+        prev = None
+        for tok in tokens(text, lower=False):
+            if tok.islower():
+                lower[tok] += 1
+            elif _is_capitalised(tok) and prev is not None and prev not in _SENTENCE_OPENERS:
+                capital_mid[_base_name(tok).lower()] += 1
+            prev = tok
+    return {w for w, n in lower.items() if n > capital_mid[w]}
+
+
 def _names(toks: list[str], prev: str | None, lower_seen: set[str]) -> list[str]:
     """Capitalised words that look like names. A capitalised word at the start of a sentence is ambiguous
-    ("Suddenly", "Lily"), so there it counts only if the text never uses it in lower case."""
+    ("Suddenly", "Lily"), so there it counts only if it is not in `lower_seen` (words known in lower case).
+    Contractions ("I'm", "Don't") never count."""
     found = []
     for tok in toks:
         base = _base_name(tok)
-        capitalised = base[:1].isupper() and not base.isupper() and base[:1].isalpha()
         at_start = prev is None or prev in _SENTENCE_OPENERS
-        if capitalised and base.lower() not in _NOT_NAMES and not (at_start and base.lower() in lower_seen):
+        if (_is_capitalised(base) and "'" not in base and base.lower() not in _NOT_NAMES
+                and not (at_start and base.lower() in lower_seen)):
             found.append(base)
         prev = tok
     return found
@@ -362,7 +398,7 @@ class EntityReport:
     score: float | None
 
 
-def entity_report(beginning: str, completion: str) -> EntityReport:
+def entity_report(beginning: str, completion: str, known_words: set[str] | None = None) -> EntityReport:
     """Prompt-entity consistency, in two parts, each 0..1, averaged over the parts that apply:
 
     - names: of the distinct names the completion uses, the share that the beginning introduced
@@ -375,9 +411,11 @@ def entity_report(beginning: str, completion: str) -> EntityReport:
     sentence start can pass for a name; a new character the story legitimately brings in counts as a
     conflict; pronouns are not resolved to people, which is why the pronoun part is skipped when the
     beginning has two or more names. It checks surface consistency only, not whether the story makes sense.
+    `known_words` (e.g. `NgramIndex.common_words`) makes name finding better: a capitalised word opening a
+    sentence is not taken for a name when it is a common lowercase word of the corpus.
     """
     b_toks, c_toks = tokens(beginning, lower=False), tokens(completion, lower=False)
-    lower_seen = {t for t in b_toks + c_toks if t.islower()}
+    lower_seen = {t for t in b_toks + c_toks if t.islower()} | (known_words or set())
     b_names = list(dict.fromkeys(_names(b_toks, None, lower_seen)))
     c_names = list(dict.fromkeys(_names(c_toks, b_toks[-1] if b_toks else None, lower_seen)))
     kept = [n for n in c_names if n in b_names]
@@ -397,10 +435,10 @@ def entity_report(beginning: str, completion: str) -> EntityReport:
     return EntityReport(b_names, kept, new, gender, agree, cf + cm, score)
 
 
-def entity_consistency(beginning: str, completion: str) -> float:
+def entity_consistency(beginning: str, completion: str, known_words: set[str] | None = None) -> float:
     """0..1: how well the completion keeps the beginning's names and pronoun gender (see `entity_report`
     for exactly what is measured). 1.0 when there is nothing to contradict."""
-    score = entity_report(beginning, completion).score
+    score = entity_report(beginning, completion, known_words).score
     return 1.0 if score is None else score
 
 
@@ -501,7 +539,8 @@ class OfflineGrader:
                 raw["novelty"] = 1.0 - best[1]
                 details.update(nearest_story=best[0], rouge2_precision=best[1], novelty_exact=found.exact)
 
-        report = entity_report(c.beginning, c.completion)
+        known = self.train_index.common_words if self.train_index is not None else None
+        report = entity_report(c.beginning, c.completion, known)
         details["entities"] = {"beginning": report.names_beginning, "kept": report.names_kept,
                                "new": report.names_new, "gender": report.gender}
         if report.score is None:
@@ -570,13 +609,13 @@ def t_critical(df: int, confidence: float = 0.95) -> float:
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict:
-    """Mean and the half-width of its t confidence interval (None when n < 2: no spread to measure)."""
-    n = len(values)
-    if n == 0:
-        return {"mean": None, "std": None, "ci": None, "ci_low": None, "ci_high": None, "n": 0}
-    mean = sum(values) / n
-    if n == 1:
-        return {"mean": mean, "std": None, "ci": None, "ci_low": None, "ci_high": None, "n": 1}
+    """Mean, sample std and the half-width `ci` of the t confidence interval. Undefined values are NaN
+    (mean for n = 0; std and ci for n = 1: one value has no spread), which plots skip and tables show
+    as "–"."""
+    n, nan = len(values), float("nan")
+    mean = sum(values) / n if n else nan
+    if n < 2:
+        return {"mean": mean, "std": nan, "ci": nan, "ci_low": nan, "ci_high": nan, "n": n}
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = t_critical(n - 1, confidence) * std / math.sqrt(n)
     return {"mean": mean, "std": std, "ci": half, "ci_low": mean - half, "ci_high": mean + half, "n": n}
@@ -597,20 +636,21 @@ def _dimensions(grades: Sequence[Grade]) -> list[str]:
     return sorted(seen, key=lambda d: known.index(d) if d in known else len(known) + seen.index(d))
 
 
-def aggregate(grades: Iterable[Grade], confidence: float = 0.95) -> list[dict]:
-    """One row per (model, grader, step) and dimension: mean, std, ci (half-width of the t interval at
-    `confidence`), ci_low, ci_high, n (grades with that dimension), n_failed (failed grades of the group).
-    A group with no successful grade gives one row with dimension None."""
+def aggregate(grades: Iterable[Grade]) -> list[dict]:
+    """One row per (model, grader, step) and dimension the grader scores anywhere: mean, std, ci95 (the
+    half-width of the 95% t interval), ci_low, ci_high, n (grades holding that dimension; 0 gives a NaN
+    mean), n_failed (failed grades of the group). A grader none of whose grades succeeded still gets a
+    row per group, with dimension None, so its failures are counted."""
     grades = list(grades)
-    dims_of = {grader: _dimensions([g for g in grades if g.grader == grader]) for grader in
-               dict.fromkeys(g.grader for g in grades)}
+    graders = dict.fromkeys(g.grader for g in grades)
+    dims_of = {name: _dimensions([g for g in grades if g.grader == name]) or [None] for name in graders}
     rows = []
     for (model, grader, step), group in _groups(grades).items():
         ok = [g for g in group if g.status == "ok"]
-        for dim in [d for d in dims_of[grader] if any(d in g.scores for g in ok)] or [None]:
-            values = [float(g.scores[dim]) for g in ok if dim in g.scores]
-            rows.append({"model": model, "grader": grader, "step": step, "dimension": dim,
-                         **mean_ci(values, confidence), "confidence": confidence,
+        for dim in dims_of[grader]:
+            stats = mean_ci([float(g.scores[dim]) for g in ok if dim in g.scores], 0.95)
+            stats["ci95"] = stats.pop("ci")
+            rows.append({"model": model, "grader": grader, "step": step, "dimension": dim, **stats,
                          "n_failed": len(group) - len(ok)})
     return rows
 
@@ -632,20 +672,21 @@ def age_distribution(grades: Iterable[Grade]) -> list[dict]:
 
 
 def _cell(row: dict | None, n_group: int, digits: int) -> str:
-    if row is None or row["mean"] is None:
+    if row is None or math.isnan(row["mean"]):
         return "–"
     text = f"{row['mean']:.{digits}f}"
-    if row["ci"] is not None:
-        text += f" ± {row['ci']:.{digits}f}"
+    if not math.isnan(row["ci95"]):
+        text += f" ± {row['ci95']:.{digits}f}"
     return text if row["n"] == n_group else f"{text} (n={row['n']})"
 
 
-def grades_table(grades: Iterable[Grade], digits: int = 2, confidence: float = 0.95) -> str:
+def grades_table(grades: Iterable[Grade], digits: int = 2) -> str:
     """A markdown table shaped like the paper's: a row per model (and step and grader), a column per
-    dimension holding "mean ± half-width of the CI". The grader column is always shown, so offline scores
-    are never mistaken for the judge's."""
+    dimension holding "mean ± half-width of the 95% CI" ("(n=...)" when fewer grades than the row's n
+    hold that dimension). The grader column is always shown, so offline scores are never mistaken for
+    the judge's."""
     grades = list(grades)
-    rows = aggregate(grades, confidence)
+    rows = aggregate(grades)
     dims = _dimensions(grades)
     header = ["model", "step", "grader", *dims, "n", "failed"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -656,7 +697,7 @@ def grades_table(grades: Iterable[Grade], digits: int = 2, confidence: float = 0
         cells += [_cell(mine.get(d), n_ok, digits) for d in dims]
         cells += [str(n_ok), str(len(group) - n_ok)]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\nmean ± half-width of the {confidence:.0%} t confidence interval\n"
+    return "\n".join(lines) + "\n\nmean ± half-width of the 95% t confidence interval\n"
 
 
 # --- grade logs ----------------------------------------------------------------------------------

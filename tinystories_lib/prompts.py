@@ -82,13 +82,9 @@ def load_vocab(path: str | Path | None = None) -> dict[str, list[Word]]:
     return out
 
 
-def vocab_index() -> dict[tuple[str, str], Word]:
-    """(pos, word) -> Word, for looking up the prompt's words."""
-    return _index()
-
-
 @lru_cache(maxsize=1)
-def _index() -> dict[tuple[str, str], Word]:
+def vocab_index() -> dict[tuple[str, str], Word]:
+    """(pos, word) -> Word, for looking up a prompt's words."""
     return {(w.pos, w.word): w for words in load_vocab().values() for w in words}
 
 

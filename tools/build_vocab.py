@@ -144,12 +144,12 @@ VERBS = {
         snatch yank tug clutch grip crumple snip chop saw hammer braid iron whisk send discover
         collect guard mail inflate lend borrow crush smash burst enjoy mend""",
     "pers": """hug kiss help tickle tease visit meet greet thank invite call chase follow feed pet comfort
-        protect rescue teach tell ask join trust forgive scold warn wake remind hurt bite sting
+        protect rescue teach tell ask join trust forgive scold warn wake remind hurt  sting
         scare surprise bother obey fool dress cheer punish babysit cuddle snuggle pat welcome answer
         adore believe calm frighten startle trick bathe race bully outsmart hush rock tuck squeeze
         tag phone hug nuzzle soothe free trap tame train groom encourage admire adopt defend shelter
         ignore annoy amaze praise heal""",
-    "food": "eat taste bake cook munch chew swallow fry boil roast peel slice share nibble lick serve",
+    "food": "eat bite taste bake cook munch chew swallow fry boil roast peel slice share nibble lick serve",
     "drink": "drink sip slurp",
 }
 

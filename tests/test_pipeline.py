@@ -1,0 +1,83 @@
+"""The smoke pipeline: every notebook through papermill on the tiny profile, then a re-run that reuses."""
+
+import json
+import os
+
+import nbformat
+import pytest
+
+from tinystories_lib.reproduce import notebooks, reproduce, select
+
+pytestmark = pytest.mark.slow
+
+EXPECTED_FIGURES = {"corpus_overview", "loss_curves", "loss_heatmap", "sweep_loss_curves", "grades",
+                    "grades_heatmap", "grades_over_training"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    os.environ["OPENAI_API_KEY"] = "sk-test-SECRET-must-not-leak-42"
+    try:
+        result = reproduce("tiny", runs_root=root / "runs", figures_root=root / "figures", log_output=False)
+    finally:
+        os.environ.pop("OPENAI_API_KEY")
+    return root, result
+
+
+def test_every_notebook_runs_and_writes_its_figures(tiny_run):
+    root, result = tiny_run
+    figs = root / "figures" / "tiny"
+    assert {p.stem for p in figs.glob("*.png")} >= EXPECTED_FIGURES
+    manifest = json.loads((figs / "manifest.json").read_text())
+    assert manifest["profile"] == "tiny" and manifest["git_commit"]
+    for name in EXPECTED_FIGURES:
+        entry = manifest["figures"][name]
+        assert entry["caption"] and entry["reproduces"] and entry["params_hash"] == manifest["params_hash"]
+        assert (figs / entry["file"]).stat().st_size > 5000  # a real plot, not an empty canvas
+    assert set(manifest["notebooks"]) == {nb.stem for nb in notebooks()}
+    assert all(v["seconds"] > 0 for v in manifest["notebooks"].values())
+
+
+def test_executed_notebooks_have_outputs_and_no_errors(tiny_run):
+    root, _ = tiny_run
+    executed = sorted((root / "runs" / "tiny" / "notebooks").glob("*.ipynb"))
+    assert [p.stem for p in executed] == [nb.stem for nb in notebooks()]
+    for path in executed:
+        nb = nbformat.read(path, as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        assert outputs, path
+        assert not [o for o in outputs if o.get("output_type") == "error"], path
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and 'profile = "tiny"' in injected[0].source
+
+
+def test_samples_are_shown(tiny_run):
+    root, _ = tiny_run
+    nb = nbformat.read(root / "runs" / "tiny" / "notebooks" / "02_training.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "[from scratch]" in text
+
+
+def test_the_api_key_appears_nowhere(tiny_run):
+    root, _ = tiny_run
+    for path in root.rglob("*"):
+        if path.is_file() and path.suffix in (".ipynb", ".json", ".jsonl", ".txt", ".md", ".yaml"):
+            assert "sk-test-SECRET" not in path.read_text(errors="ignore"), path
+
+
+def test_rerun_reuses_artifacts(tiny_run):
+    root, _ = tiny_run
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "runs" / "tiny").glob("*/*/artifact.json")}
+    models = {p: p.stat().st_mtime_ns for p in (root / "runs" / "tiny" / "models").glob("*/model.safetensors")}
+    assert stamps and models
+    reproduce("tiny", only=["02"], runs_root=root / "runs", figures_root=root / "figures", log_output=False)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert {p: p.stat().st_mtime_ns for p in models} == models
+
+
+def test_select_notebooks():
+    assert [nb.stem for nb in select(["02"])] == ["02_training"]
+    assert [nb.stem for nb in select(["grading", "01"])] == ["01_data_creation", "04_grading"]
+    with pytest.raises(SystemExit, match="no notebook matches"):
+        select(["99"])
