@@ -7,7 +7,9 @@ first notebook starts, so a bad profile fails in a second, not after ten minutes
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -36,11 +38,25 @@ def select(only: list[str] | None) -> list[Path]:
     return sorted(chosen)
 
 
+def _stream_papermill_log() -> None:
+    """Show what the notebooks print (progress lines, tables, samples) on our stdout as they run."""
+    log = logging.getLogger("papermill")
+    if not any(getattr(h, "_tinystories", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("  %(message)s"))
+        handler._tinystories = True
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def reproduce(profile: str = "smoke", only: list[str] | None = None, overrides: dict | None = None,
               runs_root: str | Path | None = None, figures_root: str | Path | None = None,
               log_output: bool = True) -> dict:
     import papermill
 
+    if log_output:
+        _stream_papermill_log()
     if profile.endswith((".yaml", ".yml")):
         profile = str(Path(profile).resolve())  # notebooks run with notebooks/ as working directory
     p = params_mod.load(profile, overrides)  # validate first

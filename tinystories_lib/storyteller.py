@@ -99,6 +99,10 @@ ANIMAL_HEROES = """bunny puppy kitten bear mouse duck frog fox pig lamb squirrel
 PETS = "puppy kitten dog cat bunny bird fish hamster turtle duck".split()
 BIRDS = "bird duck owl parrot hen chicken robin sparrow goose swan eagle penguin crow pigeon".split()
 FURRY = "puppy kitten dog cat bunny rabbit bear fox mouse squirrel monkey lion tiger horse".split()
+WATER_ANIMALS = {"fish", "goldfish", "whale", "dolphin", "shark", "octopus", "jellyfish", "crab", "seal",
+                 "starfish", "frog", "toad", "duck", "swan", "goose", "turtle", "otter", "beaver"}
+BUGS = {"ant", "bee", "bug", "beetle", "butterfly", "moth", "spider", "worm", "snail", "caterpillar",
+        "mosquito", "ladybug", "firefly", "fly"}
 BIRD_PARTS = {"wing", "beak", "feather"}
 FUR_PARTS = {"paw", "fur", "tail"}
 
@@ -106,7 +110,7 @@ FUR_PARTS = {"paw", "fur", "tail"}
 IN_PLACES = {"park", "garden", "forest", "jungle", "desert", "field", "meadow", "yard", "village",
              "town", "city", "kitchen", "bedroom", "bathroom", "basement", "attic", "classroom",
              "room", "garage", "house", "barn", "tower", "castle", "palace", "cave", "pool"}
-ON_PLACES = {"road", "street", "bridge", "island", "farm"}
+ON_PLACES = {"road", "street", "bridge", "island", "farm", "hill", "mountain"}
 SETTINGS = ["park", "garden", "forest", "beach", "farm", "yard", "playground", "meadow", "field",
             "village", "zoo", "pond", "hill", "lake"]
 DEFAULT_OBJECTS = ["ball", "kite", "doll", "teddy", "truck", "boat", "balloon", "drum", "train",
@@ -177,6 +181,7 @@ OPENINGS = [
     "Long ago, in a [land|place] [far away|full of flowers|with tall trees], there lived {a_kdesc} named {h}.",
     "This is a story about {a_kdesc} named {h}.",
     "Meet {h}. {He} is {a_kdesc}, and {he} is {age} years old.",
+    "Meet {h}, {a_kdesc}. {He} {does} [every day|every morning|whenever {he} can].",
     "{H} was {age} years old. {He} was {a_kdesc} with a [big|happy|sunny] smile.",
     "One [morning|day|afternoon], {a_kdesc} named {h} woke up [early|with a big smile|feeling ready to play].",
     "[Every day|Every morning], {a_kdesc} named {h} [got up early|ran outside|looked out of the window].",
@@ -218,9 +223,9 @@ TRAIT = [
 ]
 PET_INTRO = ["{H} had a pet {an} named {aname}.", "{H} had a [little|small] pet {an}."]
 ANIMAL_INTRO = [
-    "A little {an} lived [near|behind|next to] {his} house.",
-    "[Near|Next to] {his} house, there was {a_an} that {h} liked to watch.",
-    "{H} liked to visit {a_an} that lived [by the fence|under the old tree|near the pond].",
+    "A little {an} lived {a_home}, not far from {his} house.",
+    "Not far from {his} house, there was {a_an} that {h} liked to watch.",
+    "{H} liked to visit {a_an} that lived {a_home}.",
 ]
 ANIMAL_PLURAL = [
     "{He} [liked|loved] all {ans}, but this {an} was {his} favorite.",
@@ -284,6 +289,7 @@ GOAL = [
     '"I want to {do}!" said {h}.',
     '"Can we {do}?" {h} asked. "[Yes|Sure|Okay]," said {f}.',
     '"Let\'s {do}!" {h} said to {f}.',
+    '"Watch me {do}!" said {h}. "I can do it!"',
 ]
 PLAY = [
     "They [ran|hopped|skipped] around and [laughed|played] [for a long time|all morning|in the sun].",
@@ -305,8 +311,10 @@ CLOSING_BAD = [
     "When {he} got home, {h} did not want to talk to anyone.",
 ]
 VERB_DONE = [
-    "{He} had never {done} before.",
-    "{He} had {done} [once|many times] before, and {he} [loved it|wanted to do it again].",
+    "{H} had never {done} before.",
+    "{H} had {done} [once|many times] before, and {he} [loved it|wanted to do it again].",
+    "{H} spent [the morning|a long time|the whole day] {doing}.",
+    "{H} was {doing} when {f} [came over|called {his} name|waved at {him}].",
 ]
 SNACK = [
     "{His} {par} gave {him} {a_tfood} for a snack.",
@@ -378,6 +386,8 @@ TWIST_INTRO = [
     "But then, something [unexpected|surprising] happened.",
     "Suddenly, something [strange|surprising] happened.",
     "Then something [no one expected|very surprising] happened.",
+    "Then, all of a sudden, something [odd|funny|strange] happened.",
+    "But what happened next was a big surprise.",
 ]
 FORESHADOW = {
     # setup early, payoff just before the ending; payoffs split by how the story ends
@@ -527,7 +537,7 @@ PLOTS: dict[str, dict[str, list[str]]] = {
             '"What should we do?" asked {f}. "Let\'s be [gentle|quiet|slow]," said {h}.',
         ],
         "problem": [
-            "Then {h} heard a sad sound. The {an} was stuck [in a bush|up a tree|in the mud] and could not get out.",
+            "Then {h} heard a sad sound. The {an} was stuck {a_stuck} and could not get out.",
             "[Near|By] {the_place}, {h} saw the {an}. It was lost and looked very scared.",
             "The {an} was hurt and could not move. It [cried|made a small, sad sound].",
         ],
@@ -726,7 +736,6 @@ PLOTS: dict[str, dict[str, list[str]]] = {
         "summary_bad": ["{H} and {f} fight over {a_obj} until it is lost to both."],
     },
 }
-PLOT_NAMES = tuple(PLOTS)
 
 SLOTS: dict[str, Slot] = {}
 
@@ -782,6 +791,18 @@ class Person:
                 "possessive": poss, "role": self.role, "kind": self.kind}
 
 
+def _animal_home(animal: str, rng: random.Random) -> tuple[str, str]:
+    """Where an animal lives and where it could get stuck, so a fish never lives by the fence."""
+    if animal in WATER_ANIMALS:
+        return rng.choice(("in the pond", "in the lake", "by the river")), "in an old net"
+    if animal in BIRDS:
+        return rng.choice(("in a tall tree", "in a nest by the window", "on the roof")), "in a bush"
+    if animal in BUGS:
+        return rng.choice(("in the garden", "under a big leaf", "in the grass")), "in a sticky puddle"
+    return (rng.choice(("by the fence", "under the old tree", "near the barn", "in the woods")),
+            rng.choice(("in a bush", "up a tree", "in the mud", "under the fence")))
+
+
 def _verb_phrases(verb: Word, obj_np: str, animal_np: str, food_np: str, drink_np: str) -> dict[str, str]:
     """The verb with the complement its frame needs, in every form the templates use."""
     cat = verb.category
@@ -814,6 +835,16 @@ def _person(rng: random.Random, role: str, taken: set[str], gender: str | None =
     return Person(name, "she" if gender == "girl" else "he", gender, role, gender)
 
 
+# which part a prompt noun plays, by its vocabulary category
+NOUN_ROLES = {"toy": "object", "thing": "object", "clothes": "object", "food": "object", "vehicle": "object",
+              "animal": "animal", "place": "place", "body": "body", "nature": "nature", "person": "person"}
+
+
+def _gendered(name: str, pronoun: str, role: str, kind: str) -> Person:
+    """An animal or adult character: gender words follow the pronoun."""
+    return Person(name, pronoun, "male" if pronoun == "he" else "female", role, kind)
+
+
 class _World:
     """Everything one story is about, decided before any sentence is written."""
 
@@ -824,34 +855,42 @@ class _World:
         self.verb = idx.get(("verb", spec.verb)) or Word(spec.verb, "verb", "intr")
         self.adj = idx.get(("adjective", spec.adjective)) or Word(spec.adjective, "adjective", "thing")
         self.features = set(spec.features)
-        cat = self.noun.category
         n = self.noun.word
-        self.noun_role = "fixture" if n in FIXTURES else {"toy": "object", "thing": "object", "clothes": "object", "food": "object",
-                          "vehicle": "object", "animal": "animal", "place": "place", "body": "body",
-                          "nature": "nature", "person": "person"}.get(cat, "object")
-        taken: set[str] = set()
+        self.noun_role = "fixture" if n in FIXTURES else NOUN_ROLES.get(self.noun.category, "object")
+        self.taken: set[str] = set()  # names in use, so every name has one owner
+        hero_animal = self._cast_hero()
+        self._cast_family(hero_animal)
+        self._cast_others(hero_animal)
+        self._props()
+        self.plot = self._choose_plot()
+        self.bad = "bad_ending" in self.features
 
-        # hero: a child, or (sometimes) an animal; an animal prompt noun may become the hero
-        if cat == "animal" and n in ANIMAL_HEROES and rng.random() < 0.35:
+    def _pet_name(self) -> str:
+        name = self.rng.choice([p for p in PET_NAMES if p not in self.taken])
+        self.taken.add(name)
+        return name
+
+    def _cast_hero(self) -> str:
+        """A child, or sometimes an animal (an animal prompt noun may be the hero). Returns its kind."""
+        rng, n = self.rng, self.noun.word
+        if self.noun.category == "animal" and n in ANIMAL_HEROES and rng.random() < 0.35:
             hero_animal = n
         elif rng.random() < 0.22:
             hero_animal = rng.choice(ANIMAL_HEROES)
         else:
             hero_animal = ""
         if hero_animal:
-            pron = rng.choice(("he", "she"))
-            name = rng.choice(PET_NAMES)
-            taken.add(name)
-            self.hero = Person(name, pron, "male" if pron == "he" else "female", "hero", hero_animal)
+            self.hero = _gendered(self._pet_name(), rng.choice(("he", "she")), "hero", hero_animal)
         else:
-            self.hero = _person(rng, "hero", taken)
+            self.hero = _person(rng, "hero", self.taken)
+        return hero_animal
 
-        # parent (the prompt noun may name it)
+    def _cast_family(self, hero_animal: str) -> None:
+        """The parent and the friend or sibling; a prompt noun that names one fills that role."""
+        rng, n = self.rng, self.noun.word
         par = n if n in PARENTS else rng.choice(("mom", "mom", "dad", "dad", "grandma", "grandpa"))
         self.par_word = par
-        self.parent = Person("", PARENTS[par], "female" if PARENTS[par] == "she" else "male", "parent", par)
-
-        # friend or sibling (the prompt noun may name the relation)
+        self.parent = _gendered("", PARENTS[par], "parent", par)
         if n in SIBLINGS:
             self.frel, fgender = n, SIBLINGS[n]
         elif n == "friend":
@@ -859,22 +898,18 @@ class _World:
         else:
             self.frel = rng.choice(("friend", "friend", "friend", "sister", "brother"))
             fgender = SIBLINGS.get(self.frel)
-        if hero_animal and self.frel == "friend":
-            # an animal hero's friend is another animal, named like a pet
-            fkind = rng.choice([a for a in ANIMAL_HEROES if a != hero_animal])
-            fpron = rng.choice(("he", "she"))
-            fname = rng.choice([p for p in PET_NAMES if p not in taken])
-            taken.add(fname)
-            self.friend = Person(fname, fpron, "male" if fpron == "he" else "female", "friend", fkind)
-        elif hero_animal:
-            fpron = "she" if self.frel == "sister" else "he"
-            fname = rng.choice([p for p in PET_NAMES if p not in taken])
-            taken.add(fname)
-            self.friend = Person(fname, fpron, "female" if fpron == "she" else "male", "friend", hero_animal)
+        if hero_animal and self.frel == "friend":  # an animal's friend is another animal
+            kind = rng.choice([a for a in ANIMAL_HEROES if a != hero_animal])
+            self.friend = _gendered(self._pet_name(), rng.choice(("he", "she")), "friend", kind)
+        elif hero_animal:  # an animal's sibling is the same animal
+            pron = "she" if self.frel == "sister" else "he"
+            self.friend = _gendered(self._pet_name(), pron, "friend", hero_animal)
         else:
-            self.friend = _person(rng, "friend", taken, fgender)
+            self.friend = _person(rng, "friend", self.taken, fgender)
 
-        # the animal: the prompt's, or one that suits a body-part word, or a pet
+    def _cast_others(self, hero_animal: str) -> None:
+        """The animal (the prompt's, one that has the prompt's body part, or a pet) and a visitor."""
+        rng, n, cat = self.rng, self.noun.word, self.noun.category
         if cat == "animal" and hero_animal != n:
             self.animal = n
         elif n in BIRD_PARTS:
@@ -883,17 +918,19 @@ class _World:
             self.animal = rng.choice(FURRY)
         else:
             self.animal = rng.choice([p for p in PETS if p != hero_animal])
-        self.animal_name = rng.choice([p for p in PET_NAMES if p not in taken])
-
-        # visitor: a person the prompt names who is not family
+        self.animal_name = self._pet_name()
         self.visitor: Person | None = None
         if cat == "person" and n not in PARENTS and n not in SIBLINGS and n != "friend":
-            vpron = VISITOR_GENDER.get(n) or rng.choice(("he", "she"))
-            self.visitor = Person(f"the {n}", vpron, "male" if vpron == "he" else "female", "visitor", n)
+            pron = VISITOR_GENDER.get(n) or rng.choice(("he", "she"))
+            self.visitor = _gendered(f"the {n}", pron, "visitor", n)
+        # the helper who comes when called: usually the visitor when there is one, else the parent
+        self.helper_is_visitor = self.visitor is not None and rng.random() < 0.7
 
-        # object, place, food, drink
+    def _props(self) -> None:
+        """The object, the place, a food, a drink and the relative who gives a keepsake."""
+        rng, n, cat = self.rng, self.noun.word, self.noun.category
         if self.noun_role == "object":
-            self.obj = f"toy {n}" if cat == "vehicle" else n
+            self.obj = f"toy {n}" if cat == "vehicle" else n  # a toy ambulance can be carried
             self.obj_mass = self.noun.mass
             self.obj_cat = "toy" if cat == "vehicle" else cat
         else:
@@ -901,18 +938,9 @@ class _World:
             self.obj_mass = False
             self.obj_cat = "toy"  # every default object is a toy or a carried thing
         self.place = n if cat == "place" else rng.choice(SETTINGS)
-        if cat == "food":
-            self.food = n
-        else:
-            self.food = rng.choice(DEFAULT_FOODS)
+        self.food = n if cat == "food" else rng.choice(DEFAULT_FOODS)
         self.drink = n if n in DRINKS else rng.choice(DRINKS)
-        self.giver = rng.choice([g for g in GIVERS if g != par])
-
-        # the helper who comes when called: a visitor when there is one, else the parent
-        self.helper_is_visitor = self.visitor is not None and rng.random() < 0.7
-
-        self.plot = self._choose_plot()
-        self.bad = "bad_ending" in self.features
+        self.giver = rng.choice([g for g in GIVERS if g != self.par_word])
 
     def _choose_plot(self) -> str:
         rng = self.rng
@@ -949,6 +977,7 @@ class _World:
         a_tfood = f"some {tadj} {self.food}" if food_mass else _a(f"{tadj} {self.food}")
         prep = "in" if self.place in IN_PLACES else "on" if self.place in ON_PLACES else "at"
         the_animal = f"the {self.animal}"
+        home, stuck = _animal_home(self.animal, rng)
         helper = self.visitor if self.helper_is_visitor else par
         w_name = helper.name if helper is not par else f"{his} {self.par_word}"
         whe, whim, whis, _ = PRONOUNS[helper.pronoun]
@@ -961,7 +990,7 @@ class _World:
             if self.frel in SIBLINGS and rng.random() < 0.5 else _a(self.frel),
             "par": self.par_word, "phe": phe, "phim": phim, "phis": phis,
             "w": w_name, "whe": whe, "whim": whim, "whis": whis, "giver": self.giver,
-            "an": self.animal, "a": the_animal, "a_an": _a(self.animal),
+            "an": self.animal, "a": the_animal, "a_an": _a(self.animal), "a_home": home, "a_stuck": stuck,
             "ans": _plural(self.animal), "aname": self.animal_name,
             "obj": obj, "the_obj": f"the {obj}", "a_obj": a_obj, "a_adj_obj": a_adj_obj,
             "adj_obj": f"{look} {obj}", "place": self.place, "the_place": f"the {self.place}",
@@ -1043,26 +1072,44 @@ def _compile_cached(text: str) -> tuple:
     return _compile(text)
 
 
+@dataclass
+class _Plan:
+    """Decisions the paragraph writers share: features asked for, ending, foreshadowing."""
+
+    feats: set[str]
+    plot: str
+    ending: str                  # "good" or "bad"
+    fs_key: str | None           # which foreshadowing pair, if any
+    fs_early: bool               # set it up in the first paragraph (else the second)
+    friend_early: bool           # introduce the friend in the first paragraph
+    ft: dict[str, str]           # the text each feature produced, for Story.facts
+
+
 def _paragraphs(world: _World, w: _Writer, facts: dict) -> list[list[str]]:
     """The story as paragraphs of sentences, beat by beat."""
     rng = w.rng
     feats = world.features
-    plot = world.plot
-    ending = "bad" if world.bad else "good"
-    role = world.noun_role
+    plan = _Plan(feats=feats, plot=world.plot, ending="bad" if world.bad else "good",
+                 fs_key=rng.choice(tuple(FORESHADOW)) if "foreshadowing" in feats else None,
+                 fs_early=rng.random() < 0.5, friend_early=rng.random() < 0.5, ft={})
+    paras = [_intro(world, w, plan, facts), _setup(world, w, plan), _middle(world, w, plan, facts)]
+    paras.extend(_ending(world, w, plan, facts))
+    facts["feature_text"] = plan.ft
+    return paras
+
+
+def _friend_slot(world: _World) -> str:
+    return f"friend.{'sibling' if world.frel != 'friend' else 'friend'}"
+
+
+def _intro(world: _World, w: _Writer, plan: _Plan, facts: dict) -> list[str]:
+    """Paragraph 1 -- who, what, where. The opening comes first; the other introductions in any order."""
+    rng = w.rng
     adj_kind = world.adj.category
-    ft: dict[str, str] = {}
-
-    fs_key = rng.choice(tuple(FORESHADOW)) if "foreshadowing" in feats else None
-    fs_early = rng.random() < 0.5
-
-    # 1: who, what, where. The opening comes first; the other introductions in any order.
     p1 = [w.say("opening")]
     facts["opening"] = w.used["opening"]
     if adj_kind == "weather" or rng.random() < 0.25:
         p1.append(w.say("weather"))
-    friend_slot = f"friend.{'sibling' if world.frel != 'friend' else 'friend'}"
-    friend_early = rng.random() < 0.5
     blocks = [[w.say("object")]]
     if adj_kind == "thing" and rng.random() < 0.5:
         blocks[0].append(w.say("object_adj"))
@@ -1070,10 +1117,10 @@ def _paragraphs(world: _World, w: _Writer, facts: dict) -> list[list[str]]:
     animal_slot = "pet" if world.animal in PETS and rng.random() < 0.5 else "animal"
     blocks.append([w.say(animal_slot)])
     facts["animal_intro"] = w.used[animal_slot]
-    if role == "animal" and rng.random() < 0.5:
+    if world.noun_role == "animal" and rng.random() < 0.5:
         blocks[-1].append(w.say("animal_plural"))
-    if friend_early:
-        blocks.append([w.say(friend_slot)])
+    if plan.friend_early:
+        blocks.append([w.say(_friend_slot(world))])
     rng.shuffle(blocks)
     for block in blocks:
         p1.extend(block)
@@ -1083,12 +1130,17 @@ def _paragraphs(world: _World, w: _Writer, facts: dict) -> list[list[str]]:
         p1.append(w.say("mood"))
     elif adj_kind == "trait" and rng.random() < 0.3:
         p1.append(w.say("trait"))
-    if fs_key and fs_early:
-        ft["foreshadowing_setup"] = w.say(f"fs.{fs_key}.setup")
-        p1.append(ft["foreshadowing_setup"])
+    if plan.fs_key and plan.fs_early:
+        plan.ft["foreshadowing_setup"] = w.say(f"fs.{plan.fs_key}.setup")
+        p1.append(plan.ft["foreshadowing_setup"])
+    return p1
 
-    # 2: the day begins; the goal
-    p2 = [] if friend_early else [w.say(friend_slot)]
+
+def _setup(world: _World, w: _Writer, plan: _Plan) -> list[str]:
+    """Paragraph 2 -- the day begins: where they go, what they see, what the hero wants."""
+    rng = w.rng
+    role, adj_kind = world.noun_role, world.adj.category
+    p2 = [] if plan.friend_early else [w.say(_friend_slot(world))]
     p2.append(w.say("go_place"))
     if role == "fixture":
         p2.append(w.say("fixture"))
@@ -1098,79 +1150,86 @@ def _paragraphs(world: _World, w: _Writer, facts: dict) -> list[list[str]]:
         p2.append(w.say("nature_unique" if world.noun.word in UNIQUE_NATURE else "nature"))
     if world.visitor is not None:
         p2.append(w.say("visitor"))
-    has_snack = world.food != world.obj and (adj_kind == "taste" or
-                                             (world.verb.category == "food" and rng.random() < 0.5))
     if rng.random() < 0.6:
         p2.append(w.say("play"))
     p2.append(w.say("goal"))
     if rng.random() < 0.35:
         p2.append(w.say("verb_done"))
-    if has_snack:
+    if world.food != world.obj and (adj_kind == "taste" or
+                                    (world.verb.category == "food" and rng.random() < 0.5)):
         p2.append(w.say("snack"))
     elif adj_kind == "taste":  # the food is the object itself
         p2.append(w.fill("{The_obj} was {tadj}, and {h} [could not wait|wanted to share it]."))
-    if "conflict" in feats and plot != "share":
-        ft["conflict"] = w.say("conflict")
-        p2.append(ft["conflict"])
-    if fs_key and not fs_early:
-        ft["foreshadowing_setup"] = w.say(f"fs.{fs_key}.setup")
-        p2.append(ft["foreshadowing_setup"])
+    if "conflict" in plan.feats and plan.plot != "share":
+        plan.ft["conflict"] = w.say("conflict")
+        p2.append(plan.ft["conflict"])
+    if plan.fs_key and not plan.fs_early:
+        plan.ft["foreshadowing_setup"] = w.say(f"fs.{plan.fs_key}.setup")
+        p2.append(plan.ft["foreshadowing_setup"])
+    return p2
 
-    # 3: the problem and what the hero does about it
+
+def _body_beats(world: _World, w: _Writer) -> list[str]:
+    """A body-part prompt noun: a small accident to the hero, or to the animal for wings and tails."""
+    part = world.noun.word
+    if part in BIRD_PARTS | FUR_PARTS:
+        return [w.say("animal_body")]
+    out = [w.say("body_bump" if part in BUMPABLE else "body")]
+    if w.rng.random() < 0.5 and part in BODY_PLURAL_SPECIAL:
+        out.append(w.fill(BODY_PLURAL_SPECIAL[part]))
+    elif w.rng.random() < 0.5 and part in WIGGLY:
+        out.append(w.say("body_plural"))
+    return out
+
+
+def _middle(world: _World, w: _Writer, plan: _Plan, facts: dict) -> list[str]:
+    """Paragraph 3 -- the problem and what the hero does about it; the twist and the payoff."""
+    plot, ending, ft = plan.plot, plan.ending, plan.ft
     p3 = [w.say(f"{plot}.problem")]
     if plot == "share":  # chosen only with "conflict": the fight is the problem itself
         ft["conflict"] = w.say("conflict_object")
         p3.append(ft["conflict"])
-    if role == "body":
-        part = world.noun.word
-        if part in BIRD_PARTS | FUR_PARTS:
-            p3.append(w.say("animal_body"))
-        else:
-            p3.append(w.say("body_bump" if part in BUMPABLE else "body"))
-            if rng.random() < 0.5 and part in BODY_PLURAL_SPECIAL:
-                p3.append(w.fill(BODY_PLURAL_SPECIAL[part]))
-            elif rng.random() < 0.5 and part in WIGGLY:
-                p3.append(w.say("body_plural"))
+    if world.noun_role == "body":
+        p3.extend(_body_beats(world, w))
     attempt = f"{plot}.attempt_{ending}" if f"{plot}.attempt_{ending}" in SLOTS else f"{plot}.attempt"
     p3.append(w.say(attempt))
-    if "dialogue" in feats:
+    if "dialogue" in plan.feats:
         ft["dialogue"] = w.say(f"{plot}.talk", quote=True)
         p3.append(ft["dialogue"])
-    if "plot_twist" in feats:
+    if "plot_twist" in plan.feats:
         ft["plot_twist"] = w.say("twist_intro") + " " + w.say(f"{plot}.twist_{ending}")
         p3.append(ft["plot_twist"])
         facts["twist"] = w.used[f"{plot}.twist_{ending}"]
-    if fs_key:
-        ft["foreshadowing_payoff"] = w.say(f"fs.{fs_key}.{ending}")
+    if plan.fs_key:
+        ft["foreshadowing_payoff"] = w.say(f"fs.{plan.fs_key}.{ending}")
         p3.append(ft["foreshadowing_payoff"])
-        facts["foreshadowing"] = {"kind": fs_key, "setup": ft["foreshadowing_setup"],
+        facts["foreshadowing"] = {"kind": plan.fs_key, "setup": ft["foreshadowing_setup"],
                                   "payoff": ft["foreshadowing_payoff"]}
+    return p3
 
-    # 4: the ending
+
+def _ending(world: _World, w: _Writer, plan: _Plan, facts: dict) -> list[list[str]]:
+    """Paragraph 4 -- the good or bad ending -- and the moral, inside it or on its own line."""
+    rng, plot, ending = w.rng, plan.plot, plan.ending
     end = w.say(f"{plot}.{ending}")
     p4 = [end]
     facts["ending"] = ending
     facts["ending_template"] = w.used[f"{plot}.{ending}"]
-    ft["ending"] = end
+    plan.ft["ending"] = end
     p4.append(w.say(f"end_verb_{ending}"))
-    if "conflict" in feats and plot != "share":  # the share plot's ending already settles the fight
+    if "conflict" in plan.feats and plot != "share":  # the share plot's ending already settles it
         p4.append(w.say(f"conflict_{ending}"))
-    if rng.random() < (0.7 if len(feats) < 2 else 0.3):
+    if rng.random() < (0.7 if len(plan.feats) < 2 else 0.3):
         p4.append(w.say(f"closing_{ending}"))
-
-    paras = [p1, p2, p3, p4]
-    # 5: the moral, said plainly
-    if "moral_value" in feats:
-        moral = rng.choice(PLOTS[plot][f"moral_{ending}"])
-        w.ctx["moral"] = moral
-        ft["moral_value"] = w.say("moral")
-        facts["moral"] = moral
-        if rng.random() < 0.5:
-            p4.append(ft["moral_value"])
-        else:
-            paras.append([ft["moral_value"]])
-    facts["feature_text"] = ft
-    return paras
+    if "moral_value" not in plan.feats:
+        return [p4]
+    moral = rng.choice(PLOTS[plot][f"moral_{ending}"])
+    w.ctx["moral"] = moral
+    plan.ft["moral_value"] = w.say("moral")
+    facts["moral"] = moral
+    if rng.random() < 0.5:
+        return [p4 + [plan.ft["moral_value"]]]
+    return [p4, [plan.ft["moral_value"]]]
 
 
 def _regroup(paras: list[list[str]], rng: random.Random) -> list[list[str]]:
@@ -1202,7 +1261,16 @@ PADDING = [
 
 
 class Storyteller:
-    """Writes one story per prompt. Deterministic: the same (seed, spec.id, spec) gives the same story."""
+    """Writes one story per prompt. Deterministic: the same (seed, spec.id, spec) gives the same story.
+
+    ``Story.facts`` keys: ``characters`` (dicts with name, gender, pronoun, object_pronoun,
+    possessive, role, kind; the hero first, then friend, parent, visitor if any, animal), ``hero``,
+    ``object`` and ``object_phrase`` ("the kite"), ``place``, ``animal``, ``animal_name``, ``food``,
+    ``plot``, ``noun_role`` (the part the prompt noun plays), ``helper`` ("her mom"),
+    ``verb_forms`` (the verb phrase in each form), ``ending`` ("good"/"bad"), ``ending_template``,
+    ``opening`` (template id), ``moral``, ``twist``, ``foreshadowing`` ({kind, setup, payoff}) when
+    asked for, and ``feature_text`` (the exact text each feature produced, plus the ending).
+    """
 
     source = "storyteller"
 

@@ -241,7 +241,12 @@ def evaluate(model, batches: Batches, n_batches: int, device, autocast=nullconte
             _, loss = model(x.to(device), y.to(device))
         losses.append(loss.item())
     model.train(was_training)
-    return float(np.mean(losses))
+    mean = float(np.mean(losses))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        t = torch.tensor([mean], device=device)  # each rank saw its slice of the same batches
+        torch.distributed.all_reduce(t)
+        mean = t.item() / torch.distributed.get_world_size()
+    return mean
 
 
 # ---------------------------------------------------------------- the loop

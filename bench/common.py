@@ -1,0 +1,152 @@
+"""Shared helpers for the benchmark scripts: arguments, machine info, timing, the result table.
+
+Every benchmark compares "ours" with a named baseline measured in the same run (or, where that is
+impossible, a figure quoted from elsewhere and labelled so) and prints one table row per comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python bench/bench_x.py` from the repo root
+    sys.path.insert(0, str(ROOT))
+
+
+def parse_args(description: str, extra=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="a smaller run (< 40 s) for a smoke check")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument("--json", type=Path, help="also write the results table as JSON here")
+    if extra:
+        extra(p)
+    return p.parse_args()
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info(threads: int | None = None) -> dict:
+    info = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg": tuple(round(x, 2) for x in os.getloadavg()),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["threads"] = torch.get_num_threads() if threads is None else threads
+    except ImportError:
+        pass
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def start(args: argparse.Namespace, name: str, torch_threads: bool = True) -> dict:
+    """Set threads, print the machine header (with the load average at start) and return it."""
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    info = machine_info(args.threads if torch_threads else None)
+    print(f"== {name}{' (--quick)' if args.quick else ''}")
+    for k, v in info.items():
+        print(f"   {k}: {v}")
+    print(f"   os.getloadavg() at start: {os.getloadavg()}")
+    return info
+
+
+class Timer:
+    """`with Timer() as t: ...; t.s` seconds (perf_counter)."""
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.s = time.perf_counter() - self.t0
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    """Fastest of `repeat` calls of fn(), in seconds (least disturbed by other load)."""
+    times = []
+    for _ in range(repeat):
+        with Timer() as t:
+            fn()
+        times.append(t.s)
+    return min(times)
+
+
+@dataclass
+class Row:
+    """One comparison. `ours` and `baseline` in `unit`; `target` is the ratio ours/baseline asked for
+    (None: no target). `baseline_name` says what the baseline is and whether it was measured here."""
+
+    what: str
+    ours: float
+    baseline: float
+    unit: str
+    baseline_name: str
+    target: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.baseline if self.baseline else float("nan")
+
+    @property
+    def met(self) -> str:
+        if self.target is None:
+            return "-"
+        return "yes" if self.ratio >= self.target else "NO"
+
+
+def _fmt(x: float) -> str:
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.3g}"
+
+
+def print_table(rows: list[Row], args: argparse.Namespace | None = None, info: dict | None = None) -> None:
+    """Print the rows as a Markdown table (pasted into BENCHMARKS.md) and the load at the end."""
+    print()
+    print("| what | ours | baseline | unit | ours / baseline | target | met? | baseline is |")
+    print("|---|---:|---:|---|---:|---:|---|---|")
+    for r in rows:
+        target = f">= {r.target:g}x" if r.target is not None else "-"
+        note = f" ({r.note})" if r.note else ""
+        print(f"| {r.what}{note} | {_fmt(r.ours)} | {_fmt(r.baseline)} | {r.unit} | {r.ratio:.2f}x | "
+              f"{target} | {r.met} | {r.baseline_name} |")
+    end_load = os.getloadavg()
+    print(f"\n   os.getloadavg() at end: {end_load}")
+    if args is not None and args.json:
+        out = {"info": info, "loadavg_end": end_load,
+               "rows": [asdict(r) | {"ratio": r.ratio, "met": r.met} for r in rows]}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
