@@ -12,7 +12,15 @@ import torch
 from safetensors.torch import load_file
 
 from tinystories_lib.model import GPTNeoConfig
-from tinystories_lib.train import TrainConfig, TrainingDiverged, latest_checkpoint, load_model, lr_at, read_metrics, train
+from tinystories_lib.train import (
+    TrainConfig,
+    TrainingDiverged,
+    latest_checkpoint,
+    load_model,
+    lr_at,
+    read_metrics,
+    train,
+)
 
 MODEL = GPTNeoConfig(vocab_size=64, context=32, hidden=32, layers=2, heads=4, window=8)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 # The paper's four GPT-Eval dimensions, each scored out of 10.
 LLM_DIMENSIONS = ("grammar", "creativity", "consistency", "plot")
@@ -57,7 +58,7 @@ class Grade:
         return json.dumps(asdict(self), ensure_ascii=False)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Grade":
+    def from_dict(cls, d: dict) -> Grade:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 

@@ -59,20 +59,14 @@ class LlamaConfig:
     def head_dim(self) -> int:
         return self.dim // self.n_heads
 
-    # The sampler allocates `model.KVCache(cfg, ...)`: (batch, cfg.heads, max_len, cfg.hidden // cfg.heads)
-    # per layer. We cache k/v un-expanded (n_kv_heads), so these three describe the cache, not the model
-    # width: `heads` = n_kv_heads and `hidden` = n_kv_heads * head_dim.
+    # What our sampler's KVCache needs: k/v are cached un-expanded, n_kv_heads per layer.
     @property
     def layers(self) -> int:
         return self.n_layers
 
     @property
-    def heads(self) -> int:
+    def kv_heads(self) -> int:
         return self.n_kv_heads
-
-    @property
-    def hidden(self) -> int:
-        return self.n_kv_heads * self.head_dim
 
     def to_dict(self) -> dict:
         return asdict(self)

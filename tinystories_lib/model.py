@@ -41,6 +41,14 @@ class GPTNeoConfig:
         if len(self.attention_types) != self.layers:
             raise ValueError(f"attention_types has {len(self.attention_types)} entries for {self.layers} layers")
 
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def kv_heads(self) -> int:  # what the KV cache stores per layer (Llama's grouped attention stores fewer)
+        return self.heads
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -69,10 +77,11 @@ def named_config(name: str, vocab_size: int = 50257, **overrides) -> GPTNeoConfi
 
 
 class KVCache:
-    """Preallocated keys and values for every layer: (batch, heads, max_len, head_dim) each."""
+    """Preallocated keys and values for every layer: (batch, kv_heads, max_len, head_dim) each.
+    Works for any config with `layers`, `kv_heads` and `head_dim` (GPT-Neo and the Llama variant)."""
 
-    def __init__(self, cfg: GPTNeoConfig, batch: int, max_len: int, device, dtype):
-        shape = (batch, cfg.heads, max_len, cfg.hidden // cfg.heads)
+    def __init__(self, cfg, batch: int, max_len: int, device, dtype):
+        shape = (batch, cfg.kv_heads, max_len, cfg.head_dim)
         self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
         self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
         self.length = 0  # tokens already stored

@@ -26,7 +26,6 @@ from .runs import Run
 from .tokenizer import Codec, load_gpt2, read_shard, top_k_codec, train_bpe, write_shard
 from .train import TrainConfig, read_metrics, train
 
-
 # ---------------------------------------------------------------- corpus
 
 

@@ -1,0 +1,35 @@
+"""Notebook 04 with the LLM judge, through papermill, against a local OpenAI-compatible server:
+the key from the environment is really sent, and appears in no executed notebook or artifact."""
+
+import json
+
+import pytest
+
+from tests.openai_server import FakeOpenAI, judge_reply
+from tinystories_lib.reproduce import reproduce
+
+pytestmark = pytest.mark.slow
+
+SECRET = "sk-test-SECRET-notebook-777"
+
+
+def test_grading_notebook_with_an_llm_judge(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with FakeOpenAI(reply=judge_reply("plain")) as server:
+        overrides = {"grade.judge": "llm", "grade.llm.base_url": server.base_url, "grade.llm.model": "fake-judge",
+                     "grade.n_prompts": 3}
+        reproduce("tiny", only=["04"], overrides=overrides, runs_root=tmp_path / "runs",
+                  figures_root=tmp_path / "figures", log_output=False)
+        requests = server.chat_requests
+    assert requests, "the judge made no calls"
+    assert all(r.headers.get("authorization") == f"Bearer {SECRET}" for r in requests)
+    turn2 = [r for r in requests if len(r.json["messages"]) == 3]
+    assert len(turn2) == len(requests) // 2  # two turns per completion
+    assert turn2[0].json["messages"][2]["content"].startswith("Now, grade the student's completion")
+
+    manifest = json.loads((tmp_path / "figures" / "tiny" / "manifest.json").read_text())
+    assert "not GPT-4" not in manifest["figures"]["grades"]["reproduces"]
+    assert "llm-judge:fake-judge" in manifest["figures"]["grades"]["caption"]
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.suffix in (".ipynb", ".json", ".jsonl", ".txt", ".md", ".yaml", ".log"):
+            assert SECRET not in path.read_text(errors="ignore"), path
