@@ -86,17 +86,16 @@ def make_grader(run: Run) -> Grader:
     g = run.params.grade
     if g.judge == "llm":
         from .judge import LLMJudge
-        from .llm import LLMConfig
+        from .pipeline import llm_config
 
-        j = g.llm
-        cfg = LLMConfig(base_url=j.base_url, model=j.model, api_key_env=j.api_key_env,
-                        max_concurrency=j.max_concurrency, price_per_1m_input=j.price_per_1m_input,
-                        price_per_1m_output=j.price_per_1m_output)
-        return LLMJudge(cfg, cache_path=run.root / "judge_cache.jsonl", budget_usd=j.budget_usd)
+        return LLMJudge(llm_config(g.llm), cache_path=run.root / "judge_cache.jsonl", budget_usd=g.llm.budget_usd)
     from .metrics import NgramIndex, OfflineGrader
 
     return OfflineGrader(train_index=NgramIndex([s.text for s in read_corpus(run, "train")]))
 
 
-def grade(grader: Grader, items: list[Completion]) -> list[Grade]:
+def grade(run: Run, grader: Grader, items: list[Completion]) -> list[Grade]:
+    """Grade completions; through the Batch API when the profile asks for it (LLM judge only)."""
+    if grader.is_llm and run.params.grade.llm.batch_api:
+        return grader.grade_batch(items)
     return grader.grade(items)

@@ -29,8 +29,27 @@ class ParamsError(ValueError):
 
 
 @dataclass
+class EndpointParams:
+    """An OpenAI-compatible endpoint (OpenAI, Azure, vLLM, Ollama, llama.cpp). The key is never here:
+    it is read from the environment variable named by `api_key_env`."""
+
+    base_url: str | None = None  # None = OpenAI
+    model: str = "gpt-4o-mini"
+    api_key_env: str = "OPENAI_API_KEY"
+    azure_api_version: str | None = None  # set for Azure OpenAI (base_url = the resource endpoint)
+    max_concurrency: int = 16
+    timeout_s: float = 60.0
+    price_per_1m_input: float = 0.15  # USD, for the cost estimate and the budget cap
+    price_per_1m_output: float = 0.6
+    temperature: float | None = None
+    max_tokens: int | None = None
+    budget_usd: float | None = None  # stop issuing requests past this spend
+    batch_api: bool = False  # the Batch API: half the price, results within 24 h
+
+
+@dataclass
 class DataParams:
-    source: Literal["storyteller", "files", "hub"] = "storyteller"
+    source: Literal["storyteller", "llm", "files", "hub"] = "storyteller"
     n_stories: int = 20000  # storyteller: how many to write; files/hub: the first N (0 = all)
     paths: list[str] = field(default_factory=list)  # source=files: .txt/.json/.jsonl/.parquet files or dirs
     hub_name: str = "roneneldan/TinyStories"
@@ -39,6 +58,8 @@ class DataParams:
     val_fraction: float = 0.05
     min_chars: int = 50
     max_chars: int = 4000
+    llm: EndpointParams = field(default_factory=EndpointParams)  # source=llm: who writes the stories
+    llm_summaries: bool = False  # source=llm: a second call writes a one-line summary (TinyStories-Instruct)
 
 
 @dataclass
@@ -96,24 +117,14 @@ class SampleParams:
 
 
 @dataclass
-class JudgeParams:
-    base_url: str | None = None  # None = OpenAI; any OpenAI-compatible endpoint otherwise
-    model: str = "gpt-4o"
-    api_key_env: str = "OPENAI_API_KEY"  # the key itself only ever comes from the environment
-    max_concurrency: int = 16
-    price_per_1m_input: float = 2.5
-    price_per_1m_output: float = 10.0
-    budget_usd: float | None = None
-
-
-@dataclass
 class GradeParams:
     judge: Literal["offline", "llm"] = "offline"
     n_prompts: int = 30  # from the shipped evaluation set (0 = all)
     completions_per_prompt: int = 1
     temperature: float = 0.0  # 0 = greedy
     max_new_tokens: int = 120
-    llm: JudgeParams = field(default_factory=JudgeParams)
+    llm: EndpointParams = field(default_factory=lambda: EndpointParams(model="gpt-4o", price_per_1m_input=2.5,
+                                                                        price_per_1m_output=10.0))
 
 
 @dataclass
@@ -213,6 +224,9 @@ def _build(cls, data: dict, prefix: str = ""):
     kwargs = {}
     for k, v in data.items():
         key = f"{prefix}.{k}" if prefix else str(k)
+        if k == "api_key":
+            raise ParamsError(f"'{key}': API keys never go in a profile; export the key in an environment "
+                              "variable and name that variable in 'api_key_env' (default OPENAI_API_KEY)")
         if k not in allowed:
             close = difflib.get_close_matches(str(k), allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -241,6 +255,7 @@ def _check_values(p: Params) -> None:
         "sample.top_k": (p.sample.top_k, 0), "grade.n_prompts": (p.grade.n_prompts, 0),
         "grade.completions_per_prompt": (p.grade.completions_per_prompt, 1),
         "grade.max_new_tokens": (p.grade.max_new_tokens, 1), "grade.llm.max_concurrency": (p.grade.llm.max_concurrency, 1),
+        "data.llm.max_concurrency": (p.data.llm.max_concurrency, 1),
     }
     for key, (v, lo) in positive.items():
         need(v >= lo, key, f"must be at least {lo}, got {v}")

@@ -10,7 +10,6 @@ use and reused afterwards.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -23,10 +22,43 @@ from .model import GPTNeoConfig
 from .params import ModelParams
 from .records import Story, read_jsonl, write_jsonl
 from .runs import Run
+from .sample import SamplingConfig
 from .tokenizer import Codec, load_gpt2, read_shard, top_k_codec, train_bpe, write_shard
 from .train import TrainConfig, read_metrics, train
 
 # ---------------------------------------------------------------- corpus
+
+
+def llm_config(ep):
+    """An `LLMConfig` for the client layer from a profile's endpoint section."""
+    from .llm import LLMConfig
+
+    return LLMConfig(base_url=ep.base_url, model=ep.model, api_key_env=ep.api_key_env,
+                     azure_api_version=ep.azure_api_version, max_concurrency=ep.max_concurrency,
+                     timeout_s=ep.timeout_s, price_per_1m_input=ep.price_per_1m_input,
+                     price_per_1m_output=ep.price_per_1m_output, temperature=ep.temperature, max_tokens=ep.max_tokens)
+
+
+def llm_stories(run: Run, progress: bool = True):
+    """Stories written by an LLM from the paper's prompts, into an append-only JSONL keyed by prompt id:
+    interrupt it at any point and run again to finish, nothing lost or duplicated. Returns (path, report)."""
+    from .generate import generate_stories, generate_stories_batch
+    from .prompts import sample_prompts
+
+    d = run.params.data
+    specs = sample_prompts(d.n_stories, seed=run.params.seed)
+    cfg = llm_config(d.llm)
+    out = run.stage_dir("llm_stories", run.params.section_hash("data")) / "stories.jsonl"
+    est = cfg.estimate_cost(n_requests=len(specs) * (2 if d.llm_summaries else 1), est_input_tokens=120,
+                            batch=d.llm.batch_api)
+    print(f"{len(specs):,} stories with {cfg.model}: estimated cost ${est:,.2f}"
+          + (f" (budget ${d.llm.budget_usd:,.2f})" if d.llm.budget_usd is not None else ""), flush=True)
+    if d.llm.batch_api:
+        report = generate_stories_batch(specs, cfg, out, budget_usd=d.llm.budget_usd, with_summary=d.llm_summaries)
+    else:
+        report = generate_stories(specs, cfg, out, budget_usd=d.llm.budget_usd, with_summary=d.llm_summaries,
+                                  progress=progress)
+    return out, report
 
 
 def _source_stories(run: Run, progress: bool) -> list[Story]:
@@ -36,6 +68,13 @@ def _source_stories(run: Run, progress: bool) -> list[Story]:
         from .storyteller import generate_stories
 
         return generate_stories(d.n_stories, seed=run.params.seed, progress=progress)
+    if d.source == "llm":
+        out, report = llm_stories(run, progress)
+        print(report.summary(), flush=True)
+        if report.status != "complete":
+            raise RuntimeError(f"story generation is {report.status}: {report.summary()}\n"
+                               "Nothing is lost: run this cell (or the command) again to resume where it stopped.")
+        return list(read_jsonl(out))
     from .corpus import load_corpus
 
     return load_corpus(d.source, paths=d.paths, hub_name=d.hub_name, hub_split=d.hub_split,
@@ -190,5 +229,13 @@ def summary_table(results: list[ModelRun]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2))
+def sampling(run: Run) -> SamplingConfig:
+    """The profile's sampling settings (`sample.*`) for showing stories."""
+    S = run.params.sample
+    return SamplingConfig(max_new_tokens=S.max_new_tokens, temperature=S.temperature, top_k=S.top_k,
+                          top_p=S.top_p, seed=run.params.seed)
+
+
+def best(results: list[ModelRun]) -> ModelRun:
+    """The model with the lowest final validation loss."""
+    return min(results, key=lambda r: r.val_loss)

@@ -1,0 +1,38 @@
+import json
+
+import numpy as np
+
+from tinystories_lib import params, plots
+from tinystories_lib.records import Story
+from tinystories_lib.runs import Run
+from tinystories_lib.stats import corpus_stats, stats_table
+
+
+def stories():
+    texts = ["Once upon a time, Lily saw a cat.", "Once upon a time, Tom ran fast.", "Tom ran fast and fell.",
+             "Tom ran fast and fell."]
+    return [Story(id=str(i), text=t, source="test", features=["dialogue"] if i % 2 else []) for i, t in enumerate(texts)]
+
+
+def test_corpus_stats_counts():
+    s = corpus_stats(stories())
+    assert s["stories"] == 4 and s["words_total"] == 8 + 7 + 5 + 5
+    assert s["once_upon_a_time"] == 0.5 and s["exact_duplicate_rate"] == 0.25
+    assert s["top_openings"][0] == ("Once upon a", 0.5)
+    assert s["feature_share"] == {"dialogue": 0.5}
+    assert "| stories | 4 |" in stats_table({"test": s})
+
+
+def test_figures_are_saved_with_a_manifest_entry(tmp_path):
+    run = Run(params.load("tiny"), runs_root=tmp_path / "runs", figures_root=tmp_path / "figures")
+    fig = plots.heatmap(np.array([[1.0, 2.0], [3.0, np.nan]]), [1, 2], [16, 32], "t", "layers", "hidden", "loss")
+    path = plots.save(run, fig, "hm", caption="a caption", reproduces="Figure 4")
+    assert path.exists() and path.stat().st_size > 5000
+    entry = json.loads((run.figures / "manifest.json").read_text())["figures"]["hm"]
+    assert entry["caption"] == "a caption" and entry["reproduces"] == "Figure 4"
+    assert entry["params_hash"] == run.params.hash() and entry["git_commit"]
+    rows = [{"model": "a", "dimension": "x", "mean": 5.0, "ci95": 1.0, "n": 3},
+            {"model": "b", "dimension": "x", "mean": 6.0, "ci95": 0.5, "n": 3}]
+    plots.save(run, plots.grade_bars(rows, ["x"], "g"), "bars", "c", "r")
+    plots.save(run, plots.loss_curves({"m": [{"tokens": 1, "train_loss": 3.0}, {"tokens": 2, "val_loss": 2.0}]}), "lc", "c", "r")
+    assert set(json.loads((run.figures / "manifest.json").read_text())["figures"]) == {"hm", "bars", "lc"}
