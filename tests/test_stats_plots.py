@@ -36,3 +36,11 @@ def test_figures_are_saved_with_a_manifest_entry(tmp_path):
     plots.save(run, plots.grade_bars(rows, ["x"], "g"), "bars", "c", "r")
     plots.save(run, plots.loss_curves({"m": [{"tokens": 1, "train_loss": 3.0}, {"tokens": 2, "val_loss": 2.0}]}), "lc", "c", "r")
     assert set(json.loads((run.figures / "manifest.json").read_text())["figures"]) == {"hm", "bars", "lc"}
+
+
+def test_corpus_overview_side_by_side(tmp_path):
+    s = corpus_stats(stories())
+    assert set(s["vocab_coverage"]) == {"noun", "verb", "adjective"} and s["near_duplicate_rate"] == 0.25
+    fig = plots.corpus_overview({"a": s, "b": corpus_stats(stories()[:2])})
+    fig.savefig(tmp_path / "o.png")
+    assert (tmp_path / "o.png").stat().st_size > 10000

@@ -60,6 +60,8 @@ class DataParams:
     max_chars: int = 4000
     llm: EndpointParams = field(default_factory=EndpointParams)  # source=llm: who writes the stories
     llm_summaries: bool = False  # source=llm: a second call writes a one-line summary (TinyStories-Instruct)
+    compare_paths: list[str] = field(default_factory=list)  # real TinyStories files shown beside the corpus (01)
+    compare_limit: int = 3000
 
 
 @dataclass

@@ -107,6 +107,27 @@ def read_corpus(run: Run, which: str = "train") -> list[Story]:
     return list(read_jsonl(corpus(run, progress=False) / f"{which}.jsonl"))
 
 
+def diversity_sources(run: Run) -> dict[str, list[Story]]:
+    """The corpus, and beside it (where available) LLM stories made in this run and the real TinyStories
+    files of `data.compare_paths` (relative paths are from the repository root): notebook 01's comparison."""
+    from .corpus import load_corpus
+    from .params import REPO_ROOT
+
+    d = run.params.data
+    sources = {f"corpus ({d.source})": read_corpus(run, "train")}
+    if d.source != "llm":
+        for path in sorted(run.root.glob("llm_stories/*/stories.jsonl")):
+            sources[f"LLM stories ({path.parent.name})"] = list(read_jsonl(path))[: d.compare_limit]
+    for p in d.compare_paths:
+        path = Path(p) if Path(p).is_absolute() else REPO_ROOT / p
+        if not path.exists():
+            print(f"note: data.compare_paths entry {p} not found; skipped (download a TinyStories file, e.g. "
+                  "TinyStories-valid.txt from the hub, and list its path there)")
+            continue
+        sources[f"TinyStories ({path.name})"] = load_corpus("files", paths=[path], limit=d.compare_limit)
+    return sources
+
+
 # ---------------------------------------------------------------- tokens
 
 

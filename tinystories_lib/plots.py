@@ -114,36 +114,42 @@ def over_steps(series: dict[str, list[tuple[int, float]]], title: str, ylabel: s
     return fig
 
 
-def corpus_overview(lengths: dict[str, Sequence[int]], openings: dict[str, list[tuple[str, float]]],
-                    features: dict[str, dict[str, float]] | None = None):
-    """Story length histograms, the share of the most common openings and feature coverage, per source."""
-    n = 3 if features else 2
-    fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.8))
-    for i, (src, ls) in enumerate(lengths.items()):
-        axes[0].hist(ls, bins=40, alpha=0.55, label=src, color=f"C{i}", density=True)
+def corpus_overview(stats: dict[str, dict]):
+    """Per source: story lengths, the most common openings, prompt-feature coverage and the share of the
+    prompt vocabulary used. `stats` maps a source label to `stats.corpus_stats` output."""
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
+    for i, (src, st) in enumerate(stats.items()):
+        axes[0].hist(st["lengths"], bins=40, alpha=0.5, label=src, color=f"C{i}", density=True)
     axes[0].set_xlabel("story length (words)")
     axes[0].set_ylabel("density")
     axes[0].set_title("Story lengths")
     axes[0].legend(fontsize=8)
-    ax = axes[1]
-    labels, offset = [], 0
-    for i, (src, ops) in enumerate(openings.items()):
-        ys = np.arange(len(ops)) + offset
-        ax.barh(ys, [s for _, s in ops], color=f"C{i}", label=src)
+    ax, labels, offset = axes[1], [], 0
+    for i, (src, st) in enumerate(stats.items()):
+        ops = st["top_openings"][:5]
+        ax.barh(np.arange(len(ops)) + offset, [s for _, s in ops], color=f"C{i}", label=src)
         labels += [f'"{o}"' for o, _ in ops]
         offset += len(ops)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("share of stories")
     ax.set_title("Most common openings (first 3 words)")
-    if features:
-        ax = axes[2]
-        names = sorted({f for d in features.values() for f in d})
-        w = 0.8 / len(features)
-        for i, (src, d) in enumerate(features.items()):
-            ax.bar(np.arange(len(names)) + i * w, [d.get(f, 0) for f in names], w, label=src, color=f"C{i}")
-        ax.set_xticks(np.arange(len(names)) + w * (len(features) - 1) / 2, names, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("share of stories")
-        ax.set_title("Prompt features")
+    _grouped(axes[2], {src: st["feature_share"] for src, st in stats.items()}, "Prompt features")
+    _grouped(axes[3], {src: st["vocab_coverage"] for src, st in stats.items()}, "Prompt vocabulary used")
     fig.tight_layout()
     return fig
+
+
+def _grouped(ax, data: dict[str, dict[str, float]], title: str):
+    names = sorted({k for d in data.values() for k in d})
+    if not names:
+        ax.text(0.5, 0.5, "no data for these sources", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        return
+    w = 0.8 / len(data)
+    for i, (src, d) in enumerate(data.items()):
+        ax.bar(np.arange(len(names)) + i * w, [d.get(k, 0) for k in names], w, label=src, color=f"C{i}")
+    ax.set_xticks(np.arange(len(names)) + w * (len(data) - 1) / 2, names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("share")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
