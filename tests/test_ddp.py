@@ -44,3 +44,20 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
         assert a["tokens"] == b["tokens"]
         if "val_loss" in a:
             assert abs(a["val_loss"] - b["val_loss"]) < 1e-4
+
+
+def test_torchrun_cli_train_builds_data_once_and_trains(tmp_path):
+    """The documented launch: `torchrun --nproc_per_node=2 -m tinystories_lib.cli train --profile ...`."""
+    root = Path(__file__).resolve().parents[1]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(root),
+           "TINYSTORIES_RUNS": str(tmp_path / "runs"), "TINYSTORIES_PROGRESS": "text"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "tinystories_lib.cli", "train", "--profile", "tiny", "--set", "train.max_steps=6",
+           "--set", "train.eval_interval=3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained h32-l2-a2") == 1  # rank 0 reports
+    (model_dir,) = (tmp_path / "runs" / "tiny" / "models").iterdir()
+    assert (model_dir / "model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
+    assert [r["step"] for r in read_metrics(model_dir / "metrics.jsonl")][-1] == 6
+    assert len(list((tmp_path / "runs" / "tiny" / "corpus").iterdir())) == 1

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import yaml
@@ -40,6 +41,8 @@ def cmd_train(a) -> int:
 
     run = Run.load(a.profile, _overrides(a.set))
     r = pipeline.train_model(run)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 reports
     s = r.summary
     state = "reused" if s.get("skipped") else "trained"
     print(f"{state} {r.label}: final validation loss {s['final_val_loss']:.4f}, {s['params'] / 1e6:.2f}M params")

@@ -24,7 +24,7 @@ from .records import Story, read_jsonl, write_jsonl
 from .runs import Run
 from .sample import SamplingConfig
 from .tokenizer import Codec, load_gpt2, read_shard, top_k_codec, train_bpe, write_shard
-from .train import TrainConfig, read_metrics, train
+from .train import TrainConfig, barrier, init_distributed, pick_device, read_metrics, train
 
 # ---------------------------------------------------------------- corpus
 
@@ -192,7 +192,11 @@ def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, 
     that changes the result, and an interrupted run resumes from its last checkpoint."""
     p = run.params
     mp = mp or p.model
-    tdir = tokens(run, progress)
+    rank, _ = init_distributed(pick_device(p.train.device).type)
+    if rank == 0:  # under torchrun, one process builds the data; the others wait for it
+        tokens(run, progress)
+    barrier()
+    tdir = tokens(run, progress=False)
     meta = Run.artifact(tdir)
     mcfg = model_config(run, mp, meta["vocab_size"])
     tcfg = TrainConfig.from_params(p.train, p.seed, **train_overrides)
@@ -202,7 +206,7 @@ def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, 
     key = p.section_hash("data", "tokenizer", extra={"model": mcfg.to_dict(), "train": asdict(tcfg)})
     out = run.stage_dir("models", f"{label}-{key}")
     for name in ("tokenizer.json", "token_map.json"):
-        if (tdir / name).exists() and not (out / name).exists():
+        if rank == 0 and (tdir / name).exists() and not (out / name).exists():
             shutil.copy(tdir / name, out / name)  # a model directory is self-contained for sampling
     summary = train(mcfg, tcfg, read_shard(tdir / "train.bin"), read_shard(tdir / "val.bin"), out,
                     progress=progress, desc=label, stop_after=stop_after,

@@ -257,6 +257,22 @@ def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
+def init_distributed(device_type: str = "cpu") -> tuple[int, int]:
+    """Under torchrun, join the process group (NCCL on GPUs, gloo on CPUs); returns (rank, world)."""
+    rank, _, world = _dist_info()
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return rank, world
+
+
+def barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
 def train(
     model_cfg: GPTNeoConfig,
     cfg: TrainConfig,
@@ -278,10 +294,7 @@ def train(
     ddp = world > 1
     device = pick_device(cfg.device)
     if ddp:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        init_distributed(device.type)
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
