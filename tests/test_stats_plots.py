@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def test_figures_are_saved_with_a_manifest_entry(tmp_path):
     run = Run(params.load("tiny"), runs_root=tmp_path / "runs", figures_root=tmp_path / "figures")
     fig = plots.heatmap(np.array([[1.0, 2.0], [3.0, np.nan]]), [1, 2], [16, 32], "t", "layers", "hidden", "loss")
     path = plots.save(run, fig, "hm", caption="a caption", reproduces="Figure 4")
-    assert path.exists() and path.stat().st_size > 5000
+    assert Path(path).exists() and Path(path).stat().st_size > 5000 and "Figure 4" in repr(path)
     entry = json.loads((run.figures / "manifest.json").read_text())["figures"]["hm"]
     assert entry["caption"] == "a caption" and entry["reproduces"] == "Figure 4"
     assert entry["params_hash"] == run.params.hash() and entry["git_commit"]

@@ -4,7 +4,6 @@ figure it reproduces, and recorded in `figures/<profile>/manifest.json`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib
 
@@ -27,7 +26,19 @@ STYLE = {
 plt.rcParams.update(STYLE)
 
 
-def save(run, fig, name: str, caption: str, reproduces: str) -> Path:
+class SavedFigure(str):
+    """The path of a saved figure; a notebook shows it as a line saying where it went and what it is."""
+
+    caption = ""
+
+    def _repr_markdown_(self) -> str:
+        return f"*Saved `{self}`*: {self.caption}"
+
+    def __repr__(self) -> str:
+        return f"saved {str(self)}: {self.caption}"
+
+
+def save(run, fig, name: str, caption: str, reproduces: str) -> SavedFigure:
     """Write `fig` to figures/<profile>/<name>.png with its caption in the manifest; returns the path."""
     run.figures.mkdir(parents=True, exist_ok=True)
     path = run.figures / f"{name}.png"
@@ -35,7 +46,9 @@ def save(run, fig, name: str, caption: str, reproduces: str) -> Path:
     fig.savefig(tmp)
     tmp.replace(path)
     run.record_figure(name, path, caption, reproduces)
-    return path
+    saved = SavedFigure(path)
+    saved.caption = f"{caption} (reproduces: {reproduces})"
+    return saved
 
 
 def loss_curves(curves: dict[str, list[dict]], title: str = "Training and validation loss"):

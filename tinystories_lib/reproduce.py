@@ -38,11 +38,17 @@ def select(only: list[str] | None) -> list[Path]:
     return sorted(chosen)
 
 
+_PAPERMILL_CHATTER = ("Executing Cell", "Ending Cell", "Input Notebook", "Output Notebook", "Working directory",
+                      "Executing notebook with kernel")
+
+
 def _stream_papermill_log() -> None:
-    """Show what the notebooks print (progress lines, tables, samples) on our stdout as they run."""
+    """Show what the notebooks print (progress lines, tables, samples) on our stdout as they run,
+    without papermill's per-cell bookkeeping lines."""
     log = logging.getLogger("papermill")
     if not any(getattr(h, "_tinystories", False) for h in log.handlers):
         handler = logging.StreamHandler(sys.stdout)
+        handler.addFilter(lambda r: not str(r.msg).startswith(_PAPERMILL_CHATTER))
         handler.setFormatter(logging.Formatter("  %(message)s"))
         handler._tinystories = True
         log.addHandler(handler)
@@ -65,9 +71,8 @@ def reproduce(profile: str = "smoke", only: list[str] | None = None, overrides: 
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = select(only)
     env_before = {k: os.environ.get(k) for k in ("TINYSTORIES_PROGRESS", "TINYSTORIES_NOTEBOOK", "TINYSTORIES_RUNS",
-                                                 "TINYSTORIES_FIGURES", "MPLBACKEND")}
+                                                 "TINYSTORIES_FIGURES")}
     os.environ["TINYSTORIES_PROGRESS"] = "text"
-    os.environ["MPLBACKEND"] = "Agg"
     os.environ["TINYSTORIES_RUNS"] = str(run.root.parent)
     os.environ["TINYSTORIES_FIGURES"] = str(run.figures.parent)
     times = {}
@@ -82,6 +87,7 @@ def reproduce(profile: str = "smoke", only: list[str] | None = None, overrides: 
                 str(nb), str(executed),
                 parameters={"profile": profile, "overrides": overrides or {}},
                 cwd=str(NOTEBOOK_DIR), kernel_name="python3", log_output=log_output, progress_bar=False,
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport warnings in the output
             )
             times[nb.stem] = time.perf_counter() - t0
             run.record_notebook(nb.stem, times[nb.stem], executed)

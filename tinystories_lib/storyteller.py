@@ -1332,9 +1332,9 @@ class Storyteller:
         """`n` stories from `n` distinct prompts drawn with `seed` (see :func:`sample_prompts`)."""
         specs = sample_prompts(n, seed)
         if progress:
-            from tqdm.auto import tqdm
+            from .progress import bar
 
-            specs = tqdm(specs, desc="storyteller", unit="story")
+            specs = bar(iterable=specs, desc="storyteller", unit="story")
         return [self.tell(s) for s in specs]
 
 
