@@ -130,6 +130,38 @@ class GradeParams:
 
 
 @dataclass
+class DiversityParams:
+    """Notebook 05: is the model creative or copying?"""
+
+    n_prompts: int = 20  # evaluation beginnings completed per model
+    completions_per_prompt: int = 2
+    max_new_tokens: int = 150
+    temperature: float = 1.0
+    baseline_stories: int = 300  # training stories compared against the rest of the training set
+    manipulations: int = 10  # beginnings with a name or object swapped (the paper's manipulation check)
+
+
+@dataclass
+class InterpretParams:
+    """Notebook 06: attention heads and MLP neurons."""
+
+    n_stories: int = 200  # validation stories scanned for head scores and top-activating contexts
+    n_neurons: int = 8  # neurons shown per layer
+    contexts_per_neuron: int = 5
+
+
+@dataclass
+class InstructParams:
+    """Notebook 07: TinyStories-Instruct."""
+
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    max_steps: int = 500
+    n_eval: int = 30  # instruction sets graded
+
+
+@dataclass
 class Params:
     profile: str = "smoke"
     description: str = ""
@@ -141,6 +173,9 @@ class Params:
     sweep: SweepParams = field(default_factory=SweepParams)
     sample: SampleParams = field(default_factory=SampleParams)
     grade: GradeParams = field(default_factory=GradeParams)
+    diversity: DiversityParams = field(default_factory=DiversityParams)
+    interpret: InterpretParams = field(default_factory=InterpretParams)
+    instruct: InstructParams = field(default_factory=InstructParams)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
