@@ -11,7 +11,7 @@ from tinystories_lib.reproduce import notebooks, reproduce, select
 pytestmark = pytest.mark.slow
 
 EXPECTED_FIGURES = {"corpus_overview", "loss_curves", "loss_heatmap", "sweep_loss_curves", "grades",
-                    "grades_heatmap", "grades_over_training"}
+                    "grades_heatmaps", "grades_over_training", "loss_vs_compute", "heads_effect"}
 
 
 @pytest.fixture(scope="module")

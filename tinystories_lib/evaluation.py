@@ -11,9 +11,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from .eval_prompts import EvalPrompt, load_eval_prompts
 from .grading import Completion, Grade, Grader
-from .pipeline import ModelRun, codec, read_corpus
+from .pipeline import ModelRun, codec, grid, read_corpus
 from .runs import Run
 from .sample import SamplingConfig, complete
 from .train import list_checkpoints, load_model
@@ -99,3 +101,31 @@ def grade(run: Run, grader: Grader, items: list[Completion]) -> list[Grade]:
     if grader.is_llm and run.params.grade.llm.batch_api:
         return grader.grade_batch(items)
     return grader.grade(items)
+
+
+def grade_grids(table: list[dict], sweep_runs: list[ModelRun]) -> tuple[list[int], list[int], dict[str, np.ndarray]]:
+    """Per dimension, the mean grade of each sweep model placed on the hidden size x layers grid."""
+    dims = list(dict.fromkeys(r["dimension"] for r in table if r.get("step") is None))
+    grids, layers, hidden = {}, [], []
+    for dim in dims:
+        means = {r["model"]: r["mean"] for r in table if r["dimension"] == dim and r.get("step") is None}
+        layers, hidden, grids[dim] = grid(sweep_runs, value=lambda r, m=means: m.get(r.label, float("nan")))
+    return layers, hidden, grids
+
+
+def grades_over_training(run: Run, grader: Grader, models: list[ModelRun], prompts: list[EvalPrompt]):
+    """Grade every kept checkpoint of each model. Returns {dimension: {model: [(step, mean), ...]}}."""
+    from .metrics import aggregate
+
+    series: dict[str, dict[str, list]] = {}
+    for m in models:
+        for row in aggregate(grade(run, grader, completions_over_training(run, m, prompts))):
+            series.setdefault(row["dimension"], {}).setdefault(m.label, []).append((row["step"], row["mean"]))
+    return series
+
+
+def emergence_models(models: list[ModelRun], main: ModelRun, n: int = 3) -> list[ModelRun]:
+    """Models whose training is graded step by step: the deepest sweep models of each width, and main."""
+    deepest = max(m.layers for m in models)
+    chosen = sorted((m for m in models if m.layers == deepest and m is not main), key=lambda m: m.hidden)
+    return chosen[-n:] + [main]

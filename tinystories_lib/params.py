@@ -107,6 +107,8 @@ class SweepParams:
     heads: int = 4
     max_steps: int = 300
     lr: float = 3e-3
+    heads_study: list[int] = field(default_factory=list)  # head counts tried at one fixed shape (03)
+    heads_study_shape: list[int] = field(default_factory=lambda: [64, 2])  # [hidden, layers] of that study
 
 
 @dataclass
@@ -131,14 +133,33 @@ class GradeParams:
 
 @dataclass
 class DiversityParams:
-    """Notebook 05: is the model creative or copying?"""
+    """Notebook 05: is the model creative or copying? Defaults keep the smoke profile's notebook near a minute
+    on 2 cores: every nearest-story search scans part of the training set, so counts stay small."""
 
-    n_prompts: int = 20  # evaluation beginnings completed per model
-    completions_per_prompt: int = 2
-    max_new_tokens: int = 150
+    n_prompts: int = 8  # evaluation beginnings (general stories first) completed per model
+    completions_per_prompt: int = 1
+    max_new_tokens: int = 120
     temperature: float = 1.0
-    baseline_stories: int = 300  # training stories compared against the rest of the training set
-    manipulations: int = 10  # beginnings with a name or object swapped (the paper's manipulation check)
+    top_p: float = 1.0  # 1.0 = off: plain temperature sampling
+    baseline_stories: int = 40  # training stories compared against the rest of the training set
+    max_candidates: int = 2000  # stories scored per nearest-story search; above it the answer is approximate
+    pairs_shown: int = 3  # most-copied completions printed beside their nearest training story
+    manipulations: int = 10  # validation beginnings per kind (name, object) with that word swapped
+    manipulation_tokens: int = 40  # greedy continuation length for the manipulation check
+
+    def __post_init__(self):
+        # Checked here because only this class may grow: the keys are named as the profile spells them.
+        for key in ("n_prompts", "completions_per_prompt", "max_new_tokens", "baseline_stories", "max_candidates",
+                    "manipulation_tokens"):
+            if getattr(self, key) < 1:
+                raise ParamsError(f"diversity.{key}: must be at least 1, got {getattr(self, key)}")
+        for key in ("pairs_shown", "manipulations"):
+            if getattr(self, key) < 0:
+                raise ParamsError(f"diversity.{key}: must be at least 0, got {getattr(self, key)}")
+        if self.temperature < 0:
+            raise ParamsError(f"diversity.temperature: must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ParamsError(f"diversity.top_p: must be in (0, 1], got {self.top_p}")
 
 
 @dataclass
@@ -152,13 +173,17 @@ class InterpretParams:
 
 @dataclass
 class InstructParams:
-    """Notebook 07: TinyStories-Instruct."""
+    """Notebook 07: TinyStories-Instruct, and the paper's out-of-distribution test: one combination of
+    instruction fields (`held_out_pair`) never appears together in a training record, then is asked for."""
 
     hidden: int = 128
     layers: int = 4
     heads: int = 4
     max_steps: int = 500
-    n_eval: int = 30  # instruction sets graded
+    n_eval: int = 30  # instruction sets graded per condition (in-distribution, out-of-distribution)
+    held_out_pair: list[str] = field(default_factory=lambda: ["summary", "words"])  # of summary, features, words
+    max_new_tokens: int = 200  # story length asked of the model (also capped by model.context)
+    temperature: float = 0.7  # sampling temperature of the instructed stories (0 = greedy)
 
 
 @dataclass
@@ -308,6 +333,10 @@ def _check_values(p: Params) -> None:
         need(h % p.sweep.heads == 0, "sweep.hidden",
              f"hidden size {h} is not divisible by sweep.heads={p.sweep.heads}")
         need(h >= 1, "sweep.hidden", f"sizes must be positive, got {h}")
+    need(len(p.sweep.heads_study_shape) == 2, "sweep.heads_study_shape", "must be [hidden, layers]")
+    for h in p.sweep.heads_study:
+        need(h >= 1 and p.sweep.heads_study_shape[0] % h == 0, "sweep.heads_study",
+             f"{h} heads do not divide hidden size {p.sweep.heads_study_shape[0]}")
     for n in p.sweep.layers:
         need(n >= 1, "sweep.layers", f"layer counts must be positive, got {n}")
     need(p.train.lr > 0 and 0 <= p.train.min_lr <= p.train.lr, "train.min_lr",

@@ -220,19 +220,50 @@ def sweep_params(run: Run) -> list[ModelParams]:
             for n in s.layers for h in s.hidden]
 
 
-def sweep(run: Run, progress: bool = True) -> list[ModelRun]:
-    """Train every cell of the hidden size x layers grid (completed cells are reused)."""
+def _sweep_label(run: Run, mp: ModelParams) -> str:
+    base = f"h{mp.hidden}-l{mp.layers}"
+    return base if mp.heads == run.params.sweep.heads else f"{base}-a{mp.heads}"
+
+
+def _train_sweep_models(run: Run, shapes: list[ModelParams], progress: bool) -> list[ModelRun]:
+    """Every model of a study with the sweep's training budget; a model trained before (by this or
+    another study, same label and parameters) is reused. Checkpoints at 1/4, 1/2 and 3/4 of training
+    let notebook 04 grade abilities as they emerge."""
     s = run.params.sweep
     warmup = min(run.params.train.warmup_steps, s.max_steps // 10)
+    ckpts = sorted({max(1, s.max_steps * q // 4) for q in (1, 2, 3)})
     results = []
-    for i, mp in enumerate(sweep_params(run)):
-        label = f"h{mp.hidden}-l{mp.layers}"
+    for i, mp in enumerate(shapes):
+        label = _sweep_label(run, mp)
         if progress:
-            print(f"[{i + 1}/{len(sweep_params(run))}] {label}", flush=True)
+            print(f"[{i + 1}/{len(shapes)}] {label}", flush=True)
         results.append(train_model(run, mp, progress=progress, label=label, max_steps=s.max_steps, lr=s.lr,
-                                   min_lr=s.lr / 10, warmup_steps=warmup, checkpoint_steps=[],
+                                   min_lr=s.lr / 10, warmup_steps=warmup, checkpoint_steps=ckpts,
                                    eval_interval=max(1, s.max_steps // 5)))
     return results
+
+
+def sweep(run: Run, progress: bool = True) -> list[ModelRun]:
+    """Train every cell of the hidden size x layers grid (completed cells are reused)."""
+    return _train_sweep_models(run, sweep_params(run), progress)
+
+
+def heads_study(run: Run, progress: bool = True) -> list[ModelRun]:
+    """The number of attention heads at one fixed width and depth (`sweep.heads_study*`)."""
+    s, m = run.params.sweep, run.params.model
+    hidden, layers = s.heads_study_shape
+    shapes = [ModelParams(hidden=hidden, layers=layers, heads=h, context=m.context, window=m.window, dropout=m.dropout)
+              for h in s.heads_study]
+    return _train_sweep_models(run, shapes, progress)
+
+
+def compute_curves(results: list[ModelRun]) -> dict[str, list[tuple[float, float]]]:
+    """(training FLOPs, validation loss) along each model's run, for the loss-vs-compute figure."""
+    curves = {}
+    for r in results:
+        per_token = r.summary["train_flops"] / max(1, r.summary["train_tokens"])
+        curves[r.label] = [(m["tokens"] * per_token, m["val_loss"]) for m in r.metrics if "val_loss" in m]
+    return curves
 
 
 def grid(results: list[ModelRun], value=lambda r: r.val_loss) -> tuple[list[int], list[int], np.ndarray]:

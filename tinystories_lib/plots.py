@@ -93,6 +93,51 @@ def heatmap(values: np.ndarray, rows: Sequence, cols: Sequence, title: str, row_
     return fig
 
 
+def heatmaps(grids: dict[str, np.ndarray], rows: Sequence, cols: Sequence, title: str, row_label: str,
+             col_label: str, fmt: str = "{:.1f}", cmap: str = "viridis"):
+    """One heatmap panel per dimension (the paper's Figure 4 shows one per grade), a shared layout."""
+    n = len(grids)
+    fig, axes = plt.subplots(1, n, figsize=(0.9 * len(cols) * n + 1.5 * n, 0.75 * len(rows) + 1.8), squeeze=False)
+    for ax, (dim, values) in zip(axes[0], grids.items()):
+        values = np.asarray(values, dtype=float)
+        im = ax.imshow(values, cmap=cmap, aspect="auto", origin="lower")
+        ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+        ax.set_xlabel(col_label)
+        ax.set_ylabel(row_label)
+        ax.grid(False)
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                v = values[i, j]
+                ax.text(j, i, fmt.format(v) if np.isfinite(v) else "–", ha="center", va="center", fontsize=8,
+                        color="white")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_title(dim)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def over_steps_grid(series: dict[str, dict[str, list[tuple[int, float]]]], title: str, ylabel: str = "score (0-10)"):
+    """One panel per dimension, one line per model, against training step."""
+    n = len(series)
+    cols = min(n, 3)
+    rows_n = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.4 * rows_n), squeeze=False)
+    for ax, (dim, per_model) in zip(axes.flat, series.items()):
+        for i, (label, pts) in enumerate(per_model.items()):
+            ax.plot(*zip(*sorted(pts)), marker="o", ms=3, label=label, color=f"C{i % 10}")
+        ax.set_title(dim)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def grade_bars(table: list[dict], dimensions: Sequence[str], title: str, ylabel: str = "score (out of 10)"):
     """Grouped bars: one group per model, one bar per dimension, 95% confidence intervals as error bars.
     `table` rows: {"model", "dimension", "mean", "ci95", "n"}."""
@@ -111,6 +156,44 @@ def grade_bars(table: list[dict], dimensions: Sequence[str], title: str, ylabel:
     ax.set_ylim(0, 10.5)
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=min(5, len(dimensions)), loc="upper left")
+    return fig
+
+
+def loss_vs_compute(curves: dict[str, list[tuple[float, float]]], title: str = "Validation loss against training compute"):
+    """Each model's validation loss against the FLOPs spent so far, and the compute frontier: the lowest
+    loss any model reached for a given budget (which model size is best depends on the budget)."""
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    points = []
+    for i, (label, pts) in enumerate(curves.items()):
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2, alpha=0.8, label=label, color=f"C{i % 10}")
+            points += pts
+    points.sort()
+    frontier, best = [], float("inf")
+    for flops, loss in points:
+        if loss < best:
+            best = loss
+            frontier.append((flops, loss))
+    if frontier:
+        ax.step(*zip(*frontier), where="post", color="black", lw=2, ls="--", label="frontier")
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute (FLOPs, 6N + attention per token)")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def heads_effect(rows: list[tuple[int, float]], shape: str):
+    """Final validation loss against the number of attention heads at a fixed width and depth."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    heads, losses = zip(*sorted(rows))
+    ax.plot(heads, losses, marker="o")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(heads, [str(h) for h in heads])
+    ax.set_xlabel("attention heads")
+    ax.set_ylabel("final validation loss (nats/token)")
+    ax.set_title(f"Number of heads at fixed shape {shape}")
     return fig
 
 
@@ -166,3 +249,65 @@ def _grouped(ax, data: dict[str, dict[str, float]], title: str):
     ax.set_ylabel("share")
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
+
+
+# ---- diversity (notebook 05)
+
+
+def rouge_histograms(scores: dict[str, list[dict]], baseline: list[dict], key: str = "rouge2",
+                     metric: str = "Rouge-2 precision", title: str | None = None):
+    """One panel per model: the histogram of `key` over its completions (each against its nearest training
+    story), with the training set's own scores against the rest of it drawn behind in grey. `scores` maps a
+    model label to `diversity.memorization_scores` rows; NaN scores (no bigrams) are left out."""
+    def finite(rows):
+        return [r[key] for r in rows if not np.isnan(r[key])]
+
+    cols = min(4, max(1, len(scores)))
+    nrows = -(-len(scores) // cols) or 1
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.3 * cols, 2.6 * nrows + 0.6), sharex=True, squeeze=False)
+    bins = np.linspace(0, 1, 21)
+    base = finite(baseline)
+    for ax, (i, (label, rows)) in zip(axes.flat, enumerate(scores.items())):
+        vals = finite(rows)
+        if base:
+            ax.hist(base, bins=bins, density=True, color="0.6", alpha=0.45, label="train vs itself")
+            ax.axvline(np.mean(base), color="0.35", ls="--", lw=1)
+        if vals:
+            ax.hist(vals, bins=bins, density=True, histtype="step", lw=1.8, color=f"C{i % 10}", label=label)
+            ax.axvline(np.mean(vals), color=f"C{i % 10}", lw=1)
+        ax.set_title(f"{label} (n={len(vals)})", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    for ax in axes.flat[len(scores):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(metric)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("density")
+    fig.suptitle(title or f"{metric} of completions against their nearest training story (lines: means)")
+    fig.tight_layout()
+    return fig
+
+
+def manipulation_bars(rows: list[dict], title: str = "Manipulation check: does the model follow a swapped word?"):
+    """Per model, one bar per swapped kind (name, object): the share of completions that use the new word
+    and never the old one. A black tick marks how often the unchanged beginning's completion names the
+    original word, the most the bar can reach. `rows`: `diversity.follow_rates` output."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    width = 0.8 / max(1, len(kinds))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(models) + 2), 4.2))
+    x = np.arange(len(models))
+    for k, kind in enumerate(kinds):
+        by_model = {r["model"]: r for r in rows if r["kind"] == kind}
+        pos = x + (k - (len(kinds) - 1) / 2) * width
+        ax.bar(pos, [by_model[m]["follows"] if m in by_model else np.nan for m in models], width,
+               color=f"C{k}", label=f"{kind} swapped: follows")
+        ax.scatter(pos, [by_model[m]["original_mentions"] if m in by_model else np.nan for m in models],
+                   marker="_", s=300, color="black", zorder=3,
+                   label="names the original word when nothing is swapped" if k == 0 else None)
+    ax.set_xticks(x, models, rotation=20, ha="right")
+    ax.set_ylabel("share of completions")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
