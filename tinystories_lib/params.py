@@ -164,11 +164,18 @@ class DiversityParams:
 
 @dataclass
 class InterpretParams:
-    """Notebook 06: attention heads and MLP neurons."""
+    """Notebook 06: attention heads and MLP neurons (thresholds: see `tinystories_lib.interpret`)."""
 
-    n_stories: int = 200  # validation stories scanned for head scores and top-activating contexts
+    n_stories: int = 200  # validation stories scanned for top-activating contexts and neuron selectivity
+    head_stories: int = 40  # validation stories behind the head scores (each gives hundreds of queries)
     n_neurons: int = 8  # neurons shown per layer
     contexts_per_neuron: int = 5
+    neuron_layers: int = 2  # the last MLP layers of the main model analysed
+    selectivity_contexts: int = 20  # top contexts per neuron behind the selectivity scores
+    recent_tokens: int = 3  # a distance head attends to the last this-many tokens (the query included)
+    distance_min: float = 0.3  # attention mass on those tokens that makes a head a "distance" head
+    entity_lift_min: float = 2.0  # entity mass over its uniform share that makes a head an "entity" head
+    map_tokens: int = 40  # story tokens drawn in the attention-map figure
 
 
 @dataclass
@@ -181,6 +188,7 @@ class InstructParams:
     heads: int = 4
     max_steps: int = 500
     n_eval: int = 30  # instruction sets graded per condition (in-distribution, out-of-distribution)
+    max_records: int = 0  # training stories made into records (0 = all); a short run reads only a few
     held_out_pair: list[str] = field(default_factory=lambda: ["summary", "words"])  # of summary, features, words
     max_new_tokens: int = 200  # story length asked of the model (also capped by model.context)
     temperature: float = 0.7  # sampling temperature of the instructed stories (0 = greedy)
@@ -347,6 +355,9 @@ def _check_values(p: Params) -> None:
     need(0.0 < p.sample.top_p <= 1.0, "sample.top_p", f"must be in (0, 1], got {p.sample.top_p}")
     need(p.sample.temperature >= 0, "sample.temperature", f"must be >= 0 (0 = greedy), got {p.sample.temperature}")
     need(p.grade.temperature >= 0, "grade.temperature", f"must be >= 0 (0 = greedy), got {p.grade.temperature}")
+    need(p.grade.completions_per_prompt == 1 or p.grade.temperature > 0, "grade.completions_per_prompt",
+         f"{p.grade.completions_per_prompt} completions per prompt with grade.temperature 0 (greedy) would be "
+         "identical; set grade.temperature > 0 or completions_per_prompt: 1")
     need(p.data.source != "files" or bool(p.data.paths), "data.paths",
          "data.source is 'files' but no paths are given; list .txt/.json/.jsonl/.parquet files or directories")
     need(p.data.min_chars < p.data.max_chars, "data.min_chars", "must be below data.max_chars")
