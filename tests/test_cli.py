@@ -15,7 +15,7 @@ def test_train_then_sample(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TINYSTORIES_PROGRESS", "text")
     assert main(["train", "--profile", "tiny", "--set", "train.max_steps=12"]) == 0
     out = capsys.readouterr().out
-    assert "trained h32-l2-a2" in out
+    assert "trained main-h32-l2" in out
     model_dir = out.split("model directory: ")[1].strip()
     assert main(["train", "--profile", "tiny", "--set", "train.max_steps=12"]) == 0
     assert "reused" in capsys.readouterr().out

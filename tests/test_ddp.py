@@ -56,7 +56,7 @@ def test_torchrun_cli_train_builds_data_once_and_trains(tmp_path):
            "--set", "train.eval_interval=3"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("trained h32-l2-a2") == 1  # rank 0 reports
+    assert proc.stdout.count("trained main-h32-l2") == 1  # rank 0 reports
     (model_dir,) = (tmp_path / "runs" / "tiny" / "models").iterdir()
     assert (model_dir / "model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
     assert [r["step"] for r in read_metrics(model_dir / "metrics.jsonl")][-1] == 6

@@ -11,7 +11,8 @@ from tinystories_lib.reproduce import notebooks, reproduce, select
 pytestmark = pytest.mark.slow
 
 EXPECTED_FIGURES = {"corpus_overview", "loss_curves", "loss_heatmap", "sweep_loss_curves", "grades",
-                    "grades_heatmaps", "grades_over_training", "loss_vs_compute", "heads_effect"}
+                    "grades_heatmaps", "grades_over_training", "loss_vs_compute", "heads_effect",
+                    "probe_accuracy"}
 
 
 @pytest.fixture(scope="module")

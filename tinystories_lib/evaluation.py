@@ -129,3 +129,47 @@ def emergence_models(models: list[ModelRun], main: ModelRun, n: int = 3) -> list
     deepest = max(m.layers for m in models)
     chosen = sorted((m for m in models if m.layers == deepest and m is not main), key=lambda m: m.hidden)
     return chosen[-n:] + [main]
+
+
+def probe_accuracies(run: Run, models: list[ModelRun]) -> list[dict]:
+    """Exact context-tracking probes (names, objects, places, pronouns) cut from held-out storyteller stories;
+    per model and probe kind: accuracy, number of probes, chance level, and the model's size."""
+    from .probes import build_probes, probe_accuracy, score_probes
+
+    probe_set = build_probes(read_corpus(run, "val"), run.params.grade.n_probes, seed=run.params.seed)
+    if not probe_set:
+        return []  # no storyteller facts (real or LLM corpora): no exact probes
+    chance: dict[str, list[float]] = {}
+    for p in probe_set:
+        chance.setdefault(p.kind, []).append(1 / len(p.candidates))
+    cdc, rows = codec(run), []
+    for m in models:
+        for kind, (acc, n) in probe_accuracy(score_probes(load_model(m.dir), cdc, probe_set)).items():
+            rows.append({"model": m.label, "params": m.summary["params"], "kind": kind, "accuracy": acc, "n": n,
+                         "chance": float(np.mean(chance.get(kind, [p for v in chance.values() for p in v])))})
+    return rows
+
+
+def hand_probe_table(run: Run, models: list[ModelRun], max_new_tokens: int = 20) -> str:
+    """The paper's hand-written probes and our knowledge/reasoning/context probes, completed greedily by
+    every model, as a markdown table."""
+    from .eval_prompts import load_paper_probes
+    from .probes import probe_completions, probe_table
+
+    prompts = load_paper_probes() + [p for p in load_eval_prompts() if p.kind != "story"][:9]
+    cdc = codec(run)
+    return probe_table(probe_completions({m.label: (load_model(m.dir), cdc) for m in models}, prompts, max_new_tokens))
+
+
+def perplexity_under_largest(models: list[ModelRun], cdc, items: list[Completion]) -> tuple[str, dict[str, float]]:
+    """Mean perplexity of each model's completions under the largest model of the run (a fluency measure
+    that needs no judge: lower means the big model finds the text likely)."""
+    from .probes import perplexity_of_completions
+
+    largest = max(models, key=lambda m: m.summary["params"])
+    ppl = perplexity_of_completions(load_model(largest.dir), cdc, items)
+    by_model: dict[str, list[float]] = {}
+    for c, v in zip(items, ppl):
+        if np.isfinite(v):
+            by_model.setdefault(c.model, []).append(v)
+    return largest.label, {k: float(np.mean(v)) for k, v in by_model.items()}

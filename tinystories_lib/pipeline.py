@@ -202,7 +202,7 @@ def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, 
     tcfg = TrainConfig.from_params(p.train, p.seed, **train_overrides)
     if tcfg.threads == 0:
         tcfg.threads = os.cpu_count() or 1
-    label = label or f"h{mp.hidden}-l{mp.layers}-a{mp.heads}"
+    label = label or f"main-h{mp.hidden}-l{mp.layers}"
     key = p.section_hash("data", "tokenizer", extra={"model": mcfg.to_dict(), "train": asdict(tcfg)})
     out = run.stage_dir("models", f"{label}-{key}")
     for name in ("tokenizer.json", "token_map.json"):

@@ -184,6 +184,25 @@ def loss_vs_compute(curves: dict[str, list[tuple[float, float]]], title: str = "
     return fig
 
 
+def probe_accuracy(rows: list[dict], title: str = "Exact context-tracking probes"):
+    """Accuracy of each probe kind against model size (parameters), chance level dotted."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    for i, kind in enumerate(kinds):
+        pts = sorted((r["params"], r["accuracy"]) for r in rows if r["kind"] == kind)
+        color = "black" if kind == "overall" else f"C{i % 10}"
+        ax.plot(*zip(*pts), marker="o", ms=4, label=kind, color=color, lw=2.2 if kind == "overall" else 1.2)
+        chance = next(r["chance"] for r in rows if r["kind"] == kind)
+        ax.axhline(chance, color=color, ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("accuracy (answer ranked first)")
+    ax.set_title(title + " (dotted: chance)")
+    ax.legend(fontsize=8)
+    return fig
+
+
 def heads_effect(rows: list[tuple[int, float]], shape: str):
     """Final validation loss against the number of attention heads at a fixed width and depth."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -310,4 +329,157 @@ def manipulation_bars(rows: list[dict], title: str = "Manipulation check: does t
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+# ---- interpretability (notebook 06)
+
+VERDICT_COLORS = {"distance": "C0", "entity": "C3", "mixed": "C4", "other": "0.6"}
+
+
+def _evenly_spaced(n: int, k: int) -> list[int]:
+    """k indices spread evenly over range(n) (all of them when n <= k)."""
+    return list(range(n)) if n <= k else sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def attention_maps(models: dict[str, tuple], verdicts: dict[str, dict] | None = None, max_heads: int = 8,
+                   max_layers: int = 6, title: str = "Attention of every head on a validation story"):
+    """A grid of attention maps: one row per layer of each model, one column per head; a panel's row i is
+    what token i attends to. `models` maps a label to (maps (layers, heads, T, T), token strings);
+    `verdicts` (label -> {(layer, head): verdict}) are added to the titles. Wide models show their first
+    `max_heads` heads, deep ones `max_layers` layers spread over the depth."""
+    from matplotlib.colors import PowerNorm
+
+    rows = [(label, layer) for label, (maps, _) in models.items() for layer in _evenly_spaced(len(maps), max_layers)]
+    ncols = min(max_heads, max(len(m[0]) for m, _ in models.values()))
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.3 * ncols + 0.8, 2.3 * len(rows) + 0.6), squeeze=False)
+    norm = PowerNorm(0.5, vmin=0, vmax=1)  # square-root scale: weak but structured attention stays visible
+    for r, (label, layer) in enumerate(rows):
+        maps, tokens = models[label]
+        labels = [t.replace("\n", "\\n") for t in tokens]
+        for h in range(ncols):
+            ax = axes[r, h]
+            ax.grid(False)
+            if h >= maps.shape[1]:
+                ax.axis("off")
+                continue
+            im = ax.imshow(np.asarray(maps[layer, h]), cmap="Blues", norm=norm, interpolation="nearest")
+            verdict = (verdicts or {}).get(label, {}).get((layer, h))
+            color = "black" if verdict in (None, "other") else VERDICT_COLORS[verdict]
+            ax.set_title(f"{label} L{layer} H{h}" + (f"\n{verdict}" if verdict else ""), fontsize=8, color=color)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if h == 0:
+                ax.set_yticks(range(len(labels)), labels, fontsize=4.5)
+            if r == len(rows) - 1:
+                ax.set_xticks(range(len(labels)), labels, fontsize=4.5, rotation=90)
+    fig.colorbar(im, ax=axes, shrink=0.5, label="attention weight (square-root scale)")
+    fig.suptitle(title)
+    return fig
+
+
+def head_scores(scores: dict[str, list[dict]], distance_min: float, entity_lift_min: float,
+                title: str = "What each attention head attends to"):
+    """One panel per model, one point per head: attention mass on the last few tokens (x) against the
+    attention on earlier names/objects relative to uniform attention (y); dashed lines are the verdict
+    thresholds. `scores`: label -> `interpret.head_scores` output."""
+    n = len(scores)
+    ncols = min(5, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows + 0.6), squeeze=False,
+                             sharex=True, sharey=True)
+    top = max([entity_lift_min * 1.5] + [r["entity_lift"] * 1.1 for rows in scores.values() for r in rows
+                                         if np.isfinite(r["entity_lift"])])
+    for ax, (label, rows) in zip(axes.flat, scores.items()):
+        for verdict, color in VERDICT_COLORS.items():
+            pts = [(r["distance_score"], r["entity_lift"]) for r in rows if r["verdict"] == verdict]
+            if pts:
+                ax.scatter(*zip(*pts), s=22, color=color, label=verdict, zorder=3)
+        if len(rows) <= 32:
+            for r in rows:
+                ax.annotate(f"{r['layer']}.{r['head']}", (r["distance_score"], r["entity_lift"]), fontsize=6,
+                            xytext=(2, 2), textcoords="offset points")
+        ax.axvline(distance_min, ls="--", color="0.4", lw=0.8)
+        ax.axhline(entity_lift_min, ls="--", color="0.4", lw=0.8)
+        ax.axhline(1.0, ls=":", color="0.6", lw=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, top)
+        ax.set_title(label, fontsize=9)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("mass on the last tokens")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("entity attention / uniform")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLORS.items()]
+    fig.legend(handles=handles, loc="upper right", fontsize=8, ncol=4)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def neuron_selectivity(results: dict[str, dict[str, dict]],
+                       title: str = "Do a neuron's top-activating tokens share a word or a role?"):
+    """Per analysed layer, trained model vs the same model at random initialisation vs chance: mean
+    agreement of the top contexts on the word and on the word class, and the share of neurons whose top
+    contexts are mostly one class (stacked by class). `results`: layer label -> `interpret.neuron_selectivity`."""
+    layers = list(results)
+    kinds = list(dict.fromkeys(k for r in results.values() for k in r))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"width_ratios": [1, 1, 1.6]})
+    width = 0.8 / len(kinds)
+    x = np.arange(len(layers))
+    for ax, metric, name in ((axes[0], "word_agreement", "same word"), (axes[1], "class_agreement", "same word class")):
+        for i, kind in enumerate(kinds):
+            ax.bar(x + (i - (len(kinds) - 1) / 2) * width, [results[lay][kind][metric] for lay in layers], width,
+                   color=f"C{i}", label=kind)
+        ax.set_xticks(x, layers)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("mean share of top contexts")
+        ax.set_title(f"Top contexts on the {name}", fontsize=10)
+        ax.legend(fontsize=8)
+    ax = axes[2]
+    bars = [(f"{lay}\n{kind}", results[lay][kind]["dominant"]) for lay in layers for kind in kinds]
+    classes = list(dict.fromkeys(c for _, d in bars for c in d))
+    bottom = np.zeros(len(bars))
+    for j, c in enumerate(classes):
+        vals = np.array([d.get(c, 0.0) for _, d in bars])
+        ax.bar(range(len(bars)), vals, bottom=bottom, color=f"C{j}", label=c)
+        bottom += vals
+    ax.set_xticks(range(len(bars)), [b for b, _ in bars], fontsize=7)
+    ax.set_ylabel("share of neurons")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Neurons whose top contexts are mostly one class, by class", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ---- instruct (notebook 07)
+
+
+def instruction_bars(rows: list[dict], title: str = "Instruction following, in and out of distribution"):
+    """Grouped bars: one group per check (words used, features honoured, summary overlap), one bar per
+    condition, 95% confidence intervals as error bars; shares in [0, 1]. `rows`: {"condition",
+    "dimension", "mean", "ci95", "n"} (`instruct_eval.by_condition`). Missing cells are left empty."""
+    conditions = list(dict.fromkeys(r["condition"] for r in rows))
+    dims = list(dict.fromkeys(r["dimension"] for r in rows))
+    cell = {(r["condition"], r["dimension"]): r for r in rows}
+    width = 0.8 / max(1, len(conditions))
+    fig, ax = plt.subplots(figsize=(max(6.5, 2.2 * len(dims) + 1.5), 4.2))
+    x = np.arange(len(dims))
+    for k, cond in enumerate(conditions):
+        got = [cell.get((cond, d)) for d in dims]
+        means = [r["mean"] if r else np.nan for r in got]
+        errs = [r["ci95"] if r and np.isfinite(r["ci95"]) else 0 for r in got]
+        pos = x + (k - (len(conditions) - 1) / 2) * width
+        ax.bar(pos, means, width, yerr=errs, capsize=2, label=cond, color=f"C{k}")
+        for px, r, err in zip(pos, got, errs):
+            if r and np.isfinite(r["mean"]):
+                ax.text(px, r["mean"] + err + 0.01, f"n={r['n']}", ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(x, [d.replace("_", " ") for d in dims])
+    ax.set_ylabel("share (0-1)")
+    ax.set_ylim(0, 1.12)
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=min(4, len(conditions)), loc="upper center")
     return fig

@@ -10,17 +10,20 @@ Probe kinds (`build_probes`), each cut only where the word already occurred earl
   - "object": the story's object after "the"/"his"/"her" (+ at most one word, "his red ___"): a definite
     mention of something already introduced. Candidates: objects of the same category from other stories.
   - "place": the story's place after "the". Candidates: places of other stories.
-  - "pronoun": the hero's he/she, him/her or his/her where the previous and current sentence mention the
-    hero by name and nothing else a pronoun could stand for. Candidates: he/she/it/they, him/her/it/them
-    or his/her/its/their (capitalised at a sentence start).
+  - "pronoun": the hero's he/she, him/her or his/her (outside speech) where the previous and current
+    sentence mention the hero by name, and no other character, the object, the food or another pronoun.
+    Candidates: he/she/it/they, him/her/it/them or his/her/its/their (capitalised at a sentence start).
+    Storyteller text almost only meets this for subjects and possessives.
 
-What is exact: the answer is the one candidate the story has introduced (distractors never occur in
-the story) or, for pronouns, the one that agrees with the only referent in the last two sentences; the
-score is the model's own log-probability, with no sampling and no judge. Limits: "determined" is
-decided by the rules above, not by a parser (a stray sentence could still admit another reading);
-candidates made of more tokens are penalised by summing log-probabilities; place and object probes
-test copying from context more than reasoning; pronoun probes test gender agreement, not long-range
-coreference. The probes come from storyteller stories only, so they measure a model trained on them.
+What is exact: among the candidates only the answer fits what the story has said (distractors never
+occur in the story, a name is not coordinated with itself, a pronoun must agree with the one referent in
+the last two sentences), and the score is the model's own log-probability: no sampling, no judge.
+Limits: "fixed by context" is decided by these rules, not by a parser, and holds among the candidates,
+not over all words ("Tom and his mom" would be fine English); a definite "the park" could introduce a
+new place in other text; candidates of more tokens are penalised by summing log-probabilities; object,
+place and name probes reward copying from context, pronoun probes test gender agreement over a sentence
+or two, not long-range coreference. The rules read storyteller text and facts, so probes come from
+storyteller stories only (others are skipped) and suit models trained on them.
 
 `probe_completions`/`probe_table`: greedy completions of the hand-written probes (`EvalPrompt`s with
 answers) by several models, side by side. `perplexity`/`perplexity_of_completions`: how likely a
@@ -83,7 +86,7 @@ class Probe:
 
 
 def _word_re(word: str, flags: int = 0) -> re.Pattern:
-    return re.compile(rf"(?<![\w']){re.escape(word)}(?![\w])", flags)
+    return re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", flags)
 
 
 def _has_word(text: str, word: str, flags: int = 0) -> bool:
@@ -212,7 +215,7 @@ def _others(story: Story) -> list[str]:
 def _pronoun_cuts(story: Story):
     text, hero = story.text, story.facts["characters"][0]
     others = _others(story)
-    hero_forms = {hero["pronoun"], hero["object_pronoun"], hero["possessive"], "himself", "herself"}
+    hero_forms = {hero["pronoun"], hero["object_pronoun"], hero["possessive"]}
     for m in re.finditer(r"\b(?:he|she|him|her|his)\b", text, re.I):
         word, before = m.group(0), text[: m.start()]
         slot = _pronoun_slot(word, text[m.end():], hero)
@@ -381,7 +384,8 @@ def probe_completions(models: dict[str, tuple[GPTNeo, Codec]], prompts: Sequence
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ").strip()
+    """One line of printable text (an untrained model writes control bytes), with pipes escaped."""
+    return "".join(ch if ch.isprintable() else " " for ch in text).replace("|", "\\|").strip()
 
 
 def probe_table(rows: Sequence[dict], words: int = 8) -> str:
@@ -400,9 +404,9 @@ def probe_table(rows: Sequence[dict], words: int = 8) -> str:
             if r is None:
                 row.append("")
                 continue
-            head = " ".join(r["completion"].split()[:words])
+            head = " ".join(_cell(r["completion"]).split()[:words])
             mark = "" if r["found"] is None else " ✓" if r["found"] else " ✗"
-            row.append(_cell(head) + mark)
+            row.append(head + mark)
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
