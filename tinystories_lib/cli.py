@@ -2,7 +2,7 @@
 
     tinystories reproduce --profile smoke [--only 02] [--set train.max_steps=100]
     tinystories train --profile smoke [--set model.hidden=64]
-    tinystories sample --model runs/smoke/models/h128-l4-a4-.../ --prompt "Once upon a time"
+    tinystories sample --model runs/smoke/models/main-h128-l4-.../ --prompt "Once upon a time"
     tinystories params check params/smoke.yaml
 """
 
