@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .model import GPTNeo, GPTNeoConfig
+from .params import TrainParams
 
 
 class TrainingDiverged(RuntimeError):
@@ -35,22 +36,9 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass
-class TrainConfig:
-    batch_size: int = 16  # per process, per micro-step
-    grad_accum: int = 1
-    max_steps: int = 600
-    lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int = 50
-    weight_decay: float = 0.1
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_interval: int = 100
-    eval_batches: int = 10
-    checkpoint_steps: list[int] = field(default_factory=list)
-    threads: int = 0
-    compile: bool = False
-    device: str = "auto"
+class TrainConfig(TrainParams):
+    """The profile's `train` section (batch_size is per process and micro-step) plus run-level settings."""
+
     seed: int = 1337
     log_interval: int = 10
     keep_last: int = 1  # rolling checkpoints kept besides `checkpoint_steps`
