@@ -127,6 +127,7 @@ class GradeParams:
     completions_per_prompt: int = 1
     temperature: float = 0.0  # 0 = greedy
     max_new_tokens: int = 120
+    n_probes: int = 200  # exact context-tracking probes cut from held-out storyteller stories (0 = none)
     llm: EndpointParams = field(default_factory=lambda: EndpointParams(model="gpt-4o", price_per_1m_input=2.5,
                                                                         price_per_1m_output=10.0))
 

@@ -422,7 +422,8 @@ def neuron_selectivity(results: dict[str, dict[str, dict]],
                        title: str = "Do a neuron's top-activating tokens share a word or a role?"):
     """Per analysed layer, trained model vs the same model at random initialisation vs chance: mean
     agreement of the top contexts on the word and on the word class, and the share of neurons whose top
-    contexts are mostly one class (stacked by class). `results`: layer label -> `interpret.neuron_selectivity`."""
+    contexts are mostly one class other than the catch-all "other" (stacked by class).
+    `results`: layer label -> `interpret.neuron_selectivity` output."""
     layers = list(results)
     kinds = list(dict.fromkeys(k for r in results.values() for k in r))
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"width_ratios": [1, 1, 1.6]})
@@ -438,7 +439,7 @@ def neuron_selectivity(results: dict[str, dict[str, dict]],
         ax.set_title(f"Top contexts on the {name}", fontsize=10)
         ax.legend(fontsize=8)
     ax = axes[2]
-    bars = [(f"{lay}\n{kind}", results[lay][kind]["dominant"]) for lay in layers for kind in kinds]
+    bars = [(f"{lay}\n{kind}", results[lay][kind]["roles"]) for lay in layers for kind in kinds]
     classes = list(dict.fromkeys(c for _, d in bars for c in d))
     bottom = np.zeros(len(bars))
     for j, c in enumerate(classes):
@@ -447,8 +448,8 @@ def neuron_selectivity(results: dict[str, dict[str, dict]],
         bottom += vals
     ax.set_xticks(range(len(bars)), [b for b, _ in bars], fontsize=7)
     ax.set_ylabel("share of neurons")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Neurons whose top contexts are mostly one class, by class", fontsize=10)
+    ax.set_ylim(0, max(0.05, 1.2 * bottom.max()))
+    ax.set_title("Neurons with a role: top contexts mostly one class", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
@@ -457,29 +458,33 @@ def neuron_selectivity(results: dict[str, dict[str, dict]],
 
 # ---- instruct (notebook 07)
 
+# The two yardsticks are grey so the model's two conditions stand out.
+_INSTRUCT_COLORS = {"in-distribution": "C0", "out-of-distribution": "C1", "reference stories": "0.55",
+                    "mismatched instructions": "0.8"}
+
 
 def instruction_bars(rows: list[dict], title: str = "Instruction following, in and out of distribution"):
     """Grouped bars: one group per check (words used, features honoured, summary overlap), one bar per
-    condition, 95% confidence intervals as error bars; shares in [0, 1]. `rows`: {"condition",
-    "dimension", "mean", "ci95", "n"} (`instruct_eval.by_condition`). Missing cells are left empty."""
+    condition, 95% confidence intervals as error bars and n above each bar; shares in [0, 1]. `rows`:
+    {"condition", "dimension", "mean", "ci95", "n"} (`instruct_eval.by_condition`). Missing cells stay empty."""
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
     dims = list(dict.fromkeys(r["dimension"] for r in rows))
     cell = {(r["condition"], r["dimension"]): r for r in rows}
     width = 0.8 / max(1, len(conditions))
-    fig, ax = plt.subplots(figsize=(max(6.5, 2.2 * len(dims) + 1.5), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.5, 2.2 * len(dims) + 1.5), 4.4))
     x = np.arange(len(dims))
     for k, cond in enumerate(conditions):
         got = [cell.get((cond, d)) for d in dims]
         means = [r["mean"] if r else np.nan for r in got]
         errs = [r["ci95"] if r and np.isfinite(r["ci95"]) else 0 for r in got]
         pos = x + (k - (len(conditions) - 1) / 2) * width
-        ax.bar(pos, means, width, yerr=errs, capsize=2, label=cond, color=f"C{k}")
+        ax.bar(pos, means, width, yerr=errs, capsize=2, label=cond, color=_INSTRUCT_COLORS.get(cond, f"C{k}"))
         for px, r, err in zip(pos, got, errs):
             if r and np.isfinite(r["mean"]):
                 ax.text(px, r["mean"] + err + 0.01, f"n={r['n']}", ha="center", va="bottom", fontsize=6)
     ax.set_xticks(x, [d.replace("_", " ") for d in dims])
     ax.set_ylabel("share (0-1)")
-    ax.set_ylim(0, 1.12)
+    ax.set_ylim(0, 1.1)
     ax.set_title(title)
-    ax.legend(fontsize=8, ncol=min(4, len(conditions)), loc="upper center")
+    ax.legend(fontsize=8, ncol=min(4, len(conditions)), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     return fig
