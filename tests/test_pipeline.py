@@ -10,9 +10,14 @@ from tinystories_lib.reproduce import notebooks, reproduce, select
 
 pytestmark = pytest.mark.slow
 
-EXPECTED_FIGURES = {"corpus_overview", "loss_curves", "loss_heatmap", "sweep_loss_curves", "grades",
-                    "grades_heatmaps", "grades_over_training", "loss_vs_compute", "heads_effect",
-                    "probe_accuracy"}
+EXPECTED_FIGURES = {
+    "corpus_overview",  # 01
+    "loss_curves",  # 02
+    "loss_heatmap", "sweep_loss_curves", "loss_vs_compute", "heads_effect",  # 03
+    "grades", "grades_heatmaps", "grades_over_training", "probe_accuracy",  # 04
+    "rouge_histograms", "manipulation_check",  # 05
+    "attention_maps", "head_scores", "neuron_selectivity",  # 06
+}
 
 
 @pytest.fixture(scope="module")
