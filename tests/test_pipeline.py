@@ -17,6 +17,7 @@ EXPECTED_FIGURES = {
     "grades", "grades_heatmaps", "grades_over_training", "probe_accuracy",  # 04
     "rouge_histograms", "manipulation_check",  # 05
     "attention_maps", "head_scores", "neuron_selectivity",  # 06
+    "instruction_following",  # 07
 }
 
 

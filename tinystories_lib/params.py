@@ -185,7 +185,7 @@ class InstructParams:
     instruction fields (`held_out_pair`) never appears together in a training record, then is asked for."""
 
     hidden: int = 128
-    layers: int = 4
+    layers: int = 4  # >= 3: layers alternate global/local; copying from the header needs a 2nd global layer
     heads: int = 4
     max_steps: int = 500
     n_eval: int = 30  # instruction sets graded per condition (in-distribution, out-of-distribution)
