@@ -42,6 +42,8 @@ def test_unknown_section(tmp_path):
     ({"data": {"source": "files"}}, "data.paths"),
     ({"train": {"warmup_steps": 900, "max_steps": 100}}, "train.warmup_steps"),
     ({"sample": {"top_p": 0}}, "sample.top_p"),
+    ({"instruct": {"held_out_pair": ["summary", "story"]}}, "instruct.held_out_pair"),
+    ({"instruct": {"hidden": 30, "heads": 4}}, "instruct.hidden"),
     ({"grade": {"completions_per_prompt": 3, "temperature": 0.0}}, "grade.completions_per_prompt.*identical"),
     ({"grade": {"llm": {"modle": "x"}}}, "grade.llm.modle"),
     ({"sweep": {"layers": "4"}}, "sweep.layers: expected list of int"),

@@ -363,6 +363,15 @@ def _check_values(p: Params) -> None:
          "data.source is 'files' but no paths are given; list .txt/.json/.jsonl/.parquet files or directories")
     need(p.data.min_chars < p.data.max_chars, "data.min_chars", "must be below data.max_chars")
     need(all(s > 0 for s in p.train.checkpoint_steps), "train.checkpoint_steps", "steps must be positive")
+    i = p.instruct
+    fields_ok = {"summary", "features", "words"}
+    need(len(i.held_out_pair) == 2 and len(set(i.held_out_pair)) == 2 and set(i.held_out_pair) <= fields_ok,
+         "instruct.held_out_pair", f"must be two different fields of {sorted(fields_ok)}, got {i.held_out_pair}")
+    for key, value, low in (("hidden", i.hidden, 1), ("layers", i.layers, 1), ("heads", i.heads, 1),
+                            ("max_steps", i.max_steps, 1), ("n_eval", i.n_eval, 1), ("max_records", i.max_records, 0),
+                            ("max_new_tokens", i.max_new_tokens, 1), ("temperature", i.temperature, 0)):
+        need(value >= low, f"instruct.{key}", f"must be at least {low}, got {value}")
+    need(i.hidden % i.heads == 0, "instruct.hidden", f"hidden size {i.hidden} is not divisible by instruct.heads={i.heads}")
 
 
 def from_dict(data: dict | None, source: str = "<dict>") -> Params:
