@@ -66,6 +66,68 @@ def machine_info(threads: int | None = None) -> dict:
     return info
 
 
+# ---------------------------------------------------------------- the fake OpenAI server, in a child process
+
+
+def _serve(reply: str, latency_s: float, n_specs: int, backlog: int, conn) -> None:
+    """Child process: run tests/openai_server.FakeOpenAI until told to stop, then report its counters."""
+    from http.server import ThreadingHTTPServer
+
+    # socketserver listens with a backlog of 5: a burst of 64 new connections then overflows the accept
+    # queue (dropped SYNs are retried after 1 s; some connections are reset). A real endpoint listens
+    # with a deep backlog, so the benchmark gives the fake one the same (backlog=0 keeps stdlib's 5).
+    if backlog:
+        ThreadingHTTPServer.request_queue_size = backlog
+    sys.path.insert(0, str(ROOT / "tests"))
+    from openai_server import FakeOpenAI, StoryWriter, judge_reply, make_specs
+
+    fn = StoryWriter(make_specs(n_specs)) if reply == "story" else judge_reply("plain")
+    with FakeOpenAI(reply=fn, latency_s=latency_s) as server:
+        conn.send(server.base_url)
+        conn.recv()  # stop
+        conn.send({"chat_requests": len(server.chat_requests), "max_in_flight": server.max_in_flight})
+
+
+class FakeServer:
+    """`with FakeServer("story" | "judge", latency_s) as s: s.base_url`; loopback only (127.0.0.1).
+    The server runs in its own process, as a real endpoint would, so its request handling does not
+    share the benchmark's interpreter lock. `s.stats` (after exit): requests served, peak concurrency."""
+
+    def __init__(self, reply: str, latency_s: float, n_specs: int = 0, backlog: int = 1024):
+        self.args = (reply, latency_s, n_specs, backlog)
+        self.stats: dict = {}
+
+    def __enter__(self) -> FakeServer:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(*self.args, child), daemon=True)
+        self.proc.start()
+        self.base_url = self.conn.recv()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.conn.send("stop")
+        self.stats = self.conn.recv()
+        self.proc.join(timeout=10)
+
+
+def small_op_us() -> float:
+    """Microseconds for one small parallel op (a 512x512 compare) at the current thread count. About
+    200 us on an idle core; milliseconds mean the OpenMP workers are being descheduled (other processes
+    hold the cores), and every op of every model pays that: read such results as load-bound."""
+    import torch
+
+    a = torch.randn(512, 512)
+    for _ in range(5):
+        torch.ge(a, 0)
+    with Timer() as t:
+        for _ in range(50):
+            torch.ge(a, 0)
+    return t.s / 50 * 1e6
+
+
 def start(args: argparse.Namespace, name: str, torch_threads: bool = True) -> dict:
     """Set threads, print the machine header (with the load average at start) and return it."""
     if torch_threads:
@@ -73,22 +135,28 @@ def start(args: argparse.Namespace, name: str, torch_threads: bool = True) -> di
 
         torch.set_num_threads(args.threads)
     info = machine_info(args.threads if torch_threads else None)
+    if torch_threads:
+        info["small_op_us"] = round(small_op_us())
     print(f"== {name}{' (--quick)' if args.quick else ''}")
     for k, v in info.items():
         print(f"   {k}: {v}")
     print(f"   os.getloadavg() at start: {os.getloadavg()}")
+    if info.get("small_op_us", 0) > 2000:
+        print(f"   WARNING: a small op takes {info['small_op_us']} us at {args.threads} threads (about 200 us "
+              "idle): other processes hold the cores, OpenMP threads stall; figures are load-bound.")
     return info
 
 
 class Timer:
-    """`with Timer() as t: ...; t.s` seconds (perf_counter)."""
+    """`with Timer() as t: ...; t.s` wall seconds (perf_counter), `t.cpu` this process's CPU seconds."""
 
     def __enter__(self):
-        self.t0 = time.perf_counter()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc):
         self.s = time.perf_counter() - self.t0
+        self.cpu = time.process_time() - self.c0
 
 
 def best_of(fn, repeat: int = 3) -> float:

@@ -29,12 +29,10 @@ import random
 import re
 import statistics
 import textwrap
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from .eval_prompts import EvalPrompt, load_eval_prompts
 from .metrics import NgramIndex, entity_report, mean_ci, rouge_l_precision, tokens
@@ -64,18 +62,6 @@ def manipulation_sampling(run) -> SamplingConfig:
     return SamplingConfig(max_new_tokens=run.params.diversity.manipulation_tokens, temperature=0.0)
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one CPU thread inside the block. Sampling a small model a few rows at a time spends more
-    time synchronising threads than computing (measured on 2 shared cores: 40x slower with two than one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _model_and_codec(model_run):
     """A trained model and the tokenizer it was trained with (each model directory keeps its own copy)."""
     from .tokenizer import Codec
@@ -90,11 +76,7 @@ def model_completions(run, models, prompts: Sequence[EvalPrompt]) -> dict[str, l
     cfg = sampling_config(run)
     k = run.params.diversity.completions_per_prompt
     texts = [p.text for p in prompts for _ in range(k)]
-    out = {}
-    with one_thread():
-        for m in models:
-            out[m.label] = complete(*_model_and_codec(m), texts, cfg)
-    return out
+    return {m.label: complete(*_model_and_codec(m), texts, cfg) for m in models}
 
 
 def typical_length(completions: dict[str, list[str]]) -> int:
@@ -407,8 +389,7 @@ def run_manipulations(model, codec, cases: Sequence[Manipulation], cfg: Sampling
     `completion_original`, `completion_manipulated` and the outcome: `follows` (new word, not the old),
     `keeps_old` (the old word comes back), `original_mentions` (the unchanged beginning's completion
     names the old word: how often the model names that character or object at all)."""
-    with one_thread():
-        texts = complete(model, codec, [c.original for c in cases] + [c.manipulated for c in cases], cfg)
+    texts = complete(model, codec, [c.original for c in cases] + [c.manipulated for c in cases], cfg)
     out = []
     for c, orig, manip in zip(cases, texts[: len(cases)], texts[len(cases) :]):
         out.append({**asdict(c), "completion_original": orig, "completion_manipulated": manip,

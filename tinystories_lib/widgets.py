@@ -21,7 +21,7 @@ import torch
 
 from .interpret import attention_maps, token_pieces
 from .model import GPTNeo, KVCache
-from .sample import filter_logits
+from .sample import SamplingConfig, sample_next
 from .tokenizer import Codec
 
 # ---------------------------------------------------------------- sampler
@@ -42,17 +42,14 @@ def stream_tokens(model: GPTNeo, prompt: list[int], max_new_tokens: int = 150, t
     cache = KVCache(model.cfg, 1, T + max_new, device, next(model.parameters()).dtype)
     valid = torch.ones((1, T + max_new), dtype=torch.bool, device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
+    cfg = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
     was = model.training
     model.eval()
     try:
         logits = model.forward_cached(torch.tensor([prompt], device=device), torch.arange(T, device=device)[None],
                                       valid[:, :T], cache)
         for t in range(max_new):
-            if temperature == 0:
-                tok = logits.argmax(-1)
-            else:
-                probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
-                tok = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+            tok = sample_next(logits, cfg, gen)
             if eot_id is not None and int(tok) == eot_id:
                 return
             yield int(tok)
