@@ -456,7 +456,7 @@ def clean(
     Returns (kept, report); report counts input, kept and each reason for dropping.
     """
     report = Counter({k: 0 for k in ("input", "empty", "too_short", "too_long", "exact_duplicate")})
-    near = _NearDuplicates(near_dup_threshold, num_perm) if near_dup_threshold is not None else None
+    near = NearDuplicateIndex(near_dup_threshold, num_perm) if near_dup_threshold is not None else None
     if near is not None:
         report["near_duplicate"] = 0
     seen: set[str] = set()
@@ -490,26 +490,44 @@ def _length_problem(text: str, min_chars: int, max_chars: int) -> str | None:
     return None
 
 
-class _NearDuplicates:
-    """MinHash LSH index; `seen_similar` answers, then remembers the text if it was new."""
+class NearDuplicateIndex:
+    """MinHash LSH over word 3-grams (datasketch). LSH candidates are confirmed with the MinHash Jaccard
+    estimate, so the threshold means what it says. The random permutations are drawn once and shared by
+    every sketch, and the sketch made by `similar` is reused by `add` for the same text (checking, then
+    keeping, a story is the common pattern), which halves the cost."""
 
-    def __init__(self, threshold: float, num_perm: int):
+    def __init__(self, threshold: float, num_perm: int = 128):
         datasketch = _require("datasketch")
         self._minhash = datasketch.MinHash
+        self._perms = datasketch.MinHash(num_perm=num_perm).permutations
         self._lsh = datasketch.MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self._threshold = threshold
-        self._num_perm = num_perm
-        self._hashes: dict[str, object] = {}
+        self._threshold, self._num_perm = threshold, num_perm
+        self._sketches: dict[str, object] = {}
+        self._last: tuple[str, object] | None = None
+
+    def _sketch(self, text: str):
+        if self._last is not None and self._last[0] == text:
+            return self._last[1]
+        m = self._minhash(num_perm=self._num_perm, permutations=self._perms)
+        m.update_batch([g.encode("utf-8") for g in _shingles(text)])
+        self._last = (text, m)
+        return m
+
+    def similar(self, text: str) -> bool:
+        m = self._sketch(text)
+        return any(self._sketches[k].jaccard(m) >= self._threshold for k in self._lsh.query(m))
+
+    def add(self, key: str, text: str) -> None:
+        key = key if key not in self._sketches else f"{key}#{len(self._sketches)}"
+        m = self._sketch(text)
+        self._lsh.insert(key, m)
+        self._sketches[key] = m
 
     def seen_similar(self, key: str, text: str) -> bool:
-        m = self._minhash(num_perm=self._num_perm)
-        m.update_batch([s.encode("utf-8") for s in _shingles(text)])
-        # LSH returns candidates; check the estimate so the threshold means what it says.
-        if any(self._hashes[c].jaccard(m) >= self._threshold for c in self._lsh.query(m)):
+        """Whether `text` is close to one seen before; if not, remember it."""
+        if self.similar(text):
             return True
-        key = key if key not in self._hashes else f"{key}#{len(self._hashes)}"
-        self._lsh.insert(key, m)
-        self._hashes[key] = m
+        self.add(key, text)
         return False
 
 

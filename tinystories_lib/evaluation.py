@@ -124,7 +124,7 @@ def grades_over_training(run: Run, grader: Grader, models: list[ModelRun], promp
     return series
 
 
-def emergence_models(models: list[ModelRun], main: ModelRun, n: int = 3) -> list[ModelRun]:
+def emergence_models(models: list[ModelRun], main: ModelRun, n: int = 2) -> list[ModelRun]:
     """Models whose training is graded step by step: the deepest sweep models of each width, and main."""
     deepest = max(m.layers for m in models)
     chosen = sorted((m for m in models if m.layers == deepest and m is not main), key=lambda m: m.hidden)

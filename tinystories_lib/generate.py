@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
+from .corpus import NearDuplicateIndex
 from .llm import (
     BatchPending,
     BudgetExceeded,
@@ -179,41 +179,6 @@ _META_ANYWHERE = re.compile(
 )
 
 
-class _NearDuplicateIndex:
-    """MinHash LSH over word 3-grams (datasketch, imported lazily). LSH candidates are confirmed with
-    the MinHash Jaccard estimate so the threshold means what it says."""
-
-    def __init__(self, threshold: float, num_perm: int):
-        try:
-            import datasketch
-        except ImportError as e:
-            raise ImportError(
-                "near-duplicate checks need datasketch (pip install 'tinystories-lab[data]'), "
-                "or pass near_dup_threshold=None"
-            ) from e
-        self._MinHash = datasketch.MinHash
-        self._lsh = datasketch.MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self._threshold, self._num_perm = threshold, num_perm
-        self._sketches: dict[str, Any] = {}
-
-    def _sketch(self, text: str):
-        words = _tokens(text)
-        grams = {" ".join(words[i : i + 3]) for i in range(max(1, len(words) - 2))}
-        m = self._MinHash(num_perm=self._num_perm)
-        m.update_batch([g.encode("utf-8") for g in grams])
-        return m
-
-    def similar(self, text: str) -> bool:
-        m = self._sketch(text)
-        return any(self._sketches[k].jaccard(m) >= self._threshold for k in self._lsh.query(m))
-
-    def add(self, key: str, text: str) -> None:
-        if key not in self._sketches:
-            m = self._sketch(text)
-            self._lsh.insert(key, m)
-            self._sketches[key] = m
-
-
 @dataclass
 class StoryValidator:
     """Checks one generated story; remembers accepted ones for duplicate checks.
@@ -228,11 +193,11 @@ class StoryValidator:
     num_perm: int = 128
     forms: Callable[[str], set[str]] = word_forms
     _exact: set = field(default_factory=set, init=False, repr=False)
-    _near: _NearDuplicateIndex | None = field(default=None, init=False, repr=False)
+    _near: NearDuplicateIndex | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         if self.near_dup_threshold is not None:
-            self._near = _NearDuplicateIndex(self.near_dup_threshold, self.num_perm)
+            self._near = NearDuplicateIndex(self.near_dup_threshold, self.num_perm)
 
     @staticmethod
     def _digest(text: str) -> str:

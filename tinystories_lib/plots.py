@@ -189,16 +189,23 @@ def probe_accuracy(rows: list[dict], title: str = "Exact context-tracking probes
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     for i, kind in enumerate(kinds):
-        pts = sorted((r["params"], r["accuracy"]) for r in rows if r["kind"] == kind)
+        # the grid as lines; the longer-trained main model as a star (it may share a size with a grid cell)
+        grid_rows = [r for r in rows if r["kind"] == kind and not r["model"].startswith("main")]
+        main_rows = [r for r in rows if r["kind"] == kind and r["model"].startswith("main")]
         color = "black" if kind == "overall" else f"C{i % 10}"
-        ax.plot(*zip(*pts), marker="o", ms=4, label=kind, color=color, lw=2.2 if kind == "overall" else 1.2)
+        if grid_rows:
+            pts = sorted((r["params"], r["accuracy"]) for r in grid_rows)
+            ax.plot(*zip(*pts), marker="o", ms=4, label=kind, color=color, lw=2.2 if kind == "overall" else 1.2)
+        for r in main_rows:
+            ax.plot(r["params"], r["accuracy"], marker="*", ms=11, color=color, ls="none",
+                    label=None if grid_rows else kind)
         chance = next(r["chance"] for r in rows if r["kind"] == kind)
         ax.axhline(chance, color=color, ls=":", lw=0.8)
     ax.set_xscale("log")
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("parameters")
     ax.set_ylabel("accuracy (answer ranked first)")
-    ax.set_title(title + " (dotted: chance)")
+    ax.set_title(title + " (dotted: chance; star: main model)")
     ax.legend(fontsize=8)
     return fig
 
