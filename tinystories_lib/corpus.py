@@ -499,7 +499,8 @@ class NearDuplicateIndex:
     def __init__(self, threshold: float, num_perm: int = 128):
         datasketch = _require("datasketch")
         self._minhash = datasketch.MinHash
-        self._perms = datasketch.MinHash(num_perm=num_perm).permutations
+        template = datasketch.MinHash(num_perm=num_perm)
+        self._perms, self._scheme = template.permutations, template.scheme
         self._lsh = datasketch.MinHashLSH(threshold=threshold, num_perm=num_perm)
         self._threshold, self._num_perm = threshold, num_perm
         self._sketches: dict[str, object] = {}
@@ -508,7 +509,7 @@ class NearDuplicateIndex:
     def _sketch(self, text: str):
         if self._last is not None and self._last[0] == text:
             return self._last[1]
-        m = self._minhash(num_perm=self._num_perm, permutations=self._perms)
+        m = self._minhash(num_perm=self._num_perm, permutations=self._perms, scheme=self._scheme)
         m.update_batch([g.encode("utf-8") for g in _shingles(text)])
         self._last = (text, m)
         return m
