@@ -30,6 +30,12 @@ def test_grading_notebook_with_an_llm_judge(tmp_path, monkeypatch):
     manifest = json.loads((tmp_path / "figures" / "tiny" / "manifest.json").read_text())
     assert "not GPT-4" not in manifest["figures"]["grades"]["reproduces"]
     assert "llm-judge:fake-judge" in manifest["figures"]["grades"]["caption"]
+    import nbformat
+
+    nb = nbformat.read(tmp_path / "runs" / "tiny" / "notebooks" / "04_grading.ipynb", as_version=4)
+    shown = "".join(str(o.get("data", {}).get("text/markdown", "")) for c in nb.cells if c.cell_type == "code"
+                    for o in c.get("outputs", []))
+    assert "B: 4-5" in shown and "100%" in shown  # the age-group table: every fake grade says B
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in (".ipynb", ".json", ".jsonl", ".txt", ".md", ".yaml", ".log"):
             assert SECRET not in path.read_text(errors="ignore"), path

@@ -59,3 +59,17 @@ def test_top_k_and_top_p_filtering():
     assert torch.isfinite(p[0, :2]).all() and torch.isinf(p[0, 2:]).all()
     p1 = filter_logits(logits, top_p=0.1)  # the top token always stays
     assert torch.isfinite(p1[0, 0]) and torch.isinf(p1[0, 1:]).all()
+
+
+def test_sampling_never_draws_a_filtered_token():
+    from tinystories_lib.sample import sample_next
+
+    logits = torch.full((4, 50), -30.0)
+    logits[:, 0] = float("-inf")  # first and last tokens are never allowed
+    logits[:, 49] = float("-inf")
+    logits[:, 10:13] = torch.tensor([3.0, 2.0, 1.0])
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.cat([sample_next(logits, SamplingConfig(temperature=1.0, top_p=0.9), gen) for _ in range(300)])
+    assert set(draws.tolist()) <= {10, 11, 12}
+    counts = torch.bincount(draws, minlength=50)[10:13].float() / len(draws)
+    assert counts[0] > counts[1] > counts[2] * 0.5  # follows the distribution's order

@@ -655,6 +655,17 @@ def aggregate(grades: Iterable[Grade]) -> list[dict]:
     return rows
 
 
+def age_table(grades: Iterable[Grade]) -> str:
+    """The judge's guesses of the student's age group, as a markdown table of shares per model."""
+    rows = age_distribution(grades)
+    if not rows:
+        return "_no age groups: this grader does not guess ages (only the LLM judge does)_"
+    head = "| model | n | " + " | ".join(f"{a}: {AGE_GROUPS[a]}" for a in AGE_GROUPS) + " |\n"
+    head += "|---|---:|" + "---:|" * len(AGE_GROUPS) + "\n"
+    return head + "".join(f"| {r['model']} | {r['n']} | " + " | ".join(f"{r['shares'].get(a, 0):.0%}" for a in AGE_GROUPS)
+                          + " |\n" for r in rows)
+
+
 def age_distribution(grades: Iterable[Grade]) -> list[dict]:
     """Per (model, grader, step): how many successful grades carry an age group, and the count and share
     of each group (A..F, the paper's "3 or under" .. "13-16")."""

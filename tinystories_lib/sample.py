@@ -57,7 +57,10 @@ def sample_next(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator)
     probs = filter_logits(logits.float() / cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
     cdf = probs.cumsum(-1)
     u = torch.rand(probs.size(0), 1, generator=gen, device=probs.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).squeeze(-1).clamp(max=probs.size(-1) - 1)
+    # right=True skips zero-probability tokens; the clamp guards u * total rounding up to the total.
+    tok = torch.searchsorted(cdf, u, right=True).squeeze(-1)
+    last_allowed = probs.size(-1) - 1 - (probs.flip(-1) > 0).to(torch.int8).argmax(-1)
+    return torch.minimum(tok, last_allowed)
 
 
 @torch.no_grad()
