@@ -69,11 +69,10 @@ def loss_curves(curves: dict[str, list[dict]], title: str = "Training and valida
     return fig
 
 
-def heatmap(values: np.ndarray, rows: Sequence, cols: Sequence, title: str, row_label: str, col_label: str,
-            cbar_label: str, fmt: str = "{:.2f}", cmap: str = "viridis_r"):
-    """A grid like the paper's Figure 4: one cell per (rows x cols) model, the value printed in it."""
+def _grid(ax, values: np.ndarray, rows: Sequence, cols: Sequence, row_label: str, col_label: str, fmt: str,
+          cmap: str):
+    """One annotated grid: a cell per (row, col) model with its value printed in a readable colour."""
     values = np.asarray(values, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.2, 0.8 * len(rows) + 1.6))
     im = ax.imshow(values, cmap=cmap, aspect="auto", origin="lower")
     ax.set_xticks(range(len(cols)), [str(c) for c in cols])
     ax.set_yticks(range(len(rows)), [str(r) for r in rows])
@@ -85,9 +84,17 @@ def heatmap(values: np.ndarray, rows: Sequence, cols: Sequence, title: str, row_
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             v = values[i, j]
-            text = fmt.format(v) if np.isfinite(v) else "–"
             dark = (v > mid) if cmap.endswith("_r") else (v < mid)
-            ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
+            ax.text(j, i, fmt.format(v) if np.isfinite(v) else "–", ha="center", va="center", fontsize=9,
+                    color="white" if dark else "black")
+    return im
+
+
+def heatmap(values: np.ndarray, rows: Sequence, cols: Sequence, title: str, row_label: str, col_label: str,
+            cbar_label: str, fmt: str = "{:.2f}", cmap: str = "viridis_r"):
+    """A grid like the paper's Figure 4: one cell per (rows x cols) model, the value printed in it."""
+    fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.2, 0.8 * len(rows) + 1.6))
+    im = _grid(ax, values, rows, cols, row_label, col_label, fmt, cmap)
     fig.colorbar(im, ax=ax, label=cbar_label)
     ax.set_title(title)
     return fig
@@ -99,40 +106,8 @@ def heatmaps(grids: dict[str, np.ndarray], rows: Sequence, cols: Sequence, title
     n = len(grids)
     fig, axes = plt.subplots(1, n, figsize=(0.9 * len(cols) * n + 1.5 * n, 0.75 * len(rows) + 1.8), squeeze=False)
     for ax, (dim, values) in zip(axes[0], grids.items()):
-        values = np.asarray(values, dtype=float)
-        im = ax.imshow(values, cmap=cmap, aspect="auto", origin="lower")
-        ax.set_xticks(range(len(cols)), [str(c) for c in cols])
-        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
-        ax.set_xlabel(col_label)
-        ax.set_ylabel(row_label)
-        ax.grid(False)
-        for i in range(values.shape[0]):
-            for j in range(values.shape[1]):
-                v = values[i, j]
-                ax.text(j, i, fmt.format(v) if np.isfinite(v) else "–", ha="center", va="center", fontsize=8,
-                        color="white")
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.colorbar(_grid(ax, values, rows, cols, row_label, col_label, fmt, cmap), ax=ax, fraction=0.046)
         ax.set_title(dim)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def over_steps_grid(series: dict[str, dict[str, list[tuple[int, float]]]], title: str, ylabel: str = "score (0-10)"):
-    """One panel per dimension, one line per model, against training step."""
-    n = len(series)
-    cols = min(n, 3)
-    rows_n = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.4 * rows_n), squeeze=False)
-    for ax, (dim, per_model) in zip(axes.flat, series.items()):
-        for i, (label, pts) in enumerate(per_model.items()):
-            ax.plot(*zip(*sorted(pts)), marker="o", ms=3, label=label, color=f"C{i % 10}")
-        ax.set_title(dim)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(ylabel)
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
-    axes.flat[0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -223,17 +198,25 @@ def heads_effect(rows: list[tuple[int, float]], shape: str):
     return fig
 
 
-def over_steps(series: dict[str, list[tuple[int, float]]], title: str, ylabel: str, xlabel: str = "training step"):
-    """One line per dimension (or model) against training step."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, (label, pts) in enumerate(series.items()):
-        if pts:
-            ax.plot(*zip(*sorted(pts)), marker="o", ms=3.5, label=label, color=f"C{i % 10}")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+def over_steps_grid(series: dict[str, dict[str, list[tuple[int, float]]]], title: str, ylabel: str = "score (0-10)"):
+    """One panel per dimension, one line per model, against training step."""
+    n = len(series)
+    cols = min(n, 3)
+    rows_n = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.4 * rows_n), squeeze=False)
+    for ax, (dim, per_model) in zip(axes.flat, series.items()):
+        for i, (label, pts) in enumerate(per_model.items()):
+            ax.plot(*zip(*sorted(pts)), marker="o", ms=3, label=label, color=f"C{i % 10}")
+        ax.set_title(dim)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig
+
 
 
 def corpus_overview(stats: dict[str, dict]):
