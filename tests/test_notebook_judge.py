@@ -35,6 +35,7 @@ def test_grading_notebook_with_an_llm_judge(tmp_path, monkeypatch):
     nb = nbformat.read(tmp_path / "runs" / "tiny" / "notebooks" / "04_grading.ipynb", as_version=4)
     shown = "".join(str(o.get("data", {}).get("text/markdown", "")) for c in nb.cells if c.cell_type == "code"
                     for o in c.get("outputs", []))
+    assert (tmp_path / "figures" / "tiny" / "grades_llm_vs_offline.png").exists()
     assert "B: 4-5" in shown and "100%" in shown  # the age-group table: every fake grade says B
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in (".ipynb", ".json", ".jsonl", ".txt", ".md", ".yaml", ".log"):
