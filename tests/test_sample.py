@@ -73,3 +73,35 @@ def test_sampling_never_draws_a_filtered_token():
     assert set(draws.tolist()) <= {10, 11, 12}
     counts = torch.bincount(draws, minlength=50)[10:13].float() / len(draws)
     assert counts[0] > counts[1] > counts[2] * 0.5  # follows the distribution's order
+
+
+def reference_threshold(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus threshold the textbook way: sort descending, keep until the mass reaches top_p."""
+    desc = torch.sort(probs, dim=-1, descending=True).values
+    keep = (desc.cumsum(-1) - desc) < top_p  # mass before this token is still short of top_p
+    return desc.masked_fill(~keep, float("inf")).amin(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 12.0])  # flat (full sort), mixed, peaked (top-64 fast path)
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
+def test_top_p_threshold_matches_the_textbook_sort(scale, top_p):
+    from tinystories_lib.sample import _top_p_threshold
+
+    torch.manual_seed(int(scale * 10))
+    probs = (torch.randn(40, 3000) * scale).softmax(-1)
+    ours, ref = _top_p_threshold(probs, top_p), reference_threshold(probs, top_p)
+    # Equal up to float rounding of the cumulative sums: the same token set is kept in every row.
+    assert torch.equal(probs >= ours, probs >= ref) or (ours - ref).abs().max() < 1e-6
+    kept_mass = (probs * (probs >= ours)).sum(-1)
+    assert (kept_mass >= top_p - 1e-5).all()
+
+
+def test_sampler_draws_follow_the_nucleus_distribution():
+    from tinystories_lib.sample import sample_next
+
+    probs = torch.tensor([0.4, 0.3, 0.2, 0.06, 0.04] + [0.0] * 295)
+    logits = torch.log(probs).expand(20000, -1).contiguous()
+    draws = sample_next(logits, SamplingConfig(temperature=1.0, top_p=0.85), torch.Generator().manual_seed(1))
+    freq = torch.bincount(draws, minlength=300).float() / len(draws)
+    expected = torch.tensor([0.4, 0.3, 0.2]) / 0.9  # 0.4 + 0.3 < 0.85 <= 0.9: three tokens, renormalised
+    assert freq[3:].sum() == 0 and torch.allclose(freq[:3], expected, atol=0.015)

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .model import KVCache
+from .model import KVCache, cached_attention, decode_mask
 
 BOS_ID, EOS_ID = 1, 2  # llama2.c / SentencePiece convention: 0 = <unk>
 
@@ -118,18 +118,13 @@ class Attention(nn.Module):
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:  # keys are cached after rotation, so they never need their position again
-            t0 = cache.length
-            cache.k[layer][:, :, t0 : t0 + T] = k
-            cache.v[layer][:, :, t0 : t0 + T] = v
-            k = cache.k[layer][:, :, : t0 + T]
-            v = cache.v[layer][:, :, : t0 + T]
-        # Grouped-query attention: each kv head serves n_heads // n_kv_heads consecutive query heads.
-        rep = self.n_heads // self.n_kv_heads
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            kt, v = cache.update(layer, k, v)
+            y = cached_attention(q, kt, v, mask, scale=self.head_dim**-0.5)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            # Grouped-query attention: each kv head serves n_heads // n_kv_heads consecutive query heads.
+            rep = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -211,7 +206,8 @@ class Llama(nn.Module):
         # Causal over cache slots (not position ids: padded rows share slots), minus padding keys; a row
         # whose keys are all padding so far would give NaN, so every query sees at least itself.
         d = q_pos[:, None] - k_pos[None, :]
-        mask = ((d >= 0)[None, None] & key_valid[:, None, None, :]) | (d == 0)[None, None]
+        mask = decode_mask(((d >= 0)[None, None] & key_valid[:, None, None, :]) | (d == 0)[None, None],
+                           self.output.weight.dtype)
         cos, sin = self._rope(position_ids)
         x = self.tok_embeddings(idx)
         for i, layer in enumerate(self.layers):

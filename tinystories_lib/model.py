@@ -77,14 +77,55 @@ def named_config(name: str, vocab_size: int = 50257, **overrides) -> GPTNeoConfi
 
 
 class KVCache:
-    """Preallocated keys and values for every layer: (batch, kv_heads, max_len, head_dim) each.
-    Works for any config with `layers`, `kv_heads` and `head_dim` (GPT-Neo and the Llama variant)."""
+    """Preallocated keys and values for every layer, for any config with `layers`, `kv_heads` and
+    `head_dim` (GPT-Neo and the Llama variant). Values are (batch, kv_heads, max_len, head_dim). Keys are
+    stored transposed, (batch, kv_heads, head_dim, max_len), when heads are small (head_dim < 8, the 1M
+    model's 4): a decode step's scores are then one matmul over contiguous rows, 2x faster on CPU; at
+    larger head sizes writing a transposed key column costs more than it saves."""
 
     def __init__(self, cfg, batch: int, max_len: int, device, dtype):
-        shape = (batch, cfg.kv_heads, max_len, cfg.head_dim)
-        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
-        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
+        self.keys_transposed = cfg.head_dim < 8
+        kshape = (batch, cfg.kv_heads) + ((cfg.head_dim, max_len) if self.keys_transposed else (max_len, cfg.head_dim))
+        self.k = [torch.empty(kshape, device=device, dtype=dtype) for _ in range(cfg.layers)]
+        self.v = [torch.empty((batch, cfg.kv_heads, max_len, cfg.head_dim), device=device, dtype=dtype)
+                  for _ in range(cfg.layers)]
         self.length = 0  # tokens already stored
+        self.weights: dict = {}  # per-generation derived weights (fused q/k/v); weights are frozen meanwhile
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Store k, v (B, kv_heads, T, D) after the cached tokens; return all keys so far as a
+        (B, kv_heads, D, L) view and all values as (B, kv_heads, L, D). `length` advances in forward_cached."""
+        t0, T = self.length, k.size(2)
+        self.v[layer][:, :, t0 : t0 + T] = v
+        if self.keys_transposed:
+            self.k[layer][..., t0 : t0 + T] = k.transpose(-1, -2)
+            return self.k[layer][..., : t0 + T], self.v[layer][:, :, : t0 + T]
+        self.k[layer][:, :, t0 : t0 + T] = k
+        return self.k[layer][:, :, : t0 + T].transpose(-1, -2), self.v[layer][:, :, : t0 + T]
+
+
+def cached_attention(q, kt, v, mask, scale: float):
+    """Attention of q (B, H, T, D) over cached keys kt (B, Hkv, D, L) and values v (B, Hkv, L, D); each
+    key/value head serves H // Hkv consecutive query heads (grouped-query attention when Hkv < H).
+    `mask` is additive (0 or -inf), broadcastable to (B, H, T, L). One new token (decoding) takes two
+    matmuls, 2-3x faster than SDPA on CPU for one query; longer inputs (the prompt) go through SDPA."""
+    B, H, T, D = q.shape
+    Hkv = kt.size(1)
+    if T == 1:
+        s = torch.matmul(q.reshape(B, Hkv, H // Hkv, D), kt)  # (B, Hkv, group, L): no repeat of keys
+        if scale != 1.0:
+            s = s * scale
+        s = (s.view(B, H, 1, -1) + mask).softmax(-1)
+        return torch.matmul(s.view(B, Hkv, H // Hkv, -1), v).view(B, H, 1, D)
+    k = kt.transpose(-1, -2)
+    if Hkv != H:
+        k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def decode_mask(allowed: torch.Tensor, dtype) -> torch.Tensor:
+    """Boolean `allowed` -> additive mask (0 where allowed, -inf elsewhere), as cached_attention wants."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
 
 
 class SelfAttention(nn.Module):
@@ -102,15 +143,18 @@ class SelfAttention(nn.Module):
     def forward(self, x, mask=None, cache: KVCache | None = None, layer: int = 0):
         B, T, C = x.shape
         H = self.heads
+        if cache is not None:  # sampling: one fused q/k/v projection, attention over the cache
+            w = cache.weights.get(("qkv", layer))
+            if w is None:
+                w = cache.weights[("qkv", layer)] = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+            q, k, v = F.linear(x, w).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
+            kt, v = cache.update(layer, k, v)
+            # GPT-Neo does not scale attention scores: scale=1.0.
+            y = cached_attention(q, kt, v, mask, scale=1.0)
+            return self.out_proj(y.transpose(1, 2).reshape(B, T, C))
         q = self.q_proj(x).view(B, T, H, C // H).transpose(1, 2)
         k = self.k_proj(x).view(B, T, H, C // H).transpose(1, 2)
         v = self.v_proj(x).view(B, T, H, C // H).transpose(1, 2)
-        if cache is not None:
-            t0 = cache.length
-            cache.k[layer][:, :, t0 : t0 + T] = k
-            cache.v[layer][:, :, t0 : t0 + T] = v
-            k = cache.k[layer][:, :, : t0 + T]
-            v = cache.v[layer][:, :, : t0 + T]
         p = self.dropout if self.training else 0.0
         # GPT-Neo does not scale attention scores: scale=1.0.
         if mask is None:
@@ -228,11 +272,14 @@ class GPTNeo(nn.Module):
         local = causal & (d < self.cfg.window)[None, None]
         # A row whose every key is masked (all padding so far) would give NaN; let it see itself.
         diag = (d == 0)[None, None]
-        causal, local = causal | diag, local | diag
+        causal, local = decode_mask(causal | diag, x.dtype), decode_mask(local | diag, x.dtype)
         for i, block in enumerate(self.transformer.h):
             x = block(x, local if block.attn.attention.local else causal, cache, i)
         cache.length = t0 + T
-        return self.lm_head(self.transformer.ln_f(x[:, -1]))
+        w = cache.weights.get("lm_head_t")
+        if w is None:  # x @ W^T with W^T made contiguous once is ~1.4x faster than F.linear here
+            w = cache.weights["lm_head_t"] = self.lm_head.weight.t().contiguous()
+        return self.transformer.ln_f(x[:, -1]) @ w
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward), 6N plus attention, as in the PaLM appendix."""

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .model import GPTNeo, KVCache
+from .perf import keep_freed_memory
 from .tokenizer import Codec
 
 
@@ -27,15 +28,31 @@ class SamplingConfig:
 
 
 def _top_p_threshold(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Per row, the smallest probability kept by nucleus sampling: tokens are kept in order of probability
-    until their mass reaches top_p (the top token always stays). Sorting values alone (numpy on CPU) is
-    several times cheaper than torch.sort with indices, which dominated sampling time."""
-    if probs.device.type == "cpu":
-        desc = torch.from_numpy(-np.sort(-probs.numpy(), axis=-1))
-    else:
-        desc = torch.sort(probs, dim=-1, descending=True).values
-    n_before = (desc.cumsum(-1) < top_p).sum(-1, keepdim=True).clamp(max=probs.size(-1) - 1)
-    return desc.gather(-1, n_before).to(probs.device)
+    """Per row (B, 1), the smallest probability kept by nucleus sampling: tokens are kept in order of
+    probability until their mass reaches top_p (the top token always stays). Only values are sorted
+    (numpy's SIMD sort on CPU), several times cheaper than torch.sort with indices; when every row's
+    nucleus fits in its 64 largest values (a trained model, mostly), only those are sorted."""
+    V, k = probs.size(-1), 64
+    if probs.device.type != "cpu":
+        return _threshold_from_sorted(torch.sort(probs, dim=-1).values, top_p)
+    pn = probs.numpy()
+    if V > 4 * k and bool((probs.amax(-1) * k >= top_p).all()):  # else no row's nucleus fits in k
+        top = torch.from_numpy(np.sort(np.partition(pn, V - k, axis=-1)[:, V - k :], axis=-1))
+        n_dropped = _n_dropped(top, top_p)
+        if bool((n_dropped > 0).all()):  # a dropped value inside the top k: the threshold is in it
+            return top.gather(-1, n_dropped)
+    return _threshold_from_sorted(torch.from_numpy(np.sort(pn, axis=-1)), top_p)
+
+
+def _n_dropped(asc: torch.Tensor, top_p: float) -> torch.Tensor:
+    """How many of the ascending values are dropped: value i goes while the mass above it (the values
+    after it) still reaches top_p, i.e. while cumsum[i] <= total - top_p. At most all but the last."""
+    c = asc.cumsum(-1)
+    return torch.searchsorted(c, c[:, -1:] - top_p, right=True).clamp_(max=asc.size(-1) - 1)
+
+
+def _threshold_from_sorted(asc: torch.Tensor, top_p: float) -> torch.Tensor:
+    return asc.gather(-1, _n_dropped(asc, top_p))
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -51,16 +68,22 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 def sample_next(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator) -> torch.Tensor:
     """One token per row: argmax when greedy, else a draw from the filtered distribution by inverse CDF
-    (a uniform number against the cumulative sum; cheaper than torch.multinomial on CPU)."""
+    (one uniform number per row against the cumulative sum; cheaper than torch.multinomial on CPU)."""
     if cfg.temperature == 0:
         return logits.argmax(-1)
-    probs = filter_logits(logits.float() / cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
+    logits = logits.float() / cfg.temperature
+    if cfg.top_k and cfg.top_k < logits.size(-1):
+        logits = filter_logits(logits, cfg.top_k)
+    probs = logits.softmax(-1)
+    if cfg.top_p < 1.0:  # zero the tail in place: no second softmax, renormalised by the draw below
+        probs.mul_(probs >= _top_p_threshold(probs, cfg.top_p))
     cdf = probs.cumsum(-1)
-    u = torch.rand(probs.size(0), 1, generator=gen, device=probs.device) * cdf[:, -1:]
-    # right=True skips zero-probability tokens; the clamp guards u * total rounding up to the total.
-    tok = torch.searchsorted(cdf, u, right=True).squeeze(-1)
-    last_allowed = probs.size(-1) - 1 - (probs.flip(-1) > 0).to(torch.int8).argmax(-1)
-    return torch.minimum(tok, last_allowed)
+    total = cdf[:, -1:]
+    # u * total lies strictly below the total, so the first index whose cdf exceeds it (right=True) has
+    # nonzero probability: filtered tokens are never drawn, even when rounding brings u * total up.
+    u = torch.rand(probs.size(0), 1, generator=gen, device=probs.device, dtype=cdf.dtype) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
 @torch.no_grad()
@@ -69,6 +92,7 @@ def generate(model, prompts: list[list[int]], cfg: SamplingConfig, eot_id: int |
     `model` is any model with `cfg.context` and `forward_cached` (GPT-Neo, or the Llama variant)."""
     if not prompts:
         return []
+    keep_freed_memory()  # decode steps reuse same-sized buffers: 1.3-1.5x faster on CPU (see perf.py)
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (start it with <|endoftext|>)")
     device = next(model.parameters()).device

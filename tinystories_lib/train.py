@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from .model import GPTNeo, GPTNeoConfig
 from .params import TrainParams
+from .perf import keep_freed_memory
 
 
 class TrainingDiverged(RuntimeError):
@@ -286,6 +287,7 @@ def train(
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
+    keep_freed_memory()  # reuse freed step buffers instead of page-faulting new ones (see perf.py)
     if cfg.threads and device.type == "cpu":
         torch.set_num_threads(cfg.threads)
     master = rank == 0
