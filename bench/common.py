@@ -85,16 +85,80 @@ def _serve(reply: str, latency_s: float, n_specs: int, backlog: int, conn) -> No
     with FakeOpenAI(reply=fn, latency_s=latency_s) as server:
         conn.send(server.base_url)
         conn.recv()  # stop
-        conn.send({"chat_requests": len(server.chat_requests), "max_in_flight": server.max_in_flight})
+        conn.send({"chat_requests": len(server.chat_requests), "max_in_flight": server.max_in_flight,
+                   "server_cpu_s": round(time.process_time(), 2)})
+
+
+def _serve_asyncio(reply: str, latency_s: float, n_specs: int, backlog: int, conn) -> None:
+    """Child process: a minimal asyncio HTTP/1.1 server for chat completions (keep-alive, Content-Length
+    bodies) that answers each request exactly `latency_s` after it arrived. The threaded FakeOpenAI adds
+    its own delay at 64 connections (64 threads take turns on one interpreter lock, ~90 ms a request
+    measured here), so a throughput benchmark against it measures the fake server, not the client."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from openai_server import StoryWriter, chat_completion_json, judge_reply, make_specs
+
+    fn = StoryWriter(make_specs(n_specs)) if reply == "story" else judge_reply("plain")
+    stats = {"chat_requests": 0, "max_in_flight": 0, "in_flight": 0, "late_ms": []}
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                request_line = await reader.readline()
+                if not request_line:
+                    break
+                arrived = time.perf_counter()
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = json.loads(await reader.readexactly(length)) if length else {}
+                if b"/chat/completions" not in request_line:
+                    out, status = b'{"error": {"message": "not found"}}', b"404 Not Found"
+                else:
+                    stats["chat_requests"] += 1
+                    stats["in_flight"] += 1
+                    stats["max_in_flight"] = max(stats["max_in_flight"], stats["in_flight"])
+                    msgs = body.get("messages", [])
+                    out = json.dumps(chat_completion_json(body.get("model", "fake"), fn(msgs), msgs)).encode()
+                    status = b"200 OK"
+                    await asyncio.sleep(max(0.0, arrived + latency_s - time.perf_counter()))
+                    stats["in_flight"] -= 1
+                    stats["late_ms"].append((time.perf_counter() - arrived - latency_s) * 1000)
+                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(out)).encode() + b"\r\n\r\n" + out)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=backlog or 1024)
+        port = server.sockets[0].getsockname()[1]
+        conn.send(f"http://127.0.0.1:{port}/v1")
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # stop
+        server.close()
+
+    asyncio.run(main())
+    late = sorted(stats.pop("late_ms")) or [0.0]
+    stats.pop("in_flight")
+    conn.send({**stats, "server_cpu_s": round(time.process_time(), 2),
+               "reply_late_ms_median": round(late[len(late) // 2], 2), "reply_late_ms_max": round(late[-1], 2)})
 
 
 class FakeServer:
     """`with FakeServer("story" | "judge", latency_s) as s: s.base_url`; loopback only (127.0.0.1).
     The server runs in its own process, as a real endpoint would, so its request handling does not
-    share the benchmark's interpreter lock. `s.stats` (after exit): requests served, peak concurrency."""
+    share the benchmark's interpreter lock. `s.stats` (after exit): requests served, peak concurrency.
+    `kind="threaded"` is the tests' FakeOpenAI; `kind="asyncio"` a minimal chat-only server that keeps
+    its latency fixed under concurrency (see _serve_asyncio)."""
 
-    def __init__(self, reply: str, latency_s: float, n_specs: int = 0, backlog: int = 1024):
+    def __init__(self, reply: str, latency_s: float, n_specs: int = 0, backlog: int = 1024, kind: str = "threaded"):
         self.args = (reply, latency_s, n_specs, backlog)
+        self.target = {"threaded": _serve, "asyncio": _serve_asyncio}[kind]
         self.stats: dict = {}
 
     def __enter__(self) -> FakeServer:
@@ -102,7 +166,7 @@ class FakeServer:
 
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(*self.args, child), daemon=True)
+        self.proc = ctx.Process(target=self.target, args=(*self.args, child), daemon=True)
         self.proc.start()
         self.base_url = self.conn.recv()
         return self

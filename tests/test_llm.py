@@ -317,3 +317,28 @@ def test_repair_jsonl_tail(tmp_path):
     p.write_text('{"torn only')
     repair_jsonl_tail(p)
     assert p.read_text() == ""
+
+
+@pytest.mark.parametrize("http_client", ["httpx", "aiohttp"])
+def test_both_http_layers_bound_retry_and_time_out(http_client):
+    """The same behaviour over openai's default httpx layer (several clients past 16 connections) and
+    over its aiohttp layer (the default when installed)."""
+    if http_client == "aiohttp":
+        pytest.importorskip("aiohttp")
+    with FakeOpenAI(latency_s=0.05) as server:
+        results, usage = run_async(_chat_many(cfg(server, max_concurrency=40, http_client=http_client), 80))
+        assert all(r.text == "Hello from the fake model." for r in results)
+        # Bounded; and past one httpx client's 16 (the fake server's listen backlog of 5 can reset a
+        # few of 40 simultaneous new connections, which are retried, so the peak may fall short of 40).
+        assert 16 < server.max_in_flight <= 40 and usage.requests == 80
+        server.add_faults(Fault(status=500), Fault(body=b'{"choices": [{"message": {"role": "assi'),
+                          Fault(delay_s=3.0))
+        result, usage = chat_once(cfg(server, http_client=http_client, timeout_s=0.5))
+        assert result.text and usage.retries == 3
+        req = server.chat_requests[-1]
+    assert req.path == "/v1/chat/completions" and json.loads(req.body)["messages"] == MSG
+
+
+def test_http_client_choice_is_validated():
+    with pytest.raises(ValueError, match="http_client"):
+        LLMConfig(base_url=None, model="m", http_client="requests")

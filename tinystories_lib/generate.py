@@ -136,9 +136,10 @@ def word_forms(word: str) -> set[str]:
     return forms | _IRREGULAR.get(w, set()) | _vocab_forms().get(w, set())
 
 
-def _tokens(text: str) -> list[str]:
+@functools.lru_cache(maxsize=16)  # a story is tokenized by the word check, the digest, then add(): once
+def _tokens(text: str) -> tuple[str, ...]:
     text = text.lower().replace("\u2019", "'")
-    return [t[:-2] if t.endswith("'s") else t for t in re.findall(r"[a-z]+(?:'[a-z]+)?", text)]
+    return tuple(t[:-2] if t.endswith("'s") else t for t in re.findall(r"[a-z]+(?:'[a-z]+)?", text))
 
 
 def missing_words(text: str, words: dict[str, str], forms: Callable[[str], set[str]] = word_forms) -> list[str]:

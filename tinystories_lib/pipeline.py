@@ -36,7 +36,8 @@ def llm_config(ep):
     return LLMConfig(base_url=ep.base_url, model=ep.model, api_key_env=ep.api_key_env,
                      azure_api_version=ep.azure_api_version, max_concurrency=ep.max_concurrency,
                      timeout_s=ep.timeout_s, price_per_1m_input=ep.price_per_1m_input,
-                     price_per_1m_output=ep.price_per_1m_output, temperature=ep.temperature, max_tokens=ep.max_tokens)
+                     price_per_1m_output=ep.price_per_1m_output, temperature=ep.temperature, max_tokens=ep.max_tokens,
+                     http_client=ep.http_client)
 
 
 def llm_stories(run: Run, progress: bool = True):
