@@ -2,11 +2,14 @@
 
 import json
 import os
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from tinystories_lib.reproduce import notebooks, reproduce, select
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
 
@@ -88,3 +91,10 @@ def test_select_notebooks():
     assert [nb.stem for nb in select(["grading", "01"])] == ["01_data_creation", "04_grading"]
     with pytest.raises(SystemExit, match="no notebook matches"):
         select(["99"])
+
+
+def test_readme_lists_every_figure_with_a_preview():
+    readme = (ROOT / "README.md").read_text()
+    for name in EXPECTED_FIGURES:
+        assert f"| `{name}.png` | <img src=\"docs/img/{name}.png\"" in readme, f"{name} has no README row with a preview"
+        assert (ROOT / "docs" / "img" / f"{name}.png").exists(), f"docs/img/{name}.png missing: run tools/readme_thumbnails.py"
