@@ -19,14 +19,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, FakeServer, Row, Timer, parse_args, print_table, start
+from common import ROOT, FakeServer, Row, Timer, parse_args, print_table, server_arg, start
 
 from tinystories_lib.generate import (
     StoryValidator,
     generate_stories,
     story_messages,
 )
-from tinystories_lib.llm import JsonlAppender, LLMConfig, make_async_client
+from tinystories_lib.llm import JsonlAppender, LLMConfig, make_async_client, run_async
 
 LATENCY_S, CONCURRENCY = 0.2, 64
 
@@ -66,12 +66,7 @@ async def bare_client(config: LLMConfig, specs) -> int:
 
 
 def main():
-    def extra(p):
-        p.add_argument("--server", choices=["asyncio", "threaded"], default="asyncio",
-                       help="fake endpoint: a minimal asyncio server with a fixed latency (default), or the "
-                            "tests' threaded FakeOpenAI (adds ~90 ms of its own at concurrency 64)")
-
-    args = parse_args(__doc__.splitlines()[0], extra)
+    args = parse_args(__doc__.splitlines()[0], server_arg)
     info = start(args, "bench_generation: LLM story generation stories/s vs the ideal rate", torch_threads=False)
     sys.path.insert(0, str(ROOT / "tests"))
     from openai_server import make_specs
@@ -89,7 +84,7 @@ def main():
         runs = {"bare": [], "ours": []}
         for _ in range(2):
             with Timer() as t:
-                asyncio.run(bare_client(config, specs))
+                run_async(bare_client(config, specs))  # the same event loop as ours (uvloop if installed)
             runs["bare"].append((t, n))
             with tempfile.TemporaryDirectory() as d, Timer() as t:
                 report = generate_stories(specs, config, Path(d) / "s.jsonl", progress=False)

@@ -21,6 +21,13 @@ if str(ROOT) not in sys.path:  # `python bench/bench_x.py` from the repo root
     sys.path.insert(0, str(ROOT))
 
 
+def server_arg(p: argparse.ArgumentParser) -> None:
+    """--server for the benchmarks against a fake OpenAI endpoint."""
+    p.add_argument("--server", choices=["asyncio", "threaded"], default="asyncio",
+                   help="fake endpoint: a minimal asyncio server with a fixed latency (default), or the tests' "
+                        "threaded FakeOpenAI (which adds ~90 ms of its own at concurrency 64)")
+
+
 def parse_args(description: str, extra=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="a smaller run (< 40 s) for a smoke check")

@@ -355,3 +355,17 @@ def test_grades_jsonl_append_and_read(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1"):
         back = read_grades_jsonl(path)
     assert back == first + [_grade("b", 9, step=2)]
+
+
+def test_ngram_index_dense_and_searchsorted_lookups_agree():
+    from tinystories_lib.metrics import NgramIndex
+    from tinystories_lib.storyteller import generate_stories
+
+    stories = [s.text for s in generate_stories(300, seed=3)]
+    index = NgramIndex(stories)
+    queries = [s.text[: len(s.text) // 2] for s in generate_stories(20, seed=99)] + stories[:3]
+    dense = [index.search(q, k=3) for q in queries]
+    index.DENSE_TABLE_MAX = 0  # force the large-vocabulary path
+    searched = [index.search(q, k=3) for q in queries]
+    assert [r.hits for r in dense] == [r.hits for r in searched]
+    assert all(r.hits[0][1] == 1.0 for r in searched[-3:])  # a training story finds itself

@@ -162,6 +162,8 @@ class NgramIndex:
         self.tokens = np.frombuffer(ids, dtype=np.int32).copy() if ids else np.zeros(0, np.int32)
         self.offsets = np.frombuffer(offsets, dtype=np.int64).copy()
 
+    DENSE_TABLE_MAX = 1 << 22  # entries of _overlaps' lookup table (16 MiB); larger vocabularies search
+
     def _bigram_keys(self, toks: np.ndarray) -> np.ndarray:
         return toks[:-1].astype(np.int64) * len(self.vocab) + toks[1:]
 
@@ -228,11 +230,22 @@ class NgramIndex:
         within = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
         toks = self.tokens[np.repeat(starts, lens) + within]
         owner = np.repeat(np.arange(len(stories)), lens)
-        keys = self._bigram_keys(toks)
-        pos = np.minimum(np.searchsorted(qkeys, keys), len(qkeys) - 1)
-        hit = (owner[:-1] == owner[1:]) & (qkeys[pos] == keys)
+        V, q = len(self.vocab), len(qkeys)
+        firsts, row_of = np.unique(qkeys // V, return_inverse=True)
+        if (len(firsts) + 1) * V <= self.DENSE_TABLE_MAX:
+            # A query has ~100 bigrams: a dense (query first word x vocab) table of query bigram positions
+            # answers each story bigram with two gathers, 1.7x faster than searchsorted over ~1M keys.
+            first_row = np.full(V, -1, np.int64)  # -1 picks the table's last row: all -1 (no such bigram)
+            first_row[firsts] = np.arange(len(firsts))
+            table = np.full((len(firsts) + 1, V), -1, np.int32)
+            table[row_of, qkeys % V] = np.arange(q)
+            pos = table[first_row[toks[:-1]], toks[1:]]
+            hit = (owner[:-1] == owner[1:]) & (pos >= 0)
+        else:  # a large vocabulary: the table would cost more than it saves
+            keys = self._bigram_keys(toks)
+            pos = np.minimum(np.searchsorted(qkeys, keys), q - 1)
+            hit = (owner[:-1] == owner[1:]) & (qkeys[pos] == keys)
         # Count each (story, query bigram) cell, clip it to the query's count, sum per story.
-        q = len(qkeys)
         cells, counts = np.unique(owner[:-1][hit] * q + pos[hit], return_counts=True)
         clipped = np.minimum(counts, qcounts[cells % q])
         return np.bincount(cells // q, weights=clipped, minlength=len(stories)).astype(np.int64)
