@@ -110,6 +110,9 @@ class SweepParams:
     lr: float = 3e-3
     heads_study: list[int] = field(default_factory=list)  # head counts tried at one fixed shape (03)
     heads_study_shape: list[int] = field(default_factory=lambda: [64, 2])  # [hidden, layers] of that study
+    # Models trained at once, each in its own process: 0 = one per visible CUDA device (one at a time
+    # without a GPU); N > 1 on a CPU splits the cores between N jobs (threads = cores // N each).
+    jobs: int = 1
 
 
 @dataclass
@@ -322,7 +325,7 @@ def _check_values(p: Params) -> None:
         "train.batch_size": (p.train.batch_size, 1), "train.grad_accum": (p.train.grad_accum, 1),
         "train.max_steps": (p.train.max_steps, 1), "train.eval_interval": (p.train.eval_interval, 1),
         "train.eval_batches": (p.train.eval_batches, 1), "train.threads": (p.train.threads, 0),
-        "sweep.heads": (p.sweep.heads, 1), "sweep.max_steps": (p.sweep.max_steps, 1),
+        "sweep.heads": (p.sweep.heads, 1), "sweep.max_steps": (p.sweep.max_steps, 1), "sweep.jobs": (p.sweep.jobs, 0),
         "sample.n_samples": (p.sample.n_samples, 0), "sample.max_new_tokens": (p.sample.max_new_tokens, 1),
         "sample.top_k": (p.sample.top_k, 0), "grade.n_prompts": (p.grade.n_prompts, 0),
         "grade.completions_per_prompt": (p.grade.completions_per_prompt, 1),

@@ -204,7 +204,10 @@ def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, 
     if tcfg.threads == 0:
         tcfg.threads = os.cpu_count() or 1
     label = label or f"main-h{mp.hidden}-l{mp.layers}"
-    key = p.section_hash("data", "tokenizer", extra={"model": mcfg.to_dict(), "train": asdict(tcfg)})
+    # Threads change speed, not what is learned: leave them out of the key, so a model trained by a
+    # parallel sweep job (fewer threads) is the same artifact as one trained alone.
+    key = p.section_hash("data", "tokenizer", extra={"model": mcfg.to_dict(),
+                                                      "train": {**asdict(tcfg), "threads": None}})
     out = run.stage_dir("models", f"{label}-{key}")
     for name in ("tokenizer.json", "token_map.json"):
         if rank == 0 and (tdir / name).exists() and not (out / name).exists():
@@ -229,19 +232,74 @@ def _sweep_label(run: Run, mp: ModelParams) -> str:
 def _train_sweep_models(run: Run, shapes: list[ModelParams], progress: bool) -> list[ModelRun]:
     """Every model of a study with the sweep's training budget; a model trained before (by this or
     another study, same label and parameters) is reused. Checkpoints at 1/4, 1/2 and 3/4 of training
-    let notebook 04 grade abilities as they emerge."""
+    let notebook 04 grade abilities as they emerge. `sweep.jobs` trains several at once."""
     s = run.params.sweep
     warmup = min(run.params.train.warmup_steps, s.max_steps // 10)
-    ckpts = sorted({max(1, s.max_steps * q // 4) for q in (1, 2, 3)})
+    kw = dict(max_steps=s.max_steps, lr=s.lr, min_lr=s.lr / 10, warmup_steps=warmup,
+              checkpoint_steps=sorted({max(1, s.max_steps * q // 4) for q in (1, 2, 3)}),
+              eval_interval=max(1, s.max_steps // 5))
+    labels = [_sweep_label(run, mp) for mp in shapes]
+    slots = sweep_slots(s.jobs, run.params.train.device)
+    if len(slots) > 1 and len(shapes) > 1:
+        return _train_in_parallel(run, shapes, labels, kw, slots, progress)
     results = []
-    for i, mp in enumerate(shapes):
-        label = _sweep_label(run, mp)
+    for i, (mp, label) in enumerate(zip(shapes, labels)):
         if progress:
             print(f"[{i + 1}/{len(shapes)}] {label}", flush=True)
-        results.append(train_model(run, mp, progress=progress, label=label, max_steps=s.max_steps, lr=s.lr,
-                                   min_lr=s.lr / 10, warmup_steps=warmup, checkpoint_steps=ckpts,
-                                   eval_interval=max(1, s.max_steps // 5)))
+        results.append(train_model(run, mp, progress=progress, label=label, **kw))
     return results
+
+
+def sweep_slots(jobs: int, device: str = "auto") -> list[tuple[str, int]]:
+    """(device, torch threads) for each parallel job: one per CUDA device for jobs=0 (or the first `jobs`
+    devices), else `jobs` CPU jobs sharing the cores. One slot means: train one model at a time here."""
+    import torch
+
+    n_gpu = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    if n_gpu:
+        n = n_gpu if jobs == 0 else min(jobs, n_gpu)
+        return [(f"cuda:{i}", 0) for i in range(n)]
+    n = max(1, jobs)
+    return [("cpu", max(1, (os.cpu_count() or 1) // n))] * n
+
+
+def _train_in_parallel(run: Run, shapes, labels, kw, slots, progress: bool) -> list[ModelRun]:
+    """Train the models in len(slots) worker processes (spawned: safe with CUDA), each pinned to its slot;
+    completed models are reused exactly as in a sequential run, since the artifact keys are the same."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    tokens(run, progress)  # build the data once, before the workers look for it
+    ctx = multiprocessing.get_context("spawn")
+    if progress:
+        print(f"training {len(shapes)} models, {len(slots)} at a time on {', '.join(d for d, _ in slots)}", flush=True)
+    results: dict[str, ModelRun] = {}
+    with ctx.Manager() as manager, ProcessPoolExecutor(len(slots), mp_context=ctx) as pool:
+        free = manager.Queue()
+        for slot in slots:
+            free.put(slot)
+        futures = {pool.submit(_sweep_job, run.params, str(run.root.parent), str(run.figures.parent), mp, label, kw,
+                               free): label for mp, label in zip(shapes, labels)}
+        for n_done, fut in enumerate(as_completed(futures), 1):
+            r = fut.result()  # a failed job raises here, with its traceback
+            results[r.label] = r
+            if progress:
+                print(f"[{n_done}/{len(shapes)}] {r.label}: val loss {r.val_loss:.3f}", flush=True)
+    return [results[label] for label in labels]
+
+
+def _sweep_job(params, runs_root: str, figures_root: str, mp: ModelParams, label: str, kw: dict, free) -> ModelRun:
+    """One sweep model in a worker process, on a slot taken from `free` and given back afterwards."""
+    device, threads = free.get()
+    try:
+        import torch
+
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)  # "auto"/"cuda" now means this device; the artifact key is unchanged
+        run = Run(params, runs_root=runs_root, figures_root=figures_root)
+        return train_model(run, mp, progress=False, label=label, **kw, **({"threads": threads} if threads else {}))
+    finally:
+        free.put((device, threads))
 
 
 def sweep(run: Run, progress: bool = True) -> list[ModelRun]:

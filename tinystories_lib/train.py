@@ -219,6 +219,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 @torch.no_grad()
+def _what_is_learned(run_config: dict | None) -> dict | None:
+    """A run's config without the settings that change only its speed (torch threads)."""
+    if not run_config:
+        return run_config
+    return {**run_config, "train": {k: v for k, v in run_config.get("train", {}).items() if k != "threads"}}
+
+
 def evaluate(model, batches: Batches, n_batches: int, device, autocast=nullcontext) -> float:
     """Mean loss over `n_batches` fixed validation batches (the same every time)."""
     was_training = model.training
@@ -295,7 +302,7 @@ def train(
     run_config = {"model": model_cfg.to_dict(), "train": asdict(cfg), "world_size": world, **(extra_config or {})}
     if summary_path.exists() and (out_dir / "model.safetensors").exists():
         done = json.loads(summary_path.read_text())
-        if done.get("config") == run_config:
+        if _what_is_learned(done.get("config")) == _what_is_learned(run_config):
             return done | {"skipped": True}
 
     torch.manual_seed(cfg.seed)
