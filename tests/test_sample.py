@@ -90,10 +90,14 @@ def test_top_p_threshold_matches_the_textbook_sort(scale, top_p):
     torch.manual_seed(int(scale * 10))
     probs = (torch.randn(40, 3000) * scale).softmax(-1)
     ours, ref = _top_p_threshold(probs, top_p), reference_threshold(probs, top_p)
-    # Equal up to float rounding of the cumulative sums: the same token set is kept in every row.
-    assert torch.equal(probs >= ours, probs >= ref) or (ours - ref).abs().max() < 1e-6
-    kept_mass = (probs * (probs >= ours)).sum(-1)
-    assert (kept_mass >= top_p - 1e-5).all()
+    # The same token set in every row, except where the two ways of summing in float32 land on either side
+    # of top_p at the boundary token: at most one token apart there.
+    differ = ((probs >= ours) != (probs >= ref)).sum(-1)
+    assert (differ == 0).float().mean() >= 0.9 and differ.max() <= 1
+    # And ours is the nucleus: it reaches top_p, and dropping its smallest kept token would not.
+    kept = probs * (probs >= ours)
+    assert (kept.sum(-1) >= top_p - 1e-5).all()
+    assert (kept.sum(-1) - ours.squeeze(-1) < top_p + 1e-5).all()
 
 
 def test_sampler_draws_follow_the_nucleus_distribution():

@@ -125,3 +125,14 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     ck = latest_checkpoint(tmp_path)
     if ck is not None:  # any checkpoint kept must hold finite weights
         assert all(torch.isfinite(t).all() for t in load_file(str(ck / "model.safetensors")).values())
+
+
+def test_evaluate_builds_no_autograd_graph():
+    from tinystories_lib.model import GPTNeo
+    from tinystories_lib.train import Batches, evaluate
+
+    model = GPTNeo(GPTNeoConfig(vocab_size=64, context=16, hidden=16, layers=1, heads=2)).train()
+    seen = []
+    model.register_forward_hook(lambda m, i, o: seen.append(torch.is_grad_enabled()))
+    loss = evaluate(model, Batches(data() % 64, 16, 4, seed=0), 2, "cpu")
+    assert seen == [False, False] and np.isfinite(loss) and model.training  # no grad, and mode restored

@@ -455,7 +455,7 @@ class LLMClient:
         self.config = config
         self.budget_usd = budget_usd
         self.usage = usage if usage is not None else Usage()
-        self._client = None
+        self._clients: list = []  # empty until opened
         self._sem: asyncio.Semaphore | None = None
         self._reserved_usd = 0.0
         self._budget_hit = False
@@ -472,7 +472,7 @@ class LLMClient:
         await self.aclose()
 
     def _open(self) -> None:
-        if self._client is None:
+        if not self._clients:
             # One HTTP/1.1 connection per request in flight. httpx's connection pool scans all its
             # connections on every request, so 64 in one pool cost more CPU than the requests themselves;
             # several clients of up to CONNECTIONS_PER_CLIENT each keep that scan short. aiohttp's pool
@@ -480,14 +480,12 @@ class LLMClient:
             n = 1 if _use_aiohttp(self.config.http_client) else math.ceil(self.config.max_concurrency / CONNECTIONS_PER_CLIENT)
             self._clients = [make_async_client(self.config) for _ in range(n)]
             self._in_flight = {id(c): 0 for c in self._clients}
-            self._client = self._clients[0]  # for the Batch API and anything else that needs one
             self._sem = asyncio.Semaphore(self.config.max_concurrency)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            for c in self._clients:
-                await c.close()
-            self._client, self._clients = None, []
+        for c in self._clients:
+            await c.close()
+        self._clients = []
 
     @property
     def budget_hit(self) -> bool:

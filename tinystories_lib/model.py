@@ -90,7 +90,14 @@ class KVCache:
         self.v = [torch.empty((batch, cfg.kv_heads, max_len, cfg.head_dim), device=device, dtype=dtype)
                   for _ in range(cfg.layers)]
         self.length = 0  # tokens already stored
-        self.weights: dict = {}  # per-generation derived weights (fused q/k/v); weights are frozen meanwhile
+        self._derived: dict = {}
+
+    def derived(self, key, make):
+        """A weight derived for sampling (fused q/k/v, a transposed lm_head), made once per generation:
+        the model's weights do not change while its cache is in use."""
+        if key not in self._derived:
+            self._derived[key] = make()
+        return self._derived[key]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Store k, v (B, kv_heads, T, D) after the cached tokens; return all keys so far as a
@@ -144,9 +151,7 @@ class SelfAttention(nn.Module):
         B, T, C = x.shape
         H = self.heads
         if cache is not None:  # sampling: one fused q/k/v projection, attention over the cache
-            w = cache.weights.get(("qkv", layer))
-            if w is None:
-                w = cache.weights[("qkv", layer)] = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+            w = cache.derived(("qkv", layer), lambda: torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]))
             q, k, v = F.linear(x, w).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
             kt, v = cache.update(layer, k, v)
             # GPT-Neo does not scale attention scores: scale=1.0.
@@ -276,10 +281,8 @@ class GPTNeo(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x = block(x, local if block.attn.attention.local else causal, cache, i)
         cache.length = t0 + T
-        w = cache.weights.get("lm_head_t")
-        if w is None:  # x @ W^T with W^T made contiguous once is ~1.4x faster than F.linear here
-            w = cache.weights["lm_head_t"] = self.lm_head.weight.t().contiguous()
-        return self.transformer.ln_f(x[:, -1]) @ w
+        # x @ W^T with W^T made contiguous once is ~1.4x faster than F.linear at decode batch sizes.
+        return self.transformer.ln_f(x[:, -1]) @ cache.derived("lm_head_t", lambda: self.lm_head.weight.t().contiguous())
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward), 6N plus attention, as in the PaLM appendix."""

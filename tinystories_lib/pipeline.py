@@ -24,7 +24,7 @@ from .records import Story, read_jsonl, write_jsonl
 from .runs import Run
 from .sample import SamplingConfig
 from .tokenizer import Codec, load_gpt2, read_shard, top_k_codec, train_bpe, write_shard
-from .train import TrainConfig, barrier, init_distributed, pick_device, read_metrics, train
+from .train import TrainConfig, barrier, init_distributed, pick_device, read_metrics, train, what_is_learned
 
 # ---------------------------------------------------------------- corpus
 
@@ -204,10 +204,9 @@ def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, 
     if tcfg.threads == 0:
         tcfg.threads = os.cpu_count() or 1
     label = label or f"main-h{mp.hidden}-l{mp.layers}"
-    # Threads change speed, not what is learned: leave them out of the key, so a model trained by a
-    # parallel sweep job (fewer threads) is the same artifact as one trained alone.
-    key = p.section_hash("data", "tokenizer", extra={"model": mcfg.to_dict(),
-                                                      "train": {**asdict(tcfg), "threads": None}})
+    # Threads change speed, not what is learned: a model trained by a parallel sweep job (fewer threads)
+    # is the same artifact as one trained alone.
+    key = p.section_hash("data", "tokenizer", extra=what_is_learned({"model": mcfg.to_dict(), "train": asdict(tcfg)}))
     out = run.stage_dir("models", f"{label}-{key}")
     for name in ("tokenizer.json", "token_map.json"):
         if rank == 0 and (tdir / name).exists() and not (out / name).exists():

@@ -29,7 +29,6 @@ from safetensors.torch import load_file, save_file
 
 from .model import GPTNeo, GPTNeoConfig
 from .params import TrainParams
-from .perf import keep_freed_memory
 
 
 class TrainingDiverged(RuntimeError):
@@ -218,14 +217,15 @@ def _truncate_metrics(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
-@torch.no_grad()
-def _what_is_learned(run_config: dict | None) -> dict | None:
-    """A run's config without the settings that change only its speed (torch threads)."""
+def what_is_learned(run_config: dict | None) -> dict | None:
+    """A run's config without the settings that change only its speed (torch threads): what decides
+    whether a finished run can be reused, and the artifact key of a model (pipeline.train_model)."""
     if not run_config:
         return run_config
     return {**run_config, "train": {k: v for k, v in run_config.get("train", {}).items() if k != "threads"}}
 
 
+@torch.no_grad()
 def evaluate(model, batches: Batches, n_batches: int, device, autocast=nullcontext) -> float:
     """Mean loss over `n_batches` fixed validation batches (the same every time)."""
     was_training = model.training
@@ -294,7 +294,6 @@ def train(
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
-    keep_freed_memory()  # reuse freed step buffers instead of page-faulting new ones (see perf.py)
     if cfg.threads and device.type == "cpu":
         torch.set_num_threads(cfg.threads)
     master = rank == 0
@@ -302,7 +301,7 @@ def train(
     run_config = {"model": model_cfg.to_dict(), "train": asdict(cfg), "world_size": world, **(extra_config or {})}
     if summary_path.exists() and (out_dir / "model.safetensors").exists():
         done = json.loads(summary_path.read_text())
-        if _what_is_learned(done.get("config")) == _what_is_learned(run_config):
+        if what_is_learned(done.get("config")) == what_is_learned(run_config):
             return done | {"skipped": True}
 
     torch.manual_seed(cfg.seed)
