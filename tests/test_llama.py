@@ -95,9 +95,10 @@ def _tiny_cfg(**kw) -> LlamaConfig:
 
 
 @torch.no_grad()
-def test_cached_forward_equals_full_forward():
+@pytest.mark.parametrize("n_heads, n_kv_heads", [(4, 2), (8, 4)])  # head_dim 8, and 4 (transposed cache)
+def test_cached_forward_equals_full_forward(n_heads, n_kv_heads):
     torch.manual_seed(0)
-    model = Llama(_tiny_cfg()).eval()
+    model = Llama(_tiny_cfg(n_heads=n_heads, n_kv_heads=n_kv_heads)).eval()
     idx = torch.randint(0, 50, (2, 30))
     full, _ = model(idx)
     cache = KVCache(model.cfg, 2, 30, "cpu", torch.float32)

@@ -30,6 +30,20 @@ def test_batched_cached_greedy_equals_full_forward(model):
         assert o == reference_greedy(model, p, 30)  # 40 tokens > window 8: local masks in the cache path too
 
 
+def test_small_heads_cache_layout_equals_full_forward():
+    """head_dim < 8 stores keys and values transposed in the cache; decoding must not notice."""
+    torch.manual_seed(1)
+    m = GPTNeo(GPTNeoConfig(vocab_size=50, hidden=32, layers=2, heads=8, context=64, window=8)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(20)
+    prompts = [[1, 2, 3], list(range(4, 14))]
+    out = generate(m, prompts, SamplingConfig(max_new_tokens=30, temperature=0))
+    assert m.cfg.head_dim == 4
+    for p, o in zip(prompts, out):
+        assert o == reference_greedy(m, p, 30)
+
+
 def test_batch_equals_alone_when_sampling(model):
     prompts = [[1, 2, 3], [5, 6]]
     cfg = SamplingConfig(max_new_tokens=20, temperature=1.0, top_p=0.9, seed=3)
@@ -109,3 +123,33 @@ def test_sampler_draws_follow_the_nucleus_distribution():
     freq = torch.bincount(draws, minlength=300).float() / len(draws)
     expected = torch.tensor([0.4, 0.3, 0.2]) / 0.9  # 0.4 + 0.3 < 0.85 <= 0.9: three tokens, renormalised
     assert freq[3:].sum() == 0 and torch.allclose(freq[:3], expected, atol=0.015)
+
+
+@pytest.mark.parametrize("V", [7, 128, 300, 3000])
+def test_two_level_inverse_cdf_equals_searchsorted_over_cumsum(V):
+    from tinystories_lib.sample import _block_cdf, _first_above
+
+    torch.manual_seed(V)
+    values = torch.rand(64, V, dtype=torch.float64) * (torch.rand(64, V) < 0.7)  # zeros inside rows too
+    total = values.sum(-1, keepdim=True)
+    for x in (torch.rand(64, 1, dtype=torch.float64) * total, torch.zeros(64, 1, dtype=torch.float64),
+              -torch.ones(64, 1, dtype=torch.float64)):  # anywhere below the row's total
+        expected = torch.searchsorted(values.cumsum(-1), x, right=True).clamp(max=V - 1)
+        assert torch.equal(_first_above(values, _block_cdf(values), x), expected)
+    # float32 near the top of the mass: whatever the rounding, the index found holds a nonzero value
+    v32 = values.float()
+    x = torch.nextafter(v32.sum(-1, keepdim=True), torch.zeros(64, 1))
+    picked = _first_above(v32, _block_cdf(v32), x)
+    assert (v32.gather(-1, picked) > 0).all()
+
+
+def test_redraws_that_run_out_fall_back_to_the_masked_distribution():
+    """A nucleus holding little mass (top_p 0.04: two tokens, 0.05, over a flat tail): most rows exhaust their redraws and
+    draw from the masked distribution; every draw is still in the nucleus, in its proportions."""
+    from tinystories_lib.sample import sample_next
+
+    probs = torch.tensor([0.03, 0.02] + [0.95 / 998] * 998)
+    logits = torch.log(probs).expand(6000, -1).contiguous()
+    draws = sample_next(logits, SamplingConfig(temperature=1.0, top_p=0.04), torch.Generator().manual_seed(2))
+    assert draws.max() <= 1
+    assert abs((draws == 0).float().mean() - 0.6) < 0.03

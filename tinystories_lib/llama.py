@@ -119,7 +119,7 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:  # keys are cached after rotation, so they never need their position again
             kt, v = cache.update(layer, k, v)
-            y = cached_attention(q, kt, v, mask, scale=self.head_dim**-0.5)
+            y = cached_attention(q, kt, v, mask, scale=self.head_dim**-0.5, values_transposed=cache.transposed)
         else:
             # Grouped-query attention: each kv head serves n_heads // n_kv_heads consecutive query heads.
             rep = self.n_heads // self.n_kv_heads

@@ -78,17 +78,17 @@ def named_config(name: str, vocab_size: int = 50257, **overrides) -> GPTNeoConfi
 
 class KVCache:
     """Preallocated keys and values for every layer, for any config with `layers`, `kv_heads` and
-    `head_dim` (GPT-Neo and the Llama variant). Values are (batch, kv_heads, max_len, head_dim). Keys are
-    stored transposed, (batch, kv_heads, head_dim, max_len), when heads are small (head_dim < 8, the 1M
-    model's 4): a decode step's scores are then one matmul over contiguous rows, 2x faster on CPU; at
-    larger head sizes writing a transposed key column costs more than it saves."""
+    `head_dim` (GPT-Neo and the Llama variant). Keys and values are (batch, kv_heads, max_len, head_dim),
+    except when heads are small (head_dim < 8, the 1M model's 4): both are then stored transposed,
+    (batch, kv_heads, head_dim, max_len), so that a decode step's two matmuls run over contiguous rows of
+    the cache (3-4x faster each on CPU at head_dim 4). At larger head sizes writing a transposed column
+    costs more than it saves."""
 
     def __init__(self, cfg, batch: int, max_len: int, device, dtype):
-        self.keys_transposed = cfg.head_dim < 8
-        kshape = (batch, cfg.kv_heads) + ((cfg.head_dim, max_len) if self.keys_transposed else (max_len, cfg.head_dim))
-        self.k = [torch.empty(kshape, device=device, dtype=dtype) for _ in range(cfg.layers)]
-        self.v = [torch.empty((batch, cfg.kv_heads, max_len, cfg.head_dim), device=device, dtype=dtype)
-                  for _ in range(cfg.layers)]
+        self.transposed = cfg.head_dim < 8
+        shape = (batch, cfg.kv_heads) + ((cfg.head_dim, max_len) if self.transposed else (max_len, cfg.head_dim))
+        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
+        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
         self.length = 0  # tokens already stored
         self._derived: dict = {}
 
@@ -101,29 +101,36 @@ class KVCache:
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Store k, v (B, kv_heads, T, D) after the cached tokens; return all keys so far as a
-        (B, kv_heads, D, L) view and all values as (B, kv_heads, L, D). `length` advances in forward_cached."""
+        (B, kv_heads, D, L) view, and all values as (B, kv_heads, L, D), or as (B, kv_heads, D, L) when
+        `transposed` (cached_attention's `values_transposed`). `length` advances in forward_cached."""
         t0, T = self.length, k.size(2)
-        self.v[layer][:, :, t0 : t0 + T] = v
-        if self.keys_transposed:
+        if self.transposed:
             self.k[layer][..., t0 : t0 + T] = k.transpose(-1, -2)
-            return self.k[layer][..., : t0 + T], self.v[layer][:, :, : t0 + T]
+            self.v[layer][..., t0 : t0 + T] = v.transpose(-1, -2)
+            return self.k[layer][..., : t0 + T], self.v[layer][..., : t0 + T]
         self.k[layer][:, :, t0 : t0 + T] = k
+        self.v[layer][:, :, t0 : t0 + T] = v
         return self.k[layer][:, :, : t0 + T].transpose(-1, -2), self.v[layer][:, :, : t0 + T]
 
 
-def cached_attention(q, kt, v, mask, scale: float):
-    """Attention of q (B, H, T, D) over cached keys kt (B, Hkv, D, L) and values v (B, Hkv, L, D); each
-    key/value head serves H // Hkv consecutive query heads (grouped-query attention when Hkv < H).
-    `mask` is additive (0 or -inf), broadcastable to (B, H, T, L). One new token (decoding) takes two
-    matmuls, 2-3x faster than SDPA on CPU for one query; longer inputs (the prompt) go through SDPA."""
+def cached_attention(q, kt, v, mask, scale: float, values_transposed: bool = False):
+    """Attention of q (B, H, T, D) over cached keys kt (B, Hkv, D, L) and values v (B, Hkv, L, D), or
+    (B, Hkv, D, L) if `values_transposed`; each key/value head serves H // Hkv consecutive query heads
+    (grouped-query attention when Hkv < H). `mask` is additive (0 or -inf), broadcastable to (B, H, T, L).
+    One new token (decoding) takes two matmuls, 2-3x faster than SDPA on CPU for one query; longer inputs
+    (the prompt) go through SDPA."""
     B, H, T, D = q.shape
     Hkv = kt.size(1)
     if T == 1:
         s = torch.matmul(q.reshape(B, Hkv, H // Hkv, D), kt)  # (B, Hkv, group, L): no repeat of keys
         if scale != 1.0:
             s = s * scale
-        s = (s.view(B, H, 1, -1) + mask).softmax(-1)
-        return torch.matmul(s.view(B, Hkv, H // Hkv, -1), v).view(B, H, 1, D)
+        s = (s.view(B, H, 1, -1) + mask).softmax(-1).view(B, Hkv, H // Hkv, -1)
+        if values_transposed:  # (B, Hkv, D, L) @ (B, Hkv, L, group) -> (B, Hkv, D, group)
+            return torch.matmul(v, s.transpose(-1, -2)).transpose(-1, -2).reshape(B, H, 1, D)
+        return torch.matmul(s, v).view(B, H, 1, D)
+    if values_transposed:
+        v = v.transpose(-1, -2)
     k = kt.transpose(-1, -2)
     if Hkv != H:
         k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)
@@ -155,7 +162,7 @@ class SelfAttention(nn.Module):
             q, k, v = F.linear(x, w).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
             kt, v = cache.update(layer, k, v)
             # GPT-Neo does not scale attention scores: scale=1.0.
-            y = cached_attention(q, kt, v, mask, scale=1.0)
+            y = cached_attention(q, kt, v, mask, scale=1.0, values_transposed=cache.transposed)
             return self.out_proj(y.transpose(1, 2).reshape(B, T, C))
         q = self.q_proj(x).view(B, T, H, C // H).transpose(1, 2)
         k = self.k_proj(x).view(B, T, H, C // H).transpose(1, 2)

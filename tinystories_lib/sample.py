@@ -47,12 +47,41 @@ def _top_p_threshold(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 def _n_dropped(asc: torch.Tensor, top_p: float) -> torch.Tensor:
     """How many of the ascending values are dropped: value i goes while the mass above it (the values
     after it) still reaches top_p, i.e. while cumsum[i] <= total - top_p. At most all but the last."""
-    c = asc.cumsum(-1)
-    return torch.searchsorted(c, c[:, -1:] - top_p, right=True).clamp_(max=asc.size(-1) - 1)
+    blocks = _block_cdf(asc)
+    return _first_above(asc, blocks, blocks[:, -1:] - top_p)
 
 
 def _threshold_from_sorted(asc: torch.Tensor, top_p: float) -> torch.Tensor:
     return asc.gather(-1, _n_dropped(asc, top_p))
+
+
+BLOCK = 128  # values per block of the two-level running sum
+
+
+def _block_cdf(values: torch.Tensor) -> torch.Tensor:
+    """Running sums (B, n_blocks) over consecutive blocks of BLOCK values of each row (the last block may
+    be shorter): with `_first_above`, an inverse CDF that reads a row instead of writing its cumsum."""
+    B, V = values.shape
+    full = V // BLOCK * BLOCK
+    sums = values[:, :full].reshape(B, -1, BLOCK).sum(-1)
+    if full < V:
+        sums = torch.cat([sums, values[:, full:].sum(-1, keepdim=True)], dim=1)
+    return sums.cumsum(-1)
+
+
+def _first_above(values: torch.Tensor, blocks: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per row (B, 1), the first index whose running sum of nonnegative `values` exceeds x (B, 1), i.e.
+    searchsorted(values.cumsum(-1), x, right=True) for x below the row's total: the block first (from
+    `_block_cdf`), then a running sum inside that block only. The index found holds a nonzero value even
+    where the two levels round differently (x is clamped inside the block)."""
+    V = values.size(-1)
+    b = torch.searchsorted(blocks, x, right=True).clamp_(max=blocks.size(-1) - 1)
+    before = torch.where(b > 0, blocks.gather(-1, (b - 1).clamp(min=0)), torch.zeros_like(x))
+    cols = b * BLOCK + torch.arange(BLOCK, device=values.device)
+    inside = values.gather(-1, cols.clamp(max=V - 1)).masked_fill_(cols >= V, 0).cumsum(-1)
+    last = inside[:, -1:]
+    r = torch.minimum(x - before, torch.where(last > 0, torch.nextafter(last, torch.zeros_like(last)), last))
+    return (b * BLOCK + torch.searchsorted(inside, r, right=True)).clamp_(max=V - 1)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -66,24 +95,46 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
+MAX_REDRAWS = 16
+
+
+def _draw(probs: torch.Tensor, blocks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One index per row (B, 1) with probability proportional to `probs` (inverse CDF on two levels).
+    u * total lies strictly below the total, so the index found has nonzero probability."""
+    total = blocks[:, -1:]
+    u = torch.rand(probs.size(0), 1, generator=gen, device=probs.device, dtype=probs.dtype) * total
+    return _first_above(probs, blocks, torch.minimum(u, torch.nextafter(total, torch.zeros_like(total))))
+
+
 def sample_next(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator) -> torch.Tensor:
-    """One token per row: argmax when greedy, else a draw from the filtered distribution by inverse CDF
-    (one uniform number per row against the cumulative sum; cheaper than torch.multinomial on CPU)."""
+    """One token per row: argmax when greedy, else a draw from the filtered distribution.
+
+    Top-p without touching the vocabulary twice: draw from the whole softmax and redraw the rows whose
+    token falls below the nucleus threshold. Accepted draws are distributed exactly as draws from the
+    renormalised nucleus, and each try is accepted with probability >= top_p. Rows still unlucky after
+    MAX_REDRAWS tries (only when the nucleus holds little mass) draw from their masked distribution."""
     if cfg.temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() / cfg.temperature
+    logits = logits.float()
+    if cfg.temperature != 1.0:
+        logits = logits / cfg.temperature
     if cfg.top_k and cfg.top_k < logits.size(-1):
         logits = filter_logits(logits, cfg.top_k)
     probs = logits.softmax(-1)
-    if cfg.top_p < 1.0:  # zero the tail in place: no second softmax, renormalised by the draw below
-        probs.mul_(probs >= _top_p_threshold(probs, cfg.top_p))
-    cdf = probs.cumsum(-1)
-    total = cdf[:, -1:]
-    # u * total lies strictly below the total, so the first index whose cdf exceeds it (right=True) has
-    # nonzero probability: filtered tokens are never drawn, even when rounding brings u * total up.
-    u = torch.rand(probs.size(0), 1, generator=gen, device=probs.device, dtype=cdf.dtype) * total
-    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
+    blocks = _block_cdf(probs)
+    tok = _draw(probs, blocks, gen)
+    if cfg.top_p >= 1.0:
+        return tok.squeeze(-1)
+    threshold = _top_p_threshold(probs, cfg.top_p)
+    for _ in range(MAX_REDRAWS):
+        low = probs.gather(-1, tok) < threshold
+        if not bool(low.any()):
+            return tok.squeeze(-1)
+        tok = torch.where(low, _draw(probs, blocks, gen), tok)
+    rows = (probs.gather(-1, tok) < threshold).squeeze(-1).nonzero().squeeze(-1)
+    kept = probs[rows] * (probs[rows] >= threshold[rows])
+    tok[rows] = _draw(kept, _block_cdf(kept), gen)
+    return tok.squeeze(-1)
 
 
 @torch.no_grad()
