@@ -193,6 +193,83 @@ def ids_in_safe(path: Path) -> list[str]:
     return [json.loads(x)["id"] for x in path.read_bytes().split(b"\n")[:-1] if x.strip()]
 
 
+def test_sharded_generation_checks_duplicates_across_processes(tmp_path):
+    specs = make_specs(24)
+    for s in (specs[5], specs[6]):  # p0005 and p0006 copy p0000 (exactly, and but for one word)
+        s.noun, s.verb, s.adjective = specs[0].noun, specs[0].verb, specs[0].adjective
+    original = StoryWriter(specs)([{"content": specs[0].render()}])
+    overrides = {
+        "p0001": "I'm sorry, but I cannot help with that request. " * 10,
+        "p0005": original,
+        "p0006": original.rsplit(" ", 1)[0] + " moon.",
+    }
+    out = tmp_path / "stories.jsonl"
+    with FakeOpenAI(StoryWriter(specs, overrides)) as server:
+        report = generate_stories(specs, cfg(server, price_per_1m_input=1.0), out, progress=False, processes=2)
+        assert len(server.chat_requests) == 24
+    # p0000 and p0005 land in different processes (ids are dealt round-robin): one validator still sees both
+    copies = {"p0000", "p0005", "p0006"}
+    rejected = rejects_of(out)
+    assert len(copies - set(rejected)) == 1 and {rejected[i] for i in copies & set(rejected)} <= {
+        "exact_duplicate", "near_duplicate"}
+    assert rejected["p0001"] == "refusal" and len(rejected) == 3
+    ids = ids_in(out)
+    assert sorted(ids + list(rejected)) == sorted(s.id for s in specs) and len(ids) == len(set(ids)) == 21
+    assert report.status == "complete" and report.written == 21 and sum(report.rejected.values()) == 3
+    assert report.requests == 24 and report.cost_usd > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stories.jsonl", "stories.jsonl.lock", "stories.rejects.jsonl"]
+    again = generate_stories(specs, cfg(server), out, progress=False, processes=2)
+    assert again.skipped_existing == 24 and again.written == 0
+
+
+def test_sharded_kill_mid_run_and_resume_gives_every_story_exactly_once(tmp_path):
+    """SIGKILL the parent of a 2-process run: its workers die with it, their shards stay on disk, and the
+    next run merges them before asking for what is still missing."""
+    n = 60
+    specs = make_specs(n)
+    out = tmp_path / "killed.jsonl"
+    with FakeOpenAI(StoryWriter(specs), latency_s=0.1) as server:
+        c = cfg(server, max_concurrency=2)
+        script = textwrap.dedent(
+            f"""
+            import sys
+            sys.path[:0] = [{str(REPO)!r}, {str(TESTS)!r}]
+            from openai_server import make_specs
+            from tinystories_lib.generate import generate_stories
+            from tinystories_lib.llm import LLMConfig
+            if __name__ == "__main__":
+                generate_stories(make_specs({n}), LLMConfig(**{c.to_dict()!r}), {str(out)!r}, progress=False,
+                                 processes=2)
+            """
+        )
+        (tmp_path / "run.py").write_text(script)
+        proc = subprocess.Popen([sys.executable, str(tmp_path / "run.py")], cwd=tmp_path)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(ids_in_safe(out)) < 10 and proc.poll() is None:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        merged = len(ids_in_safe(out))
+        shards = sorted(tmp_path.glob("killed.shard-*.jsonl"))
+        assert 10 <= merged < n and shards, "the run should have been killed mid-way, with shards on disk"
+        time.sleep(0.5)
+        sizes = [p.stat().st_size for p in shards]
+        time.sleep(0.5)
+        assert [p.stat().st_size for p in shards] == sizes, "a worker outlived its killed parent"
+        on_disk = len(set(ids_in_safe(out)) | {i for p in shards for i in ids_in_safe(p)})
+        report = generate_stories(specs, c, out, progress=False, processes=2)
+    ids = ids_in(out)
+    assert sorted(ids) == sorted(s.id for s in specs) and len(ids) == n
+    assert report.skipped_existing == on_disk and report.written == n - on_disk
+    assert not list(tmp_path.glob("killed.shard-*"))
+
+
+def test_sharded_generation_needs_a_picklable_validator(tmp_path):
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        generate_stories(make_specs(2), LLMConfig(base_url="http://127.0.0.1:9", model="m"), tmp_path / "s.jsonl",
+                         progress=False, processes=2, validator=StoryValidator(forms=lambda w: {w}))
+
+
 def test_budget_cap_stops_generation(tmp_path):
     specs = make_specs(20)
     out = tmp_path / "s.jsonl"

@@ -79,6 +79,31 @@ def test_section_hash_changes_only_with_its_sections():
     assert a.section_hash("data") != c.section_hash("data")
 
 
+def test_a_partial_nested_section_keeps_that_fields_own_defaults():
+    """grade.llm defaults to gpt-4o and its prices; a profile naming a few of its keys keeps the rest
+    (it once fell back to the generic endpoint's gpt-4o-mini prices, 16x too cheap an estimate)."""
+    judge = params.load("smoke", {"grade.llm.max_concurrency": 4}).grade.llm
+    assert (judge.model, judge.price_per_1m_input, judge.price_per_1m_output, judge.max_concurrency) == (
+        "gpt-4o", 2.5, 10.0, 4)
+    paper = params.load("paper").grade.llm  # paper.yaml sets model and concurrency, not prices
+    assert (paper.price_per_1m_input, paper.price_per_1m_output, paper.max_concurrency) == (2.5, 10.0, 32)
+
+
+def test_how_a_request_is_made_does_not_change_artifact_keys():
+    """A run stopped by its budget must resume into the same files after the budget (or the concurrency,
+    the client, the number of processes) changes; the model asked or its temperature makes new stories."""
+    base = params.load("smoke", {"data.source": "llm"})
+    for how in ({"data.llm.budget_usd": 5.0}, {"data.llm.max_concurrency": 64}, {"data.llm.processes": 2},
+                {"data.llm.http_client": "httpx"}, {"data.llm.batch_api": True}, {"grade.llm.max_concurrency": 4}):
+        p = params.load("smoke", {"data.source": "llm", **how})
+        assert p.section_hash("data") == base.section_hash("data"), how
+        assert p.section_hash("grade") == base.section_hash("grade"), how
+    for what in ({"data.llm.model": "gpt-4o"}, {"data.llm.temperature": 0.5}, {"grade.llm.model": "gpt-4.1"}):
+        p = params.load("smoke", {"data.source": "llm", **what})
+        assert (p.section_hash("data"), p.section_hash("grade")) != (base.section_hash("data"),
+                                                                      base.section_hash("grade")), what
+
+
 def test_cli_params_check(tmp_path, capsys):
     assert cli_main(["params", "check", "params/smoke.yaml"]) == 0
     assert "ok: profile 'smoke'" in capsys.readouterr().out

@@ -831,9 +831,14 @@ class JsonlAppender:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.sync()
+        self._f.close()
+
+    def sync(self) -> None:
+        """Flush and fsync now: what was written survives even the machine going down."""
         self._f.flush()
         os.fsync(self._f.fileno())
-        self._f.close()
+        self._last_sync = time.monotonic()
 
     def write(self, record: Mapping[str, Any]) -> None:
         self._f.write(json.dumps(record, ensure_ascii=False) + "\n")

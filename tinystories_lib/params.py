@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -46,6 +46,14 @@ class EndpointParams:
     budget_usd: float | None = None  # stop issuing requests past this spend
     batch_api: bool = False  # the Batch API: half the price, results within 24 h
     http_client: Literal["auto", "aiohttp", "httpx"] = "auto"  # auto: aiohttp when installed (less CPU a request)
+    processes: int = 1  # online story generation: client processes sharing the requests (hundreds a second)
+
+    # How the requests are made, not what they ask: left out of artifact keys (Params.section_hash), so a
+    # run stopped by its budget resumes into the same files when the budget, concurrency or client change.
+    HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = (
+        "api_key_env", "max_concurrency", "timeout_s", "price_per_1m_input", "price_per_1m_output", "budget_usd",
+        "batch_api", "http_client", "processes",
+    )
 
 
 @dataclass
@@ -220,15 +228,27 @@ class Params:
 
     def section_hash(self, *sections: str, extra: Any = None) -> str:
         """Short hash of some sections: the key under which a stage's artifacts are stored, so a
-        stage is recomputed exactly when a parameter it depends on changes."""
-        d = self.to_dict()
-        payload = {s: d[s] for s in sections} | {"seed": self.seed, "extra": extra}
+        stage is recomputed exactly when a parameter it depends on changes (fields a class lists in
+        HOW_NOT_WHAT, such as a concurrency or a budget, change how a stage runs, not what it makes)."""
+        payload = {s: _what(getattr(self, s)) for s in sections} | {"seed": self.seed, "extra": extra}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
     def hash(self) -> str:
         d = self.to_dict()
         d.pop("description")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _what(obj: Any) -> Any:
+    """A parameters dataclass as plain data for artifact keys, without its HOW_NOT_WHAT fields."""
+    if dataclasses.is_dataclass(obj):
+        skip = getattr(type(obj), "HOW_NOT_WHAT", ())
+        return {f.name: _what(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in skip}
+    if isinstance(obj, list | tuple):
+        return [_what(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _what(v) for k, v in obj.items()}
+    return obj
 
 
 # ---------------------------------------------------------------- validation
@@ -245,13 +265,14 @@ def _type_name(tp) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value, tp, key: str):
-    """Check `value` against the annotation `tp`; return it (ints are accepted where floats are)."""
+def _coerce(value, tp, key: str, default: Any = None):
+    """Check `value` against the annotation `tp`; return it (ints are accepted where floats are). A
+    mapping for a nested section fills in that field's own default (`default`), key by key."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ParamsError(f"{key}: expected a mapping of {tp.__name__} keys, got {value!r}")
-        return _build(tp, value, key)
+        return _build(tp, value, key, default)
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise ParamsError(f"{key}: {value!r} is not allowed; choose one of {_type_name(tp)}")
@@ -293,10 +314,20 @@ def _coerce(value, tp, key: str):
     raise TypeError(f"unsupported annotation {tp} for {key}")
 
 
-def _build(cls, data: dict, prefix: str = ""):
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _build(cls, data: dict, prefix: str = "", base: Any = None):
+    """`cls` from a mapping of some of its keys; the others keep their values in `base` (the field's
+    default, for a nested section: grade.llm's model and prices stay gpt-4o's when only its
+    concurrency is given), or the class defaults."""
     hints = typing.get_type_hints(cls)
-    allowed = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    allowed = list(fields)
+    kwargs = {k: getattr(base, k) for k in allowed if fields[k].init} if base is not None else {}
     for k, v in data.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k == "api_key":
@@ -307,7 +338,8 @@ def _build(cls, data: dict, prefix: str = ""):
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             where = f"in '{prefix}'" if prefix else "at the top level"
             raise ParamsError(f"unknown key '{key}'{hint}; allowed keys {where}: {', '.join(allowed)}")
-        kwargs[k] = _coerce(v, hints[k], key)
+        default = getattr(base, k) if base is not None else _field_default(fields[k])
+        kwargs[k] = _coerce(v, hints[k], key, default if dataclasses.is_dataclass(default) else None)
     return cls(**kwargs)
 
 
@@ -330,7 +362,7 @@ def _check_values(p: Params) -> None:
         "sample.top_k": (p.sample.top_k, 0), "grade.n_prompts": (p.grade.n_prompts, 0),
         "grade.completions_per_prompt": (p.grade.completions_per_prompt, 1),
         "grade.max_new_tokens": (p.grade.max_new_tokens, 1), "grade.llm.max_concurrency": (p.grade.llm.max_concurrency, 1),
-        "data.llm.max_concurrency": (p.data.llm.max_concurrency, 1),
+        "data.llm.max_concurrency": (p.data.llm.max_concurrency, 1), "data.llm.processes": (p.data.llm.processes, 1),
     }
     for key, (v, lo) in positive.items():
         need(v >= lo, key, f"must be at least {lo}, got {v}")

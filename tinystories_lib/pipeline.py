@@ -58,7 +58,7 @@ def llm_stories(run: Run, progress: bool = True):
         report = generate_stories_batch(specs, cfg, out, budget_usd=d.llm.budget_usd, with_summary=d.llm_summaries)
     else:
         report = generate_stories(specs, cfg, out, budget_usd=d.llm.budget_usd, with_summary=d.llm_summaries,
-                                  progress=progress)
+                                  progress=progress, processes=d.llm.processes)
     return out, report
 
 
