@@ -332,9 +332,12 @@ def summary_messages(story_text: str) -> list[dict]:
     return [{"role": "user", "content": SUMMARY_PROMPT.format(story=story_text)}]
 
 
+def _stem(out_path: Path) -> str:
+    return out_path.name[: -len(".jsonl")] if out_path.name.endswith(".jsonl") else out_path.name
+
+
 def default_rejects_path(out_path: Path) -> Path:
-    name = out_path.name[: -len(".jsonl")] if out_path.name.endswith(".jsonl") else out_path.name
-    return out_path.with_name(name + ".rejects.jsonl")
+    return out_path.with_name(_stem(out_path) + ".rejects.jsonl")
 
 
 @contextlib.contextmanager
@@ -571,13 +574,12 @@ def generate_stories(
 def shard_paths(out_path: Path, k: int) -> Path:
     """Where client process k of a sharded run writes its stories (its rejects go beside, by the usual
     `default_rejects_path` rule)."""
-    stem = out_path.name[: -len(".jsonl")] if out_path.name.endswith(".jsonl") else out_path.name
-    return out_path.with_name(f"{stem}.shard-{k}.jsonl")
+    return out_path.with_name(f"{_stem(out_path)}.shard-{k}.jsonl")
 
 
 def _shard_files(out_path: Path) -> list[Path]:
-    stem = out_path.name[: -len(".jsonl")] if out_path.name.endswith(".jsonl") else out_path.name
-    return sorted(p for p in out_path.parent.glob(f"{stem}.shard-*.jsonl") if not p.name.endswith(".rejects.jsonl"))
+    return sorted(p for p in out_path.parent.glob(f"{_stem(out_path)}.shard-*.jsonl")
+                  if not p.name.endswith(".rejects.jsonl"))
 
 
 class _ShardMerger:
