@@ -156,30 +156,39 @@ def test_torn_last_line_is_repaired_on_resume(tmp_path):
     assert report.skipped_existing == 5 and report.written == 7
 
 
+def kill_generation_after(n_done: int, tmp_path: Path, c: LLMConfig, out: Path, n: int, processes: int = 1) -> int:
+    """Run generate_stories(make_specs(n)) in a child Python, SIGKILL it once `n_done` stories are in
+    `out`, and return how many were there when it died (asserting that was mid-run)."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path[:0] = [{str(REPO)!r}, {str(TESTS)!r}]
+        from openai_server import make_specs
+        from tinystories_lib.generate import generate_stories
+        from tinystories_lib.llm import LLMConfig
+        if __name__ == "__main__":
+            generate_stories(make_specs({n}), LLMConfig(**{c.to_dict()!r}), {str(out)!r}, progress=False,
+                             processes={processes})
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(ids_in_safe(out)) < n_done and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    killed_at = len(ids_in_safe(out))
+    assert n_done <= killed_at < n, "the child should have been killed mid-run"
+    return killed_at
+
+
 def test_kill_mid_run_and_resume_gives_every_story_exactly_once(tmp_path):
     n = 60
     specs = make_specs(n)
     out = tmp_path / "killed.jsonl"
     with FakeOpenAI(StoryWriter(specs), latency_s=0.05) as server:
         c = cfg(server, max_concurrency=2)
-        script = textwrap.dedent(
-            f"""
-            import sys
-            sys.path[:0] = [{str(REPO)!r}, {str(TESTS)!r}]
-            from openai_server import make_specs
-            from tinystories_lib.generate import generate_stories
-            from tinystories_lib.llm import LLMConfig
-            generate_stories(make_specs({n}), LLMConfig(**{c.to_dict()!r}), {str(out)!r}, progress=False)
-            """
-        )
-        proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(ids_in_safe(out)) < 10 and proc.poll() is None:
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        killed_at = len(ids_in_safe(out))
-        assert 10 <= killed_at < n, "the child should have been killed mid-run"
+        killed_at = kill_generation_after(10, tmp_path, c, out, n)
         report = generate_stories(specs, c, out, progress=False)
     ids = ids_in(out)
     assert sorted(ids) == sorted(s.id for s in specs) and len(ids) == n
@@ -230,28 +239,9 @@ def test_sharded_kill_mid_run_and_resume_gives_every_story_exactly_once(tmp_path
     out = tmp_path / "killed.jsonl"
     with FakeOpenAI(StoryWriter(specs), latency_s=0.1) as server:
         c = cfg(server, max_concurrency=2)
-        script = textwrap.dedent(
-            f"""
-            import sys
-            sys.path[:0] = [{str(REPO)!r}, {str(TESTS)!r}]
-            from openai_server import make_specs
-            from tinystories_lib.generate import generate_stories
-            from tinystories_lib.llm import LLMConfig
-            if __name__ == "__main__":
-                generate_stories(make_specs({n}), LLMConfig(**{c.to_dict()!r}), {str(out)!r}, progress=False,
-                                 processes=2)
-            """
-        )
-        (tmp_path / "run.py").write_text(script)
-        proc = subprocess.Popen([sys.executable, str(tmp_path / "run.py")], cwd=tmp_path)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(ids_in_safe(out)) < 10 and proc.poll() is None:
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        merged = len(ids_in_safe(out))
+        kill_generation_after(10, tmp_path, c, out, n, processes=2)
         shards = sorted(tmp_path.glob("killed.shard-*.jsonl"))
-        assert 10 <= merged < n and shards, "the run should have been killed mid-way, with shards on disk"
+        assert shards, "a killed sharded run leaves its shards on disk"
         time.sleep(0.5)
         sizes = [p.stat().st_size for p in shards]
         time.sleep(0.5)

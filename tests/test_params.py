@@ -93,15 +93,16 @@ def test_how_a_request_is_made_does_not_change_artifact_keys():
     """A run stopped by its budget must resume into the same files after the budget (or the concurrency,
     the client, the number of processes) changes; the model asked or its temperature makes new stories."""
     base = params.load("smoke", {"data.source": "llm"})
-    for how in ({"data.llm.budget_usd": 5.0}, {"data.llm.max_concurrency": 64}, {"data.llm.processes": 2},
-                {"data.llm.http_client": "httpx"}, {"data.llm.batch_api": True}, {"grade.llm.max_concurrency": 4}):
-        p = params.load("smoke", {"data.source": "llm", **how})
-        assert p.section_hash("data") == base.section_hash("data"), how
-        assert p.section_hash("grade") == base.section_hash("grade"), how
-    for what in ({"data.llm.model": "gpt-4o"}, {"data.llm.temperature": 0.5}, {"grade.llm.model": "gpt-4.1"}):
-        p = params.load("smoke", {"data.source": "llm", **what})
-        assert (p.section_hash("data"), p.section_hash("grade")) != (base.section_hash("data"),
-                                                                      base.section_hash("grade")), what
+    for key, value in (("data.llm.budget_usd", 5.0), ("data.llm.max_concurrency", 64), ("data.llm.processes", 2),
+                       ("data.llm.http_client", "httpx"), ("data.llm.batch_api", True),
+                       ("grade.llm.max_concurrency", 4), ("grade.llm.budget_usd", 1.0)):
+        section = key.split(".")[0]
+        p = params.load("smoke", {"data.source": "llm", key: value})
+        assert p.section_hash(section) == base.section_hash(section), key
+    for key, value in (("data.llm.model", "gpt-4o"), ("data.llm.temperature", 0.5), ("grade.llm.model", "gpt-4.1")):
+        section = key.split(".")[0]
+        p = params.load("smoke", {"data.source": "llm", key: value})
+        assert p.section_hash(section) != base.section_hash(section), key
 
 
 def test_cli_params_check(tmp_path, capsys):

@@ -553,10 +553,10 @@ def generate_stories(
     `retry_rejected`) are skipped, so rerunning after a kill finishes the job. Invalid stories go to
     `rejects_path` (default `<out>.rejects.jsonl`) with their reason. `budget_usd` caps the spend;
     `with_summary` adds a one-sentence summary per story (TinyStories-Instruct). `processes` > 1 shares
-    the requests among that many client processes (see `generate_stories_sharded`), for endpoints fast
+    the requests among that many client processes (see `_generate_sharded`), for endpoints fast
     enough that one event loop's CPU limits the rate. Works in scripts and in Jupyter."""
     if processes > 1:
-        return generate_stories_sharded(
+        return _generate_sharded(
             specs, config, out_path, processes, budget_usd=budget_usd, progress=progress,
             with_summary=with_summary, validator=validator, rejects_path=rejects_path, retry_rejected=retry_rejected,
         )
@@ -656,18 +656,9 @@ def _shard_worker(specs, config, out_path, budget_usd, with_summary, validator) 
                             with_summary=with_summary, validator=validator, retry_rejected=True)
 
 
-def generate_stories_sharded(
-    specs: Sequence,
-    config: LLMConfig,
-    out_path: str | Path,
-    processes: int,
-    *,
-    budget_usd: float | None = None,
-    progress: bool = True,
-    with_summary: bool = False,
-    validator: StoryValidator | None = None,
-    rejects_path: str | Path | None = None,
-    retry_rejected: bool = False,
+def _generate_sharded(
+    specs, config: LLMConfig, out_path, processes: int, *, budget_usd, progress, with_summary, validator,
+    rejects_path, retry_rejected,
 ) -> GenerationReport:
     """`generate_stories` with the requests shared among `processes` client processes (spawned), each
     with its share of `max_concurrency` and of the budget, writing its own append-only shard file

@@ -108,6 +108,8 @@ class TrainParams:
     compile: bool = False
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
+    HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("threads",)  # speed only: not part of a model's key
+
 
 @dataclass
 class SweepParams:
@@ -121,6 +123,8 @@ class SweepParams:
     # Models trained at once, each in its own process: 0 = one per visible CUDA device (one at a time
     # without a GPU); N > 1 on a CPU splits the cores between N jobs (threads = cores // N each).
     jobs: int = 1
+
+    HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("jobs",)
 
 
 @dataclass

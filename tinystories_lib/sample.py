@@ -132,7 +132,8 @@ def sample_next(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator)
             return tok.squeeze(-1)
         tok = torch.where(low, _draw(probs, blocks, gen), tok)
     rows = (probs.gather(-1, tok) < threshold).squeeze(-1).nonzero().squeeze(-1)
-    kept = probs[rows] * (probs[rows] >= threshold[rows])
+    p = probs[rows]
+    kept = p * (p >= threshold[rows])
     tok[rows] = _draw(kept, _block_cdf(kept), gen)
     return tok.squeeze(-1)
 

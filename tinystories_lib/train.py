@@ -218,11 +218,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def what_is_learned(run_config: dict | None) -> dict | None:
-    """A run's config without the settings that change only its speed (torch threads): what decides
-    whether a finished run can be reused, and the artifact key of a model (pipeline.train_model)."""
+    """A run's config without the settings that change only its speed (TrainParams.HOW_NOT_WHAT, the
+    torch threads): what decides whether a finished run can be reused, and the artifact key of a model
+    (pipeline.train_model)."""
     if not run_config:
         return run_config
-    return {**run_config, "train": {k: v for k, v in run_config.get("train", {}).items() if k != "threads"}}
+    train = {k: v for k, v in run_config.get("train", {}).items() if k not in TrainParams.HOW_NOT_WHAT}
+    return {**run_config, "train": train}
 
 
 @torch.no_grad()
