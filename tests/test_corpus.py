@@ -450,6 +450,38 @@ def test_clean_near_duplicates():
     assert len(kept) == 3 and "near_duplicate" not in report
 
 
+def test_near_duplicate_sketch_estimates_the_word_trigram_jaccard():
+    """The sketch hashes each word once and mixes word hashes into 3-gram hashes: its Jaccard estimate
+    must still be unbiased against the exact 3-gram Jaccard, order-sensitive, and case-blind."""
+    pytest.importorskip("datasketch")
+    import random
+    import re
+    import statistics
+
+    def trigrams(t):
+        w = re.findall(r"\w+", t.lower())
+        return {tuple(w[i : i + 3]) for i in range(len(w) - 2)}
+
+    rng = random.Random(0)
+    vocab = "the a cat dog sun ran big red happy sad park ball said Lily Tom mom tree went saw found".split()
+    index = corpus.NearDuplicateIndex(0.8)
+    errors = []
+    for _ in range(60):
+        words = [rng.choice(vocab) for _ in range(120)]
+        edited = list(words)
+        for _ in range(rng.randint(0, 30)):
+            edited[rng.randrange(len(edited))] = rng.choice(vocab)
+        a, b = " ".join(words), " ".join(edited)
+        exact = len(trigrams(a) & trigrams(b)) / len(trigrams(a) | trigrams(b))
+        errors.append(index._sketch(a).jaccard(index._sketch(b)) - exact)
+    assert abs(statistics.mean(errors)) < 0.02  # 128 permutations: each estimate's sd is <= 0.044
+    assert statistics.pstdev(errors) < 0.06
+    text = "one two three four five six seven"
+    assert index._sketch(text).jaccard(index._sketch(text.upper())) == 1.0
+    assert index._sketch(text).jaccard(index._sketch(" ".join(reversed(text.split())))) < 0.2
+    assert index._sketch("hi there").jaccard(index._sketch("hi there")) == 1.0  # shorter than one shingle
+
+
 def test_clean_keeps_the_real_sample(shared):
     stories = load_txt(shared(SAMPLE))
     kept, report = clean(stories)

@@ -491,11 +491,18 @@ def _length_problem(text: str, min_chars: int, max_chars: int) -> str | None:
     return None
 
 
+# Odd 64-bit multipliers (from splitmix64 and the golden ratio) for mixing word hashes into shingle hashes.
+_MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+
+
 class NearDuplicateIndex:
     """MinHash LSH over word 3-grams (datasketch). LSH candidates are confirmed with the MinHash Jaccard
     estimate, so the threshold means what it says. The random permutations are drawn once and shared by
     every sketch, and the sketch made by `similar` is reused by `add` for the same text (checking, then
-    keeping, a story is the common pattern), which halves the cost."""
+    keeping, a story is the common pattern), which halves the cost.
+
+    A shingle's hash is built from its words' hashes (crc32, remembered per word: a story corpus reuses a
+    few thousand words) by a multiply-xor mix in numpy, so no shingle string is ever built."""
 
     def __init__(self, threshold: float, num_perm: int = 128):
         datasketch = _require("datasketch")
@@ -506,16 +513,37 @@ class NearDuplicateIndex:
         self._threshold, self._num_perm = threshold, num_perm
         self._sketches: dict[str, object] = {}
         self._last: tuple[str, object] | None = None
+        self._word_hashes: dict[str, int] = {}
 
     def _sketch(self, text: str):
         if self._last is not None and self._last[0] == text:
             return self._last[1]
-        # crc32 as the base hash: MinHash's own permutations supply the randomness, and it is ~5x
-        # cheaper than datasketch's default sha1, which dominated validating a story.
-        m = self._minhash(num_perm=self._num_perm, permutations=self._perms, scheme=self._scheme, hashfunc=zlib.crc32)
-        m.update_batch([g.encode("utf-8") for g in _shingles(text)])
+        # hashfunc=int: the values handed over are already 32-bit shingle hashes; MinHash's own
+        # permutations supply the randomness.
+        m = self._minhash(num_perm=self._num_perm, permutations=self._perms, scheme=self._scheme, hashfunc=int)
+        m.update_batch(self._shingle_hashes(text).tolist())
         self._last = (text, m)
         return m
+
+    def _shingle_hashes(self, text: str, n: int = 3):
+        """32-bit hashes of the text's word n-grams (lower case, `\\w+` words), with repeats."""
+        import numpy as np
+
+        words = re.findall(r"\w+", text.lower())
+        if len(words) < n:  # one shingle: the whole (short) text
+            return np.array([zlib.crc32(" ".join(words).encode("utf-8"))], dtype=np.uint64)
+        table = self._word_hashes
+        if len(table) > 1_000_000:  # bounded, for corpora with unbounded vocabularies (ids, numbers)
+            table.clear()
+        h = np.fromiter(
+            (table[w] if w in table else table.setdefault(w, zlib.crc32(w.encode("utf-8"))) for w in words),
+            dtype=np.uint64, count=len(words),
+        )
+        mix = np.array(_MIX, dtype=np.uint64)
+        mixed = h[: len(h) - n + 1] * mix[0]
+        for i in range(1, n):  # position-dependent multipliers: "a b c" and "c b a" differ
+            mixed ^= h[i : len(h) - n + 1 + i] * mix[i]
+        return mixed >> np.uint64(32)  # the well-mixed high half
 
     def similar(self, text: str) -> bool:
         m = self._sketch(text)
@@ -533,13 +561,6 @@ class NearDuplicateIndex:
             return True
         self.add(key, text)
         return False
-
-
-def _shingles(text: str, n: int = 3) -> set[str]:
-    words = re.findall(r"\w+", text.lower())
-    if len(words) < n:
-        return {" ".join(words)}
-    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def split(stories: Iterable[Story], val_fraction: float, seed: int = 0) -> tuple[list[Story], list[Story]]:

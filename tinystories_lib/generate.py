@@ -144,14 +144,17 @@ def _tokens(text: str) -> tuple[str, ...]:
     return tuple(t[:-2] if t.endswith("'s") else t for t in re.findall(r"[a-z]+(?:'[a-z]+)?", text))
 
 
+_cached_word_forms = functools.lru_cache(maxsize=65536)(word_forms)  # ~1,500 prompt words, asked for per story
+
+
 def missing_words(text: str, words: dict[str, str], forms: Callable[[str], set[str]] = word_forms) -> list[str]:
     """The prompt words (as "slot:word") that the text does not use in any form."""
     tokens = set(_tokens(text))
-    flat = " ".join(_tokens(text))
+    forms = _cached_word_forms if forms is word_forms else forms
     missing = []
     for slot, word in words.items():
         if " " in word.strip():  # a multi-word entry ("ice cream"): look for the phrase
-            ok = " ".join(_tokens(word)) in flat
+            ok = " ".join(_tokens(word)) in " ".join(_tokens(text))
         else:
             ok = not tokens.isdisjoint(forms(word))
         if not ok:
@@ -180,6 +183,10 @@ _META_ANYWHERE = re.compile(
     r"\b(i hope you (enjoy|like)|let me know if|here is a (short )?story|here's a (short )?story)",
     re.IGNORECASE,
 )
+# Either kind at once: a good story (nearly all of them) is then scanned once from its start and once
+# throughout, not twice each.
+_SUSPECT_START = re.compile(f"(?:{_REFUSAL_START.pattern})|(?:{_META_START.pattern})", re.IGNORECASE)
+_SUSPECT_ANYWHERE = re.compile(f"(?:{_REFUSAL_ANYWHERE.pattern})|(?:{_META_ANYWHERE.pattern})", re.IGNORECASE)
 
 
 @dataclass
@@ -210,10 +217,11 @@ class StoryValidator:
         head = text[:300]
         if not text.strip():
             return "empty", ""
-        if _REFUSAL_START.search(head) or _REFUSAL_ANYWHERE.search(text):
-            return "refusal", head[:80]
-        if _META_START.search(head) or _META_ANYWHERE.search(text):
-            return "meta_text", head[:80]
+        if _SUSPECT_START.search(head) or _SUSPECT_ANYWHERE.search(text):  # one pass each; which one below
+            if _REFUSAL_START.search(head) or _REFUSAL_ANYWHERE.search(text):
+                return "refusal", head[:80]
+            if _META_START.search(head) or _META_ANYWHERE.search(text):
+                return "meta_text", head[:80]
         n = len(text.split())
         if n < self.min_words:
             return "too_short", f"{n} words < {self.min_words}"
@@ -389,7 +397,7 @@ class _Run:
         problem = self.validator.check(story.text, story.words)
         if problem is not None:
             reason, detail = problem
-            rejects.write({**asdict(story), "reject_reason": reason, "reject_detail": detail})
+            rejects.write({**vars(story), "reject_reason": reason, "reject_detail": detail})
             self.report.add_rejection(reason)
             return None
         self.validator.add(story.id, story.text)
@@ -404,7 +412,7 @@ class _Run:
         self.report.add_failure(story_id, prefix + (reason or "batch_error"), error_detail(error, self.config))
 
     def accept(self, story: Story, out: JsonlAppender) -> None:
-        out.write(asdict(story))
+        out.write(vars(story))  # its fields as they are: json reads them (asdict would deep-copy each)
         self.report.written += 1
 
 
