@@ -1,5 +1,8 @@
+import pytest
 import torch
+import torch.nn.functional as F
 
+from tinystories_lib import model as model_module
 from tinystories_lib.model import NAMED_CONFIGS, GPTNeo, GPTNeoConfig, describe, named_config
 
 
@@ -13,8 +16,10 @@ def tiny(**kw):
 def test_shapes_loss_and_tied_embeddings():
     m = tiny()
     x = torch.randint(0, 97, (3, 20))
+    logits, _ = m(x)
+    assert logits.shape == (3, 20, 97)
     logits, loss = m(x, x)
-    assert logits.shape == (3, 20, 97) and loss.ndim == 0
+    assert logits is None and loss.ndim == 0  # the CPU mean loss never builds the logits
     assert m.lm_head.weight is m.transformer.wte.weight
     assert m.cfg.attention_types == ["global", "local"]
 
@@ -75,3 +80,43 @@ def test_bad_config_is_rejected():
 
     with pytest.raises(ValueError, match="not divisible"):
         GPTNeoConfig(hidden=30, heads=4)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 10_000])  # several chunks with a ragged last one; one chunk
+def test_chunked_cross_entropy_equals_the_plain_loss_and_gradients(monkeypatch, chunk):
+    monkeypatch.setattr(model_module, "_chunk_rows", lambda vocab: chunk)
+    torch.manual_seed(0)
+    x = torch.randn(3, 20, 32, dtype=torch.float64)
+    w = torch.randn(97, 32, dtype=torch.float64) * 0.3
+    y = torch.randint(0, 97, (3, 20))
+    y[0, :5] = -1  # ignored positions
+    grads = []
+    for plain in (True, False):
+        xx, ww = x.clone().requires_grad_(), w.clone().requires_grad_()
+        if plain:
+            loss = F.cross_entropy(F.linear(xx, ww).view(-1, 97), y.view(-1), ignore_index=-1)
+        else:
+            logits, loss = model_module.output_and_loss(xx, ww, y)
+            assert logits is None
+        (loss * 3).backward()  # a scale on the loss reaches the gradients made in the forward pass
+        grads.append((loss.detach(), xx.grad, ww.grad))
+    (l1, gx1, gw1), (l2, gx2, gw2) = grads
+    assert torch.allclose(l1, l2, atol=1e-12) and torch.allclose(gx1, gx2, atol=1e-12)
+    assert torch.allclose(gw1, gw2, atol=1e-12)
+    with torch.no_grad():  # evaluation: the loss alone, same value
+        assert torch.allclose(model_module.output_and_loss(x, w, y)[1], l1, atol=1e-12)
+    # other reductions keep the logits
+    logits, per_token = model_module.output_and_loss(x, w, y, reduction="none")
+    assert logits.shape == (3, 20, 97) and per_token.shape == (60,)
+
+
+def test_tied_embedding_gets_both_gradients_through_the_chunked_loss():
+    m = tiny().train()
+    x = torch.randint(0, 97, (2, 16))
+    _, loss = m(x[:, :-1], x[:, 1:])
+    loss.backward()
+    g_chunked = m.transformer.wte.weight.grad.clone()
+    m.zero_grad()
+    logits, _ = m(x[:, :-1])
+    F.cross_entropy(logits.reshape(-1, 97), x[:, 1:].reshape(-1)).backward()
+    assert torch.allclose(g_chunked, m.transformer.wte.weight.grad, atol=1e-6)

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .model import KVCache, cached_attention, decode_mask
+from .model import KVCache, cached_attention, decode_mask, output_and_loss
 
 BOS_ID, EOS_ID = 1, 2  # llama2.c / SentencePiece convention: 0 = <unk>
 
@@ -189,12 +189,7 @@ class Llama(nn.Module):
         x = self.tok_embeddings(idx)
         for layer in self.layers:
             x = layer(x, cos, sin)
-        logits = self.output(self.norm(x))
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
-                               ignore_index=-1, reduction=reduction)
-        return logits, loss
+        return output_and_loss(self.norm(x), self.output.weight, targets, reduction)
 
     def forward_cached(self, idx, position_ids, key_valid, cache: KVCache):
         """Same contract as GPTNeo.forward_cached: new tokens `idx` (B, T) at `position_ids` (B, T),
