@@ -69,9 +69,11 @@ def interleaved(steps: dict, warmup: int, timed: int) -> dict[str, list[float]]:
 
 
 CATEGORIES = [  # (label, test on (op name, input shapes)); first match wins
-    ("lm_head matmul (fwd + bwd)", lambda n, s: n in ("aten::mm", "aten::addmm", "aten::linear") and VOCAB in s),
-    ("cross-entropy (log_softmax, nll, fwd + bwd)", lambda n, s: "log_softmax" in n or "nll_loss" in n
-     or (n == "aten::fill_" and VOCAB in s)),
+    ("lm_head matmuls (logits, d/dhidden, d/dweight)", lambda n, s: n in ("aten::mm", "aten::addmm", "aten::addmm_",
+                                                                         "aten::linear") and VOCAB in s),
+    # the chunked loss (model.output_and_loss): logsumexp, softmax - onehot in place, on (rows, vocab) chunks
+    ("cross-entropy (softmax over the vocabulary, fwd + bwd)", lambda n, s: "log_softmax" in n or "nll_loss" in n
+     or (VOCAB in s and n != "aten::copy_")),
     ("attention (SDPA flash kernel, fwd + bwd)", lambda n, s: "scaled_dot_product" in n),
     ("other matmuls (q/k/v/out proj, MLP)", lambda n, s: n in ("aten::mm", "aten::addmm", "aten::bmm")),
     ("layernorm (fwd + bwd)", lambda n, s: "layer_norm" in n),

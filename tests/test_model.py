@@ -20,6 +20,9 @@ def test_shapes_loss_and_tied_embeddings():
     assert logits.shape == (3, 20, 97)
     logits, loss = m(x, x)
     assert logits is None and loss.ndim == 0  # the CPU mean loss never builds the logits
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps the plain path (and the logits)
+        logits, loss = m(x, x)
+    assert logits.shape == (3, 20, 97) and loss.dtype == torch.float32
     assert m.lm_head.weight is m.transformer.wte.weight
     assert m.cfg.attention_types == ["global", "local"]
 

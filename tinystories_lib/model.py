@@ -152,8 +152,7 @@ def output_and_loss(x, weight, targets=None, reduction: str = "mean"):
     on 2 CPU threads, and the 164 MB of logits, their log-softmax and their gradient are never held.
     Other reductions, GPUs (bf16 autocast; compiled graphs fuse the loss themselves) and `torch.compile`
     take the plain path."""
-    plain = targets is None or reduction != "mean" or x.device.type != "cpu" or torch.compiler.is_compiling()
-    if plain or torch.is_autocast_enabled(x.device.type):
+    if targets is None or reduction != "mean" or x.device.type != "cpu" or _compiling_or_autocast():
         logits = F.linear(x, weight)
         if targets is None:
             return logits, None
@@ -165,6 +164,15 @@ def output_and_loss(x, weight, targets=None, reduction: str = "mean"):
         return None, _ChunkedCrossEntropy.apply(h, weight, y)
     with torch.no_grad():
         return None, _chunked_loss_sum(h, weight, y)[0] / (y != -1).sum().clamp(min=1)
+
+
+def _compiling_or_autocast() -> bool:
+    compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    try:
+        autocast = torch.is_autocast_enabled("cpu")  # torch >= 2.4
+    except TypeError:
+        autocast = torch.is_autocast_cpu_enabled()
+    return bool(compiling and compiling()) or autocast
 
 
 def _chunk_rows(vocab: int) -> int:
