@@ -17,10 +17,10 @@ the device's dense bf16 peak (a table of known devices, or --peak-tflops).
 from __future__ import annotations
 
 import statistics
-from contextlib import nullcontext
 
 import numpy as np
 import torch
+from bench_train import make_step  # train.py's step, bf16 autocast on CUDA
 from common import Row, Timer, parse_args, print_table, start
 
 from tinystories_lib.hf import config_to_hf
@@ -43,28 +43,6 @@ def peak_tflops(device: torch.device, override: float | None) -> tuple[float | N
         if key in name:
             return value, f"{name}: dense bf16 peak of the {key} data sheet"
     return None, f"{name}: unknown peak (pass --peak-tflops)"
-
-
-def make_step(model, batches: Batches, device: torch.device, hf: bool):
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=3e-3, betas=(0.9, 0.99), fused=True)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
-    model.train()
-
-    def step(i: int) -> float:
-        x, y = (t.to(device, non_blocking=True) for t in batches.get(i))
-        with autocast():
-            loss = model(input_ids=x, labels=x).loss if hf else model(x, y)[1]
-        loss.backward()
-        value = loss.item()  # synchronises: the step is over when this returns
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return value
-
-    return step
 
 
 def main():
@@ -97,12 +75,11 @@ def main():
 
     torch.manual_seed(0)
     ours = GPTNeo(cfg).to(device)
-    variants = {"ours, eager": make_step(ours, batches, device, hf=False)}
+    variants = {"ours, eager": make_step(ours, batches, False, device)}
     if not args.no_compile:
         torch.manual_seed(0)
-        variants["ours, compiled"] = make_step(torch.compile(GPTNeo(cfg).to(device)), batches, device, hf=False)
-    variants["transformers, eager"] = make_step(GPTNeoForCausalLM(config_to_hf(cfg)).to(device), batches, device,
-                                                hf=True)
+        variants["ours, compiled"] = make_step(torch.compile(GPTNeo(cfg).to(device)), batches, False, device)
+    variants["transformers, eager"] = make_step(GPTNeoForCausalLM(config_to_hf(cfg)).to(device), batches, True, device)
     for name, fn in variants.items():
         with Timer() as t:
             for i in range(warmup):
