@@ -372,3 +372,66 @@ def test_batch_generation_budget_and_expired_batches(tmp_path):
 
         report = generate_stories_batch(specs, cfg(server), tmp_path / "b.jsonl", poll_s=0.01)
     assert report.written == 3 and report.failed == {"missing_from_batch": 3} and report.status == "incomplete"
+
+
+class FailingWriteValidator(StoryValidator):
+    """Accepts stories until the `fail_at`-th, then raises as a full disk would while keeping it."""
+
+    def __init__(self, fail_at: int):
+        super().__init__()
+        self.fail_at, self.added = fail_at, []
+
+    def add(self, story_id: str, text: str) -> None:
+        if len(self.added) + 1 == self.fail_at:
+            raise OSError(28, "No space left on device")
+        super().add(story_id, text)
+        self.added.append(story_id)
+
+
+def test_an_error_while_checking_a_reply_stops_the_run_and_nothing_is_lost(tmp_path):
+    # Replies are checked and written just after their worker has sent its next request: an error there
+    # must still stop the run with that error, and a rerun must finish the set exactly once.
+    specs = make_specs(30)
+    out = tmp_path / "s.jsonl"
+    with FakeOpenAI(StoryWriter(specs), latency_s=0.02) as server:
+        validator = FailingWriteValidator(fail_at=5)
+        with pytest.raises(OSError, match="No space left"):
+            generate_stories(specs, cfg(server, max_concurrency=4), out, progress=False, validator=validator)
+        assert sorted(ids_in(out)) == sorted(validator.added) and len(validator.added) == 4
+        assert len(server.chat_requests) < 30  # the workers stopped instead of spending the whole budget
+        again = generate_stories(specs, cfg(server), out, progress=False)
+    assert again.status == "complete" and again.skipped_existing == 4 and again.written == 26
+    assert sorted(ids_in(out)) == sorted(s.id for s in specs)
+
+
+def test_a_cancelled_run_keeps_every_story_it_accepted(tmp_path):
+    import asyncio
+
+    from tinystories_lib.generate import agenerate_stories
+
+    specs = make_specs(40)
+    out = tmp_path / "s.jsonl"
+
+    class CancelAfter(StoryValidator):
+        task = None
+
+        def add(self, story_id, text):
+            super().add(story_id, text)
+            self.added = getattr(self, "added", []) + [story_id]
+            if len(self.added) == 6:
+                self.task.cancel()  # as Ctrl-C does to asyncio.run's main task
+
+    async def main(c):
+        v = CancelAfter()
+        v.task = asyncio.create_task(agenerate_stories(specs, c, out, progress=False, validator=v))
+        with pytest.raises(asyncio.CancelledError):
+            await v.task
+        return v.added
+
+    with FakeOpenAI(StoryWriter(specs), latency_s=0.02) as server:
+        c = cfg(server, max_concurrency=8)
+        added = asyncio.run(main(c))
+        assert 6 <= len(added) < 40 and sorted(ids_in(out)) == sorted(added)
+        again = generate_stories(specs, c, out, progress=False)
+    assert again.skipped_existing == len(added) and again.written == 40 - len(added)
+    assert sorted(ids_in(out)) == sorted(s.id for s in specs)
