@@ -44,6 +44,30 @@ def test_small_heads_cache_layout_equals_full_forward():
         assert o == reference_greedy(m, p, 30)
 
 
+def test_decode_over_padded_cache_slots_equals_exact_slots():
+    """On CPU a decode step over a short cache reads at least `min_decode_keys` slots (ATen's BLAS path
+    for small matrices), the unwritten ones masked: the logits equal those over the exact slots."""
+    from tinystories_lib.model import KVCache
+
+    torch.manual_seed(2)
+    m = GPTNeo(GPTNeoConfig(vocab_size=50, hidden=32, layers=2, heads=8, context=256, window=8)).double().eval()
+    idx = torch.tensor([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]])
+    pos = (torch.arange(5)[None] - torch.tensor([[2], [0]])).clamp(min=0)
+    valid = torch.tensor([[False, False, True, True, True], [True] * 5])
+    caches = [KVCache(m.cfg, 2, 200, "cpu", torch.float64) for _ in range(2)]
+    caches[1].min_decode_keys = 0
+    assert caches[0].min_decode_keys == 100  # head_dim 4: 400 / 4
+    with torch.no_grad():
+        logits = [m.forward_cached(idx, pos, valid, c) for c in caches]
+        for step in range(12):
+            assert caches[0].attended(1) == 100 and caches[1].attended(1) == 5 + step + 1
+            tok = logits[0].argmax(-1, keepdim=True)
+            valid = torch.cat([valid, torch.ones(2, 1, dtype=torch.bool)], 1)
+            p = pos[:, -1:] + 1 + step
+            logits = [m.forward_cached(tok, p, valid, c) for c in caches]
+            torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=1e-12)
+
+
 def test_batch_equals_alone_when_sampling(model):
     prompts = [[1, 2, 3], [5, 6]]
     cfg = SamplingConfig(max_new_tokens=20, temperature=1.0, top_p=0.9, seed=3)

@@ -68,6 +68,10 @@ class LlamaConfig:
     def kv_heads(self) -> int:
         return self.n_kv_heads
 
+    @property
+    def heads(self) -> int:
+        return self.n_heads
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -195,9 +199,10 @@ class Llama(nn.Module):
         """Same contract as GPTNeo.forward_cached: new tokens `idx` (B, T) at `position_ids` (B, T),
         `key_valid` (B, cache.length + T) marks non-padding keys; returns last-position logits (B, vocab)."""
         B, T = idx.shape
-        t0 = cache.length
+        t0, L = cache.length, cache.attended(T)
         q_pos = torch.arange(t0, t0 + T, device=idx.device)
-        k_pos = torch.arange(t0 + T, device=idx.device)
+        k_pos = torch.arange(L, device=idx.device)
+        key_valid = F.pad(key_valid, (0, L - key_valid.size(1)))  # slots not written yet: after q, masked
         # Causal over cache slots (not position ids: padded rows share slots), minus padding keys; a row
         # whose keys are all padding so far would give NaN, so every query sees at least itself.
         d = q_pos[:, None] - k_pos[None, :]

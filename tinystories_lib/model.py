@@ -76,6 +76,9 @@ def named_config(name: str, vocab_size: int = 50257, **overrides) -> GPTNeoConfi
     return GPTNeoConfig(**kw)
 
 
+_ATEN_SMALL_BMM = 400  # ATen's CPU bmm loops in plain C++ below this many products per matrix
+
+
 class KVCache:
     """Preallocated keys and values for every layer, for any config with `layers`, `kv_heads` and
     `head_dim` (GPT-Neo and the Llama variant). Keys and values are (batch, kv_heads, max_len, head_dim),
@@ -87,10 +90,25 @@ class KVCache:
     def __init__(self, cfg, batch: int, max_len: int, device, dtype):
         self.transposed = cfg.head_dim < 8
         shape = (batch, cfg.kv_heads) + ((cfg.head_dim, max_len) if self.transposed else (max_len, cfg.head_dim))
-        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
-        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
+        # Zeros, not empty: a decode step may read (masked) slots past `length`, which must be finite.
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
+        self.capacity = max_len
         self.length = 0  # tokens already stored
+        # A decode step's matmuls multiply (group x D) by (D x L) and (D x L) by (L x group) for each batch
+        # item and head. On CPU, ATen multiplies matrices with fewer than 400 products in a plain loop, up
+        # to 7x slower than its BLAS path (1M, L = 99: 437 us against 61 us at L = 100), so short caches
+        # are read over at least this many slots, the unwritten ones masked out.
+        group = cfg.heads // cfg.kv_heads
+        self.min_decode_keys = -(-_ATEN_SMALL_BMM // (cfg.head_dim * group)) if torch.device(device).type == "cpu" else 0
         self._derived: dict = {}
+
+    def attended(self, n_new: int) -> int:
+        """How many cache slots the step storing `n_new` tokens attends over: those written so far, or
+        for one new token (decoding) at least `min_decode_keys` while the cache has room (the extra slots
+        are after the new token, so the causal mask hides them)."""
+        end = self.length + n_new
+        return end if n_new > 1 else min(self.capacity, max(end, self.min_decode_keys))
 
     def derived(self, key, make):
         """A weight derived for sampling (fused q/k/v, a transposed lm_head), made once per generation:
@@ -100,17 +118,19 @@ class KVCache:
         return self._derived[key]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Store k, v (B, kv_heads, T, D) after the cached tokens; return all keys so far as a
-        (B, kv_heads, D, L) view, and all values as (B, kv_heads, L, D), or as (B, kv_heads, D, L) when
-        `transposed` (cached_attention's `values_transposed`). `length` advances in forward_cached."""
+        """Store k, v (B, kv_heads, T, D) after the cached tokens; return the keys of the first
+        `attended(T)` slots as a (B, kv_heads, D, L) view, and their values as (B, kv_heads, L, D), or as
+        (B, kv_heads, D, L) when `transposed` (cached_attention's `values_transposed`). `length` advances
+        in forward_cached."""
         t0, T = self.length, k.size(2)
+        L = self.attended(T)
         if self.transposed:
             self.k[layer][..., t0 : t0 + T] = k.transpose(-1, -2)
             self.v[layer][..., t0 : t0 + T] = v.transpose(-1, -2)
-            return self.k[layer][..., : t0 + T], self.v[layer][..., : t0 + T]
+            return self.k[layer][..., :L], self.v[layer][..., :L]
         self.k[layer][:, :, t0 : t0 + T] = k
         self.v[layer][:, :, t0 : t0 + T] = v
-        return self.k[layer][:, :, : t0 + T].transpose(-1, -2), self.v[layer][:, :, : t0 + T]
+        return self.k[layer][:, :, :L].transpose(-1, -2), self.v[layer][:, :, :L]
 
 
 def cached_attention(q, kt, v, mask, scale: float, values_transposed: bool = False):
@@ -351,10 +371,11 @@ class GPTNeo(nn.Module):
         `key_valid` (B, cache.length + T) marks real (non-padding) tokens. Returns logits of the
         last position only, (B, vocab)."""
         B, T = idx.shape
-        t0 = cache.length
+        t0, L = cache.length, cache.attended(T)
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)
         q_pos = torch.arange(t0, t0 + T, device=idx.device)
-        k_pos = torch.arange(t0 + T, device=idx.device)
+        k_pos = torch.arange(L, device=idx.device)
+        key_valid = F.pad(key_valid, (0, L - key_valid.size(1)))  # slots not written yet: after q, masked
         d = q_pos[:, None] - k_pos[None, :]
         causal = (d >= 0)[None, None] & key_valid[:, None, None, :]
         local = causal & (d < self.cfg.window)[None, None]
