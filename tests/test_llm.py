@@ -25,6 +25,7 @@ from tinystories_lib.llm import (  # noqa: E402
     build_batch_jsonl,
     forget_batch,
     make_async_client,
+    map_concurrently,
     repair_jsonl_tail,
     retry_after_seconds,
     run_async,
@@ -344,3 +345,27 @@ def test_both_http_layers_bound_retry_and_time_out(http_client):
 def test_http_client_choice_is_validated():
     with pytest.raises(ValueError, match="http_client"):
         LLMConfig(base_url=None, model="m", http_client="requests")
+
+
+def test_map_concurrently_stops_the_other_workers_when_one_fails():
+    finished, cancelled = [], []
+
+    async def worker(i: int) -> None:
+        try:
+            await asyncio.sleep(0.01 if i == 0 else 5)
+            if i == 0:
+                raise ValueError("item 0 failed")
+            finished.append(i)
+        except asyncio.CancelledError:
+            cancelled.append(i)
+            raise
+
+    async def main() -> float:
+        t0 = time.monotonic()
+        with pytest.raises(ValueError, match="item 0 failed"):
+            await map_concurrently(list(range(10)), worker, 3)
+        # by the time the error arrives, the two other workers have been cancelled and have finished
+        assert sorted(cancelled) == [1, 2] and not finished
+        return time.monotonic() - t0
+
+    assert run_async(main()) < 2

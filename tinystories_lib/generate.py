@@ -539,6 +539,7 @@ class _DeferredChecks:
         self.run, self.out, self.rejects, self.bar = run, out, rejects, bar
         self.queue: collections.deque = collections.deque()
         self.errors: list[BaseException] = []
+        self.closed = False  # after `drain`: the files are about to close
 
     def defer(self, spec, text: str | None) -> None:
         if text is None:  # failed or over budget: already counted
@@ -549,7 +550,7 @@ class _DeferredChecks:
         asyncio.get_running_loop().call_soon(self._check_one)
 
     def _check_one(self) -> None:
-        if not self.queue:  # drained already
+        if not self.queue or self.errors or self.closed:  # drained, or stopped by an error
             return
         spec, text = self.queue.popleft()
         try:
@@ -562,8 +563,10 @@ class _DeferredChecks:
             self.bar.update(1)
 
     def drain(self) -> None:
+        """Check what is queued (unless a check failed: those replies are retried by the next run)."""
         while self.queue and not self.errors:
             self._check_one()
+        self.closed = True
 
     def raise_first_error(self) -> None:
         if self.errors:

@@ -541,14 +541,23 @@ class LLMClient:
 
 async def map_concurrently(items: Sequence[T], worker: Callable[[T], Awaitable[None]], n_workers: int) -> None:
     """Run `worker(item)` for every item with at most `n_workers` alive at once. A fixed pool of
-    coroutines pulling from one iterator keeps memory flat even for millions of items."""
+    coroutines pulling from one iterator keeps memory flat even for millions of items. When one worker
+    raises (or the caller is cancelled), the others are cancelled and awaited before the error goes on,
+    so none outlives the files and client its caller is about to close."""
     it = iter(items)
 
     async def loop():
         for item in it:  # the shared iterator hands each item to exactly one coroutine
             await worker(item)
 
-    await asyncio.gather(*(loop() for _ in range(max(1, min(n_workers, len(items))))))
+    tasks = [asyncio.ensure_future(loop()) for _ in range(max(1, min(n_workers, len(items))))]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def run_async(coro: Awaitable[T]) -> T:
