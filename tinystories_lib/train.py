@@ -14,6 +14,7 @@ the same global batch, so N processes see exactly what one process with N times 
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -263,7 +264,15 @@ def init_distributed(device_type: str = "cpu") -> tuple[int, int]:
 
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+            # Leave the group before the interpreter exits: a rank that exits with its group alive can
+            # abort in the communication threads' teardown ("terminate called without an active exception").
+            atexit.register(_leave_process_group)
     return rank, world
+
+
+def _leave_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def barrier() -> None:
@@ -416,6 +425,8 @@ def train(
             if master and save_now:
                 save_checkpoint(out_dir, step, model, opt, keep, cfg.keep_last)
             if stop_after is not None and step >= stop_after:
+                if ddp:
+                    barrier()  # the checkpoint is written before any rank returns
                 return {"stopped_at": step, "out_dir": str(out_dir)}
     except KeyboardInterrupt:
         if master and step > start:
@@ -435,4 +446,6 @@ def train(
     if master:
         save_model(model, out_dir)
         _atomic_json(summary_path, summary)
+    if ddp:
+        barrier()  # no rank returns before the master has written the model
     return summary
