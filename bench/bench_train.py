@@ -9,7 +9,7 @@ Steps of the two models are interleaved (ours, HF, ours, HF, ...) so that change
 both alike; tokens/s = tokens per step / median step time. Then: validation-loss throughput of ours
 (`train.evaluate`, no grad) against our own training step, and a torch.profiler breakdown of our 1M step.
 
-    python bench/bench_train.py [--quick] [--threads 2] [--configs 1M,3M,8M]
+    python bench/bench_train.py [--quick] [--threads 2] [--configs 1M,3M,8M] [--cpu-bf16]
 """
 
 from __future__ import annotations
@@ -38,11 +38,14 @@ def adamw(model: torch.nn.Module) -> torch.optim.Optimizer:
                              lr=3e-3, betas=(0.9, 0.99), fused=True)
 
 
-def make_step(model, batches: Batches, hf: bool, device: torch.device | None = None):
-    """train.py's step: on CUDA under bf16 autocast, as train.py runs it there."""
+def make_step(model, batches: Batches, hf: bool, device: torch.device | None = None, cpu_bf16: bool = False):
+    """train.py's step: on CUDA under bf16 autocast, as train.py runs it there; on CPU too with
+    `cpu_bf16` (train.cpu_bf16)."""
     device = device or torch.device("cpu")
     opt = adamw(model)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+    autocast = nullcontext
+    if device.type == "cuda" or cpu_bf16:
+        autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
     model.train()
 
     def step(i: int) -> float:
@@ -116,7 +119,12 @@ def profile_step(step, first: int, n: int, tokens: int) -> list[tuple[str, float
 
 
 def main():
-    args = parse_args(__doc__.splitlines()[0], lambda p: p.add_argument("--configs", default="1M,3M,8M"))
+    def extra(p):
+        p.add_argument("--configs", default="1M,3M,8M")
+        p.add_argument("--cpu-bf16", action="store_true",
+                       help="also time both steps under CPU bf16 autocast (train.cpu_bf16; needs AMX or AVX512-BF16)")
+
+    args = parse_args(__doc__.splitlines()[0], extra)
     info = start(args, "bench_train: training step tokens/s, ours vs transformers GPTNeoForCausalLM")
     names = ["1M"] if args.quick else args.configs.split(",")
     batch = 2 if args.quick else 8
@@ -137,14 +145,22 @@ def main():
         torch.manual_seed(0)
         ours = GPTNeo(cfg)
         hf = GPTNeoForCausalLM(config_to_hf(cfg))
-        times = interleaved({"ours": make_step(ours, train_b, False), "hf": make_step(hf, train_b, True)},
-                            warmup, timed)
+        steps = {"ours": make_step(ours, train_b, False), "hf": make_step(hf, train_b, True)}
+        if args.cpu_bf16:  # each model keeps its own optimizer per precision; only speed is compared
+            steps |= {"ours bf16": make_step(ours, train_b, False, cpu_bf16=True),
+                      "hf bf16": make_step(hf, train_b, True, cpu_bf16=True)}
+        times = interleaved(steps, warmup, timed)
         tps = {k: tokens / statistics.median(v) for k, v in times.items()}
-        print(f"   {name}: step times ours {[round(t, 2) for t in times['ours']]} s, "
-              f"HF {[round(t, 2) for t in times['hf']]} s", flush=True)
+        print(f"   {name}: step times " + ", ".join(f"{k} {[round(t, 2) for t in v]} s" for k, v in times.items()),
+              flush=True)
         rows.append(Row(f"train step {name}", tps["ours"], tps["hf"], "tokens/s",
                         "transformers GPTNeoForCausalLM, same step (measured here)", target=5.0,
                         note=f"issue quoted HF at ~{ISSUE_HF[name]}"))
+        if args.cpu_bf16:
+            rows.append(Row(f"train step {name}, CPU bf16 matmuls, both sides", tps["ours bf16"], tps["hf bf16"],
+                            "tokens/s", "transformers under the same CPU bf16 autocast (measured here)"))
+            rows.append(Row(f"train step {name}, CPU bf16 matmuls vs our fp32", tps["ours bf16"], tps["ours"],
+                            "tokens/s", "our fp32 step (measured here)"))
         # Validation loss: train.evaluate (no grad, eval mode) on fixed batches; one batch of warm-up.
         evaluate(ours, train_b, 1, "cpu")
         with Timer() as t:

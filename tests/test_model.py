@@ -20,9 +20,9 @@ def test_shapes_loss_and_tied_embeddings():
     assert logits.shape == (3, 20, 97)
     logits, loss = m(x, x)
     assert logits is None and loss.ndim == 0  # the CPU mean loss never builds the logits
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps the plain path (and the logits)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # CPU autocast: the chunked loss, bf16 matmuls
         logits, loss = m(x, x)
-    assert logits.shape == (3, 20, 97) and loss.dtype == torch.float32
+    assert logits is None and loss.dtype == torch.float32
     assert m.lm_head.weight is m.transformer.wte.weight
     assert m.cfg.attention_types == ["global", "local"]
 
@@ -123,3 +123,26 @@ def test_tied_embedding_gets_both_gradients_through_the_chunked_loss():
     logits, _ = m(x[:, :-1])
     F.cross_entropy(logits.reshape(-1, 97), x[:, 1:].reshape(-1)).backward()
     assert torch.allclose(g_chunked, m.transformer.wte.weight.grad, atol=1e-6)
+
+
+def test_cpu_bf16_autocast_stays_close_to_fp32():
+    """train.cpu_bf16: under CPU autocast the matmuls (projections, MLP, the chunked loss's three) run in
+    bf16 while attention and the softmax stay fp32: loss and gradients stay within bf16's rounding."""
+    torch.manual_seed(0)
+    m = tiny()
+    x = torch.randint(0, 97, (4, 40))
+
+    def loss_and_grads(bf16: bool):
+        m.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            _, loss = m(x, x)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in m.parameters()]
+
+    (l32, g32), (l16, g16) = loss_and_grads(False), loss_and_grads(True)
+    assert l16.dtype == torch.float32 and abs(l16 - l32) / l32 < 1e-2 and not torch.equal(l16, l32)
+    for a, b in zip(g32, g16):
+        assert b.dtype == torch.float32
+        assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.99
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the loss-only path agrees
+        assert abs(m(x, x)[1] - l16) < 1e-5

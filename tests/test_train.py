@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from tinystories_lib.train import (
     lr_at,
     read_metrics,
     train,
+    what_is_learned,
 )
 
 MODEL = GPTNeoConfig(vocab_size=64, context=32, hidden=32, layers=2, heads=4, window=8)
@@ -68,13 +70,15 @@ def test_checkpoints_hold_no_pickles(tmp_path):
     load_file(str(ck / "optim.safetensors"))  # plain tensors
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_resume_is_exact(tmp_path, cpu_bf16):
     full = tmp_path / "full"
     part = tmp_path / "part"
-    train(MODEL, cfg(), data(), data(4000, 1), full, progress=False)
-    out = train(MODEL, cfg(), data(), data(4000, 1), part, progress=False, stop_after=8)
+    c = cfg(cpu_bf16=cpu_bf16)
+    train(MODEL, c, data(), data(4000, 1), full, progress=False)
+    out = train(MODEL, c, data(), data(4000, 1), part, progress=False, stop_after=8)
     assert out["stopped_at"] == 8 and not (part / "model.safetensors").exists()
-    train(MODEL, cfg(), data(), data(4000, 1), part, progress=False)
+    train(MODEL, c, data(), data(4000, 1), part, progress=False)
     a = {r["step"]: r for r in read_metrics(full / "metrics.jsonl")}
     b = {r["step"]: r for r in read_metrics(part / "metrics.jsonl")}
     assert sorted(a) == sorted(b) == list(range(1, 21))  # no step lost or logged twice
@@ -136,3 +140,17 @@ def test_evaluate_builds_no_autograd_graph():
     model.register_forward_hook(lambda m, i, o: seen.append(torch.is_grad_enabled()))
     loss = evaluate(model, Batches(data() % 64, 16, 4, seed=0), 2, "cpu")
     assert seen == [False, False] and np.isfinite(loss) and model.training  # no grad, and mode restored
+
+
+def test_cpu_bf16_trains_close_to_fp32_and_is_its_own_model(tmp_path):
+    """train.cpu_bf16 (bf16 matmuls under CPU autocast) learns like fp32, within bf16's rounding, and is
+    part of what a model is (a finished fp32 run is not reused for it)."""
+    runs = {}
+    for bf16 in (False, True):
+        out = train(MODEL, cfg(cpu_bf16=bf16), data(), data(4000, 1), tmp_path / str(bf16), progress=False)
+        runs[bf16] = read_metrics(tmp_path / str(bf16) / "metrics.jsonl")
+        assert not out.get("skipped")
+    first, last = runs[True][0]["train_loss"], runs[True][-1]["train_loss"]
+    assert last < first - 0.3
+    assert abs(runs[True][-1]["val_loss"] - runs[False][-1]["val_loss"]) < 0.05
+    assert what_is_learned({"train": asdict(cfg(cpu_bf16=True))}) != what_is_learned({"train": asdict(cfg())})

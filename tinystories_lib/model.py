@@ -11,6 +11,7 @@ Parameter names follow Hugging Face's GPTNeoForCausalLM so checkpoints convert b
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -172,7 +173,7 @@ def output_and_loss(x, weight, targets=None, reduction: str = "mean"):
     on 2 CPU threads, and the 164 MB of logits, their log-softmax and their gradient are never held.
     Other reductions, GPUs (bf16 autocast; compiled graphs fuse the loss themselves) and `torch.compile`
     take the plain path."""
-    if targets is None or reduction != "mean" or x.device.type != "cpu" or _compiling_or_autocast():
+    if targets is None or reduction != "mean" or x.device.type != "cpu" or _compiling():
         logits = F.linear(x, weight)
         if targets is None:
             return logits, None
@@ -180,47 +181,63 @@ def output_and_loss(x, weight, targets=None, reduction: str = "mean"):
                                ignore_index=-1, reduction=reduction)
         return logits, loss
     h, y = x.reshape(-1, x.size(-1)), targets.reshape(-1)
+    lowp = cpu_autocast_dtype()  # under CPU autocast the chunks' matmuls run in its dtype, the softmax in fp32
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
-        return None, _ChunkedCrossEntropy.apply(h, weight, y)
+        return None, _ChunkedCrossEntropy.apply(h, weight, y, lowp)
     with torch.no_grad():
-        return None, _chunked_loss_sum(h, weight, y)[0] / (y != -1).sum().clamp(min=1)
+        return None, _chunked_loss_sum(h, weight, y, lowp=lowp)[0] / (y != -1).sum().clamp(min=1)
 
 
-def _compiling_or_autocast() -> bool:
+def _compiling() -> bool:
     compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(compiling and compiling())
+
+
+def cpu_autocast_dtype() -> torch.dtype | None:
+    """The dtype CPU autocast runs matmuls in, or None when it is off (torch 2.2-2.3 spell it differently)."""
     try:
-        autocast = torch.is_autocast_enabled("cpu")  # torch >= 2.4
+        on = torch.is_autocast_enabled("cpu")  # torch >= 2.4
     except TypeError:
-        autocast = torch.is_autocast_cpu_enabled()
-    return bool(compiling and compiling()) or autocast
+        on = torch.is_autocast_cpu_enabled()
+    if not on:
+        return None
+    get = getattr(torch, "get_autocast_dtype", None)
+    return get("cpu") if get is not None else torch.get_autocast_cpu_dtype()
 
 
 def _chunk_rows(vocab: int) -> int:
     return max(32, 2_560_000 // vocab)  # ~10 MB of fp32 logits a chunk: 256 rows at vocab 10k
 
 
-def _chunked_loss_sum(h, weight, y, grads: bool = False):
+def _chunked_loss_sum(h, weight, y, grads: bool = False, lowp: torch.dtype | None = None):
     """Summed cross-entropy of rows h (N, C) against weight (V, C), chunk by chunk. With `grads`, also
-    the gradients of that sum: d/dh (N, C) and d/dweight (V, C), from softmax - onehot of each chunk."""
+    the gradients of that sum: d/dh (N, C) and d/dweight (V, C), from softmax - onehot of each chunk.
+    With `lowp` (bf16), the three matmuls take h and weight cast once to it; the softmax, the loss and
+    the gradients' sums stay in fp32."""
     acc = torch.promote_types(h.dtype, torch.float32)  # the softmax in fp32 (or fp64) whatever the weights
     total = h.new_zeros((), dtype=acc)
     gh = torch.empty_like(h) if grads else None
     gw = torch.zeros_like(weight) if grads else None
+    hm, wm = (h.to(lowp), weight.to(lowp)) if lowp is not None else (h, weight)
     step = _chunk_rows(weight.size(0))
-    for s in range(0, h.size(0), step):
-        hc, yc = h[s : s + step], y[s : s + step]
-        z = (hc @ weight.t()).to(acc)
-        valid = yc != -1
-        yc = yc.clamp(min=0)[:, None]
-        lse = torch.logsumexp(z, -1)
-        total += ((lse - z.gather(1, yc).squeeze(1)) * valid).sum()
-        if grads:  # z becomes the gradient of this chunk's loss sum w.r.t. its logits, in place
-            z.sub_(lse[:, None]).exp_()
-            z.scatter_add_(1, yc, -valid[:, None].to(z.dtype))
-            z.mul_(valid[:, None])
-            z = z.to(weight.dtype)
-            gh[s : s + step] = z @ weight
-            gw.addmm_(z.t(), hc)
+    with torch.autocast("cpu", enabled=False):  # the dtypes are chosen here, not by autocast
+        for s in range(0, h.size(0), step):
+            hc, yc = hm[s : s + step], y[s : s + step]
+            z = (hc @ wm.t()).to(acc)
+            valid = yc != -1
+            yc = yc.clamp(min=0)[:, None]
+            lse = torch.logsumexp(z, -1)
+            total += ((lse - z.gather(1, yc).squeeze(1)) * valid).sum()
+            if grads:  # z becomes the gradient of this chunk's loss sum w.r.t. its logits, in place
+                z.sub_(lse[:, None]).exp_()
+                z.scatter_add_(1, yc, -valid[:, None].to(z.dtype))
+                z.mul_(valid[:, None])
+                z = z.to(wm.dtype)
+                gh[s : s + step] = z @ wm
+                if lowp is None:
+                    gw.addmm_(z.t(), hc)
+                else:
+                    gw += z.t() @ hc
     return total, gh, gw
 
 
@@ -230,8 +247,8 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     take), kept until backward scales them."""
 
     @staticmethod
-    def forward(ctx, h, weight, y):
-        total, gh, gw = _chunked_loss_sum(h, weight, y, grads=True)
+    def forward(ctx, h, weight, y, lowp=None):
+        total, gh, gw = _chunked_loss_sum(h, weight, y, grads=True, lowp=lowp)
         n = (y != -1).sum().clamp(min=1)
         ctx.save_for_backward(gh, gw, n)
         return total / n
@@ -240,7 +257,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad):
         gh, gw, n = ctx.saved_tensors
         scale = grad / n
-        return gh * scale.to(gh.dtype), gw * scale.to(gw.dtype), None
+        return gh * scale.to(gh.dtype), gw * scale.to(gw.dtype), None, None
 
 
 class SelfAttention(nn.Module):
@@ -269,11 +286,16 @@ class SelfAttention(nn.Module):
         k = self.k_proj(x).view(B, T, H, C // H).transpose(1, 2)
         v = self.v_proj(x).view(B, T, H, C // H).transpose(1, 2)
         p = self.dropout if self.training else 0.0
-        # GPT-Neo does not scale attention scores: scale=1.0.
-        if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, scale=1.0)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=1.0)
+        # Under CPU autocast only the matmuls go to bf16: SDPA's CPU kernel is slower in bf16 (BENCHMARKS).
+        fp32_attention = x.device.type == "cpu" and cpu_autocast_dtype() is not None
+        if fp32_attention:
+            q, k, v = q.float(), k.float(), v.float()
+        with torch.autocast("cpu", enabled=False) if fp32_attention else nullcontext():
+            # GPT-Neo does not scale attention scores: scale=1.0.
+            if mask is None:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, scale=1.0)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=1.0)
         y = y.transpose(1, 2).reshape(B, T, C)
         return F.dropout(self.out_proj(y), p, self.training)
 

@@ -107,6 +107,9 @@ class TrainParams:
     threads: int = 0  # torch threads on CPU; 0 = all cores
     compile: bool = False
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # On a CPU, matmuls in bf16 under autocast (attention and softmax stay fp32), as GPUs always train
+    # here. Fast only on CPUs with AMX or AVX512-BF16; part of a model's key, since it changes the result.
+    cpu_bf16: bool = False
 
     HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("threads",)  # speed only: not part of a model's key
 

@@ -342,7 +342,9 @@ def train(
         from torch.nn.parallel import DistributedDataParallel
 
         step_model = DistributedDataParallel(step_model, device_ids=[local_rank] if device.type == "cuda" else None)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+    autocast = nullcontext
+    if device.type == "cuda" or (device.type == "cpu" and cfg.cpu_bf16):
+        autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
 
     train_b = Batches(train_data, model_cfg.context, cfg.batch_size, cfg.seed, rank, world)
     val_b = Batches(val_data, model_cfg.context, cfg.batch_size, cfg.seed, rank, world)
