@@ -171,6 +171,7 @@ def output_and_loss(x, weight, targets=None, reduction: str = "mean"):
     and its gradients a few hundred rows at a time (logits None then). For the 1M model (hidden 64, vocab
     10k, 4,096 tokens a step) the output layer and loss took 2.5x less time this way, forward and backward
     on 2 CPU threads, and the 164 MB of logits, their log-softmax and their gradient are never held.
+    Under CPU autocast (`train.cpu_bf16`) the chunks' three matmuls run in bf16, the softmax in fp32.
     Other reductions, GPUs (bf16 autocast; compiled graphs fuse the loss themselves) and `torch.compile`
     take the plain path."""
     if targets is None or reduction != "mean" or x.device.type != "cpu" or _compiling():
