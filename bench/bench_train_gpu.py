@@ -98,7 +98,8 @@ def main():
           f"{flops / 1e6:.0f} MFLOP per token; {tokens} tokens a step; peak: {peak_note}")
     best = "ours, compiled" if "ours, compiled" in tps else "ours, eager"
     rows = [Row(f"train step {args.config}, {name}", tps[name], tps["transformers, eager"], "tokens/s",
-                "transformers GPTNeoForCausalLM, bf16 autocast, eager (measured here)") for name in tps
+                f"transformers GPTNeoForCausalLM, {'bf16 autocast, ' if device.type == 'cuda' else ''}eager "
+                "(measured here)") for name in tps
             if name != "transformers, eager"]
     if peak:
         for name in tps:

@@ -511,7 +511,7 @@ async def agenerate_stories(
                     async def one(spec) -> None:
                         checks.raise_first_error()
                         if run.with_summary:  # the summary call needs the checked story first
-                            await _generate_one(run, client, spec, out, rejects)
+                            await _generate_with_summary(run, client, spec, out, rejects)
                             if bar is not None:
                                 bar.update(1)
                             return
@@ -584,28 +584,23 @@ async def _fetch_story(run: _Run, client: LLMClient, spec) -> str | None:
     return None
 
 
-async def _generate_one(run: _Run, client: LLMClient, spec, out: JsonlAppender, rejects: JsonlAppender):
-    report = run.report
-    try:
-        reply = await client.chat(story_messages(spec))
-    except BudgetExceeded:
-        report.not_attempted += 1
+async def _generate_with_summary(run: _Run, client: LLMClient, spec, out: JsonlAppender, rejects: JsonlAppender):
+    """A story, checked, then its one-line summary (a second call), then the record: in that order, since
+    the summary is asked of the checked story."""
+    text = await _fetch_story(run, client, spec)
+    if text is None:
         return
-    except Exception as e:  # the run goes on; the id is retried next time
-        run.fail(spec.id, e)
-        return
-    story = run.validate(spec, reply.text, rejects)
+    story = run.validate(spec, text, rejects)
     if story is None:
         return
-    if run.with_summary:
-        try:
-            story.summary = (await client.chat(summary_messages(story.text), max_tokens=SUMMARY_MAX_TOKENS)).text.strip()
-        except BudgetExceeded:
-            report.not_attempted += 1
-            return
-        except Exception as e:  # story not written: the next run generates it again, with its summary
-            run.fail(spec.id, e, prefix="summary:")
-            return
+    try:
+        story.summary = (await client.chat(summary_messages(story.text), max_tokens=SUMMARY_MAX_TOKENS)).text.strip()
+    except BudgetExceeded:
+        run.report.not_attempted += 1
+        return
+    except Exception as e:  # story not written: the next run generates it again, with its summary
+        run.fail(spec.id, e, prefix="summary:")
+        return
     run.accept(story, out)
 
 
