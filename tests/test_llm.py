@@ -17,6 +17,7 @@ from tinystories_lib.llm import (  # noqa: E402
     BatchError,
     BatchPending,
     BudgetExceeded,
+    JsonlAppender,
     LLMClient,
     LLMConfig,
     MalformedReply,
@@ -318,6 +319,58 @@ def test_repair_jsonl_tail(tmp_path):
     p.write_text('{"torn only')
     repair_jsonl_tail(p)
     assert p.read_text() == ""
+
+
+def test_jsonl_appender_fsyncs_off_the_writing_thread(tmp_path, monkeypatch):
+    """Each line reaches the OS at once; fsync runs on the appender's own thread, so a slow disk never
+    stalls the writer (an event loop), and close syncs once more on the caller's thread."""
+    import os
+    import threading
+
+    main = threading.current_thread()
+    in_fsync, release = threading.Event(), threading.Event()
+    calls = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        calls.append(threading.current_thread())
+        if threading.current_thread() is not main:
+            in_fsync.set()
+            assert release.wait(10), "test did not release the fsync"
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    p = tmp_path / "out.jsonl"
+    with JsonlAppender(p, fsync_every_s=0.01) as out:
+        out.write({"id": 0})
+        assert in_fsync.wait(10), "no background fsync after a write"
+        for i in range(1, 50):  # the disk is "stuck" in fsync; writes go on
+            out.write({"id": i})
+        assert not release.is_set() and calls == [calls[0]] and calls[0] is not main
+        assert [json.loads(line)["id"] for line in p.read_text().splitlines()] == list(range(50))
+        release.set()
+    assert calls[-1] is main  # the final sync on close
+    assert len(p.read_text().splitlines()) == 50
+
+
+def test_jsonl_appender_reports_a_failed_fsync(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def broken(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    out = JsonlAppender(tmp_path / "out.jsonl", fsync_every_s=0.01).__enter__()
+    out.write({"id": 0})
+    deadline = time.monotonic() + 10
+    with pytest.raises(OSError, match="fsync of .*out.jsonl failed"):
+        while time.monotonic() < deadline:
+            out.write({"id": 1})
+            time.sleep(0.01)
+    with pytest.raises(OSError, match="Input/output error"):
+        out.__exit__(None, None, None)
+    assert out._f.closed
 
 
 @pytest.mark.parametrize("http_client", ["httpx", "aiohttp"])

@@ -5,7 +5,7 @@
     print(report.summary())
 
 Guarantees:
-* The output is append-only JSONL, one `Story` per line, flushed and fsynced line by line. On start the
+* The output is append-only JSONL, one `Story` per line, flushed line by line (fsynced in the background). On start the
   ids already written (and already rejected) are skipped, and a torn last line left by a kill is cut
   off, so kill the process at any moment, run again, and every prompt id ends up exactly once.
 * Each story is validated (the prompt's three words in some inflection, length, refusals and chatty
