@@ -20,6 +20,7 @@ from openai_server import FakeOpenAI, Fault, StoryWriter, make_specs, random_sto
 
 from tinystories_lib.generate import (  # noqa: E402
     StoryValidator,
+    estimate_remaining_cost,
     generate_stories,
     generate_stories_batch,
     missing_words,
@@ -435,3 +436,19 @@ def test_a_cancelled_run_keeps_every_story_it_accepted(tmp_path):
         again = generate_stories(specs, c, out, progress=False)
     assert again.skipped_existing == len(added) and again.written == 40 - len(added)
     assert sorted(ids_in(out)) == sorted(s.id for s in specs)
+
+
+def test_cost_estimate_counts_only_what_is_left(tmp_path):
+    specs = make_specs(10)
+    config = LLMConfig(model="m", base_url="http://localhost:1", price_per_1m_input=1.0, price_per_1m_output=4.0,
+                       max_tokens=500)
+    out = tmp_path / "s.jsonl"
+    todo, done, fresh = estimate_remaining_cost(specs, config, out)
+    assert (todo, done) == (10, 0) and fresh > 10 * 500 * 4.0 / 1e6  # outputs at max_tokens, plus inputs
+    out.write_text("".join(json.dumps({"id": s.id, "text": "x"}) + "\n" for s in specs[:3]))
+    (tmp_path / "s.rejects.jsonl").write_text(json.dumps({"id": specs[3].id, "reason": "too_short"}) + "\n")
+    todo, done, left = estimate_remaining_cost(specs, config, out, rejects_path=tmp_path / "s.rejects.jsonl")
+    assert (todo, done) == (6, 4) and left == pytest.approx(fresh * 0.6, rel=0.05)
+    assert estimate_remaining_cost(specs, config, out, rejects_path=tmp_path / "s.rejects.jsonl",
+                                   batch=True)[2] == pytest.approx(left / 2)
+    assert estimate_remaining_cost(specs, config, out, with_summary=True)[2] > left * 1.2

@@ -458,6 +458,21 @@ def _prepare(
     return run
 
 
+def estimate_remaining_cost(
+    specs: Sequence, config: LLMConfig, out_path, *, with_summary: bool = False, batch: bool = False,
+    rejects_path=None,
+) -> tuple[int, int, float]:
+    """(to generate, already done, estimated USD) for `generate_stories(specs, config, out_path, ...)`,
+    before running it: the ids already written or rejected in its files are not paid for again. Input
+    tokens are estimated from each prompt's characters; output tokens from `max_tokens`, else
+    `est_output_tokens`."""
+    out_path = Path(out_path)
+    rejects_path = Path(rejects_path) if rejects_path is not None else default_rejects_path(out_path)
+    done = {rec["id"] for path in (out_path, rejects_path) for rec in read_jsonl_records(path) if "id" in rec}
+    pending = list({s.id: s for s in specs if s.id not in done}.values())
+    return len(pending), len(specs) - len(pending), _estimate(pending, config, with_summary, batch=batch)
+
+
 def _estimate(pending: Sequence, config: LLMConfig, with_summary: bool, *, batch: bool) -> float:
     if not pending:
         return 0.0

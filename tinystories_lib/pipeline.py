@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .model import GPTNeoConfig
-from .params import ModelParams
+from .params import ModelParams, _what
 from .records import Story, read_jsonl, write_jsonl
 from .runs import Run
 from .sample import SamplingConfig
@@ -40,26 +40,44 @@ def llm_config(ep):
                      http_client=ep.http_client)
 
 
+def llm_stories_path(run: Run) -> Path:
+    """Where the profile's LLM stories are kept. The key holds only what decides a prompt's story (the seed,
+    the endpoint's model and sampling settings, summaries or not), not `n_stories` or the corpus settings:
+    prompt ids are stable as `n_stories` grows, so raising it pays only for the new prompts, and changing
+    `val_fraction` or `min_chars` pays for nothing."""
+    d = run.params.data
+    key = run.params.section_hash(extra={"llm_stories": _what(d.llm), "summaries": d.llm_summaries})
+    out = run.stage_dir("llm_stories", key) / "stories.jsonl"
+    # Runs before this key was introduced stored the file under the whole data section's key: move it
+    # here instead of paying for its stories again.
+    legacy = run.root / "llm_stories" / run.params.section_hash("data")
+    if not out.exists() and (legacy / "stories.jsonl").exists():
+        for f in legacy.iterdir():
+            os.replace(f, out.parent / f.name)
+        print(f"note: moved the LLM stories of {legacy} to {out.parent} (stories are now keyed by endpoint)")
+    return out
+
+
 def llm_stories(run: Run, progress: bool = True):
     """Stories written by an LLM from the paper's prompts, into an append-only JSONL keyed by prompt id:
-    interrupt it at any point and run again to finish, nothing lost or duplicated. Returns (path, report)."""
-    from .generate import generate_stories, generate_stories_batch
+    interrupt it at any point and run again to finish, nothing lost or duplicated. Returns (path, report,
+    the prompt ids of this profile: the file may hold more, from a run with a larger `n_stories`)."""
+    from .generate import estimate_remaining_cost, generate_stories, generate_stories_batch
     from .prompts import sample_prompts
 
     d = run.params.data
     specs = sample_prompts(d.n_stories, seed=run.params.seed)
     cfg = llm_config(d.llm)
-    out = run.stage_dir("llm_stories", run.params.section_hash("data")) / "stories.jsonl"
-    est = cfg.estimate_cost(n_requests=len(specs) * (2 if d.llm_summaries else 1), est_input_tokens=120,
-                            batch=d.llm.batch_api)
-    print(f"{len(specs):,} stories with {cfg.model}: estimated cost ${est:,.2f}"
-          + (f" (budget ${d.llm.budget_usd:,.2f})" if d.llm.budget_usd is not None else ""), flush=True)
+    out = llm_stories_path(run)
+    todo, done, est = estimate_remaining_cost(specs, cfg, out, with_summary=d.llm_summaries, batch=d.llm.batch_api)
+    print(f"{len(specs):,} stories with {cfg.model}: {done:,} already done, {todo:,} to generate, estimated cost "
+          f"${est:,.2f}" + (f" (budget ${d.llm.budget_usd:,.2f})" if d.llm.budget_usd is not None else ""), flush=True)
     if d.llm.batch_api:
         report = generate_stories_batch(specs, cfg, out, budget_usd=d.llm.budget_usd, with_summary=d.llm_summaries)
     else:
         report = generate_stories(specs, cfg, out, budget_usd=d.llm.budget_usd, with_summary=d.llm_summaries,
                                   progress=progress, processes=d.llm.processes)
-    return out, report
+    return out, report, {s.id for s in specs}
 
 
 def _source_stories(run: Run, progress: bool) -> list[Story]:
@@ -70,12 +88,12 @@ def _source_stories(run: Run, progress: bool) -> list[Story]:
 
         return generate_stories(d.n_stories, seed=run.params.seed, progress=progress)
     if d.source == "llm":
-        out, report = llm_stories(run, progress)
+        out, report, ids = llm_stories(run, progress)
         print(report.summary(), flush=True)
         if report.status != "complete":
             raise RuntimeError(f"story generation is {report.status}: {report.summary()}\n"
                                "Nothing is lost: run this cell (or the command) again to resume where it stopped.")
-        return list(read_jsonl(out))
+        return [s for s in read_jsonl(out) if s.id in ids]
     from .corpus import load_corpus
 
     return load_corpus(d.source, paths=d.paths, hub_name=d.hub_name, hub_split=d.hub_split,
