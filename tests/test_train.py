@@ -123,12 +123,33 @@ def test_resume_after_sigkill(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    # A good run to step 10 (checkpointed), then resumed with an absurd learning rate: it diverges within a
+    # step or two, and step 10's checkpoint stays the latest, unchanged.
+    train(MODEL, cfg(max_steps=50, eval_interval=5), data(), data(4000, 1), tmp_path, progress=False, stop_after=10)
+    good = latest_checkpoint(tmp_path)
+    before = load_file(str(good / "model.safetensors"))
     with pytest.raises(TrainingDiverged, match="Lower train.lr"):
-        train(MODEL, cfg(lr=1e30, min_lr=0.0, warmup_steps=1, max_steps=50), data(), data(4000, 1), tmp_path,
-              progress=False)
-    ck = latest_checkpoint(tmp_path)
-    if ck is not None:  # any checkpoint kept must hold finite weights
-        assert all(torch.isfinite(t).all() for t in load_file(str(ck / "model.safetensors")).values())
+        train(MODEL, cfg(lr=1e30, min_lr=1e30, warmup_steps=1, max_steps=50, eval_interval=5), data(), data(4000, 1),
+              tmp_path, progress=False)
+    assert latest_checkpoint(tmp_path) == good
+    after = load_file(str(good / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.isfinite(t).all() for t in after.values())
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path):
+    from tinystories_lib.model import GPTNeo
+    from tinystories_lib.train import save_checkpoint
+
+    model = GPTNeo(MODEL)
+    opt = torch.optim.AdamW(model.parameters())
+    save_checkpoint(tmp_path, 1, model, opt, set(), 2)
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight[0, 0] = float("inf")
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        save_checkpoint(tmp_path, 2, model, opt, set(), 2)
+    assert latest_checkpoint(tmp_path).name == "step_000001"
 
 
 def test_evaluate_builds_no_autograd_graph():

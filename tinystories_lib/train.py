@@ -149,8 +149,13 @@ def save_checkpoint(out_dir: Path, step: int, model: GPTNeo, opt, keep: set[int]
     final = ckdir / f"step_{step:06d}"
     tmp = ckdir / f".tmp_step_{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
+    state = model_state(model)
+    bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:  # the last good checkpoint stays `latest`
+        raise TrainingDiverged(f"weights became non-finite ({', '.join(bad[:3])}) by step {step} in {out_dir}; "
+                               "not checkpointed, the last good checkpoint is kept. Lower train.lr.")
     tmp.mkdir()
-    save_file(model_state(model), str(tmp / "model.safetensors"))
+    save_file(state, str(tmp / "model.safetensors"))
     tensors, groups = _optimizer_tensors(opt)
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, str(tmp / "optim.safetensors"))
@@ -319,7 +324,8 @@ def train(
     model = GPTNeo(model_cfg).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    fused = device.type in ("cuda", "cpu")
+    # Fused AdamW: CUDA since torch 2.0, CPU since 2.4 (the floor in pyproject is 2.2).
+    fused = device.type == "cuda" or (device.type == "cpu" and torch.torch_version.TorchVersion(torch.__version__) >= "2.4")
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, cfg.beta2), fused=fused,
@@ -390,8 +396,13 @@ def train(
                     f"loss became {loss_acc} at step {step} in {out_dir}; the last good checkpoint is kept. "
                     f"Lower train.lr (now {cfg.lr}), raise train.warmup_steps, or check the data."
                 )
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            # A finite loss can still have overflowing gradients; the norm (computed for clipping anyway)
+            # catches them before they reach the weights.
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            if not math.isfinite(norm.item()):
+                raise TrainingDiverged(
+                    f"gradients became {norm.item()} at step {step} in {out_dir} (loss {loss_acc / n_acc:.4g}); the "
+                    f"last good checkpoint is kept. Lower train.lr (now {cfg.lr}) or set train.grad_clip.")
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
