@@ -47,3 +47,53 @@ def test_gpt_neo_top_k_is_lossless_and_compact(shared):
     common = codec.encode(TEXTS[0])
     assert len(common) == len(base.encode(TEXTS[0]).ids)  # frequent tokens kept whole
     assert codec.decode([codec.eot_id]) == EOT
+
+
+def test_gpt_neo_top_k_codec_saves_its_id_map(shared, tmp_path):
+    base = load_gpt2(shared("tokenizers/gpt2/vocab.json").parent)
+    codec = top_k_codec(base, TEXTS, 400)
+    codec.save(tmp_path)
+    assert (tmp_path / "token_map.json").exists()
+    again = Codec.load(tmp_path)
+    assert again.vocab_size == 400 and again.eot_id == codec.eot_id
+    for t in TEXTS[:3] + ["Quixotic zephyrs."]:
+        assert again.encode(t) == codec.encode(t) and again.decode(codec.encode(t)) == t
+
+
+def test_gpt_neo_top_k_through_the_pipeline_decodes_beside_the_model(shared, tmp_path):
+    """tokenizer.kind gpt-neo-top-k end to end: the shards are in the restricted ids, the model directory
+    carries the id map, and its codec decodes the model's ids back to the corpus text and samples to text."""
+    from tinystories_lib import pipeline
+    from tinystories_lib.records import read_jsonl
+    from tinystories_lib.runs import Run
+    from tinystories_lib.sample import SamplingConfig, complete
+    from tinystories_lib.train import load_model
+
+    over = {"data.n_stories": 300, "tokenizer.kind": "gpt-neo-top-k", "tokenizer.vocab_size": 1000,
+            "tokenizer.gpt2_files": str(shared("tokenizers/gpt2/vocab.json").parent), "train.max_steps": 3, "train.warmup_steps": 1,
+            "train.checkpoint_steps": []}
+    run = Run.load("tiny", over, runs_root=tmp_path / "runs", figures_root=tmp_path / "figs")
+    m = pipeline.train_model(run, progress=False)
+    assert (m.dir / "token_map.json").exists()
+    codec = Codec.load(m.dir)
+    assert codec.vocab_size == 1000
+    data = np.asarray(read_shard(pipeline.tokens(run, progress=False) / "train.bin"))
+    assert int(data.max()) < 1000
+    first = data[: int(np.argmax(data == codec.eot_id))].tolist()
+    assert codec.decode(first) == next(read_jsonl(pipeline.corpus(run, progress=False) / "train.jsonl")).text
+    text = complete(load_model(m.dir), codec, ["Once upon a time"], SamplingConfig(max_new_tokens=20, seed=1))[0]
+    assert isinstance(text, str) and codec.encode(text)  # decodes to text the codec reads back
+
+
+def test_gpt_neo_tokenizer_offline_says_what_to_do(tmp_path):
+    """No gpt2_files and no hub: the real hf_hub_download fails, and the error names the parameter to set."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("huggingface_hub")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    code = ("from tinystories_lib.tokenizer import fetch_gpt_neo_files\n"
+            "try:\n    fetch_gpt_neo_files()\nexcept RuntimeError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
+    assert "EleutherAI/gpt-neo-125M" in out and "tokenizer.gpt2_files" in out and "offline" in out, out

@@ -77,7 +77,7 @@ class DataParams:
 class TokenizerParams:
     kind: Literal["bpe", "gpt-neo-top-k"] = "bpe"
     vocab_size: int = 2048  # bpe: trained size; gpt-neo-top-k: how many of GPT-Neo's tokens to keep
-    gpt2_files: str | None = None  # dir with vocab.json + merges.txt (gpt-neo-top-k offline)
+    gpt2_files: str | None = None  # dir with vocab.json + merges.txt (gpt-neo-top-k; None: from the hub)
 
 
 @dataclass

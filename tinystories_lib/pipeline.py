@@ -23,7 +23,7 @@ from .params import ModelParams, _what
 from .records import Story, read_jsonl, write_jsonl
 from .runs import Run
 from .sample import SamplingConfig
-from .tokenizer import Codec, load_gpt2, read_shard, top_k_codec, train_bpe, write_shard
+from .tokenizer import Codec, fetch_gpt_neo_files, load_gpt2, read_shard, top_k_codec, train_bpe, write_shard
 from .train import TrainConfig, barrier, init_distributed, pick_device, read_metrics, train, what_is_learned
 
 # ---------------------------------------------------------------- corpus
@@ -163,10 +163,8 @@ def tokens(run: Run, progress: bool = True) -> Path:
     if tp.kind == "bpe":
         codec = train_bpe(train_texts, tp.vocab_size)
     else:
-        if not tp.gpt2_files:
-            raise ValueError("tokenizer.kind 'gpt-neo-top-k' needs tokenizer.gpt2_files: a directory with GPT-2's "
-                             "vocab.json and merges.txt (e.g. from the EleutherAI/gpt-neo-125M repository)")
-        codec = top_k_codec(load_gpt2(tp.gpt2_files), train_texts, tp.vocab_size)
+        files = tp.gpt2_files or fetch_gpt_neo_files()  # None: from the hub (or its cache)
+        codec = top_k_codec(load_gpt2(files), train_texts, tp.vocab_size)
     codec.save(out)
     n_train = write_shard(codec, train_texts, out / "train.bin", progress, len(train_texts))
     n_val = write_shard(codec, val_texts, out / "val.bin", progress, len(val_texts))

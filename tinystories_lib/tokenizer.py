@@ -134,6 +134,29 @@ def load_gpt2(directory: str | Path) -> Tokenizer:
     return tok
 
 
+GPT_NEO_REPO = "EleutherAI/gpt-neo-125M"  # the tokenizer of the paper's models (GPT-2's BPE)
+
+
+def fetch_gpt_neo_files(repo_id: str = GPT_NEO_REPO, cache_dir: str | Path | None = None) -> Path:
+    """Download GPT-Neo's `vocab.json` and `merges.txt` from the hub (or take them from the hub cache) and
+    return their directory, for `load_gpt2`. Offline, the error says how to point at local copies."""
+    tried = f"huggingface_hub.hf_hub_download({repo_id!r}, 'vocab.json' / 'merges.txt')"
+    instead = ("Set tokenizer.gpt2_files to a directory holding vocab.json and merges.txt (from the "
+               f"{repo_id} repository), or use tokenizer.kind: bpe.")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as e:
+        raise RuntimeError(f"huggingface_hub is not installed (pip install huggingface_hub), so {tried} could "
+                           f"not run. {instead}") from e
+    try:
+        paths = [hf_hub_download(repo_id, name, cache_dir=str(cache_dir) if cache_dir else None)
+                 for name in ("vocab.json", "merges.txt")]
+    except Exception as e:  # offline, DNS, HTTP errors, HF_HUB_OFFLINE with a cold cache
+        raise RuntimeError(f"Could not get GPT-Neo's tokenizer: {tried} failed with {type(e).__name__}: {e}. "
+                           f"Are you offline? {instead}") from e
+    return Path(paths[0]).parent
+
+
 def top_k_codec(base: Tokenizer, texts: Iterable[str], k: int) -> Codec:
     """The paper's tokenizer: keep the k most frequent base tokens on `texts` (plus all 256 byte tokens
     and `<|endoftext|>`, so every text still encodes, rare tokens spelled in bytes)."""
