@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet --upgrade pip
 	@$(BIN)/python -c "import torch" 2>/dev/null || { echo "installing $(TORCH_SPEC)"; $(BIN)/python -m pip install --quiet $(TORCH_SPEC); }
 	@echo "installing tinystories-lab and its extras into $(VENV)"
-	@$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	@$(BIN)/python -m pip install --quiet -e ".[all,dev,vocab]"
 	@touch $@
 
 reproduce: $(STAMP)

@@ -38,7 +38,7 @@ prints the same table):
     dedupe        515    501        504
     cap           500    500        500
 
-Run from the repository root; needs ``pip install wordfreq lemminflect`` (build-time only: the
+Run from the repository root; needs ``pip install -e ".[vocab]"`` (build-time only: the
 package reads the TSV and never imports these; the committed file was built with wordfreq 3.1.1
 and lemminflect 0.2.3):
 
