@@ -16,7 +16,9 @@ from tinystories_lib.instruct import (
     looks_like_record,
     parse_record,
     parse_records,
+    pick_sentence,
     record_to_story,
+    write_instruct_file,
 )
 from tinystories_lib.records import Story
 
@@ -194,3 +196,35 @@ def test_iter_documents_line_based_and_whole_rows():
     assert list(iter_documents(lines)) == ["A line.\n\nMore.", "B.\nC.", "D.\nE."]
     rows = ["one", "", f"two{EOT}three", "four"]
     assert list(iter_documents(rows, line_based=False)) == ["one", "two", "three", "four"]
+
+
+def test_pick_sentence_takes_a_whole_sentence_of_the_story():
+    text = '"Let\'s go!" Tom said to Sue. "Can I help?" asked Sue.\n\nThey all went home. Hi.'
+    picks = {pick_sentence(text, random.Random(i)) for i in range(50)}
+    assert picks == {'"Let\'s go!" Tom said to Sue.', '"Can I help?" asked Sue.', "They all went home."}
+    assert pick_sentence("Hi. Yes.", random.Random(0)) is None
+
+
+def test_write_instruct_file_in_the_published_layout(tmp_path):
+    """Generated stories (summaries, words, features) exported as an Instruct file: every record parses back
+    to its story, each of the four fields is shown in some records and left out of others, the random sentence
+    comes from the story, and the corpus loader reads the file as Instruct records."""
+    from tinystories_lib.corpus import load_corpus
+    from tinystories_lib.storyteller import Storyteller
+
+    stories = Storyteller(seed=0).generate(200, seed=3)
+    path = tmp_path / "TinyStories-Instruct-mine.txt"
+    assert write_instruct_file(stories, path, seed=1) == 200
+    records = parse_records(path.read_text())
+    assert [r["story"] for r in records] == [s.text.strip() for s in stories]
+    for key in ("summary", "features", "words", "random_sentence"):
+        shown = sum(r[key] is not None for r in records)
+        assert 40 < shown < 160, (key, shown)
+    assert all(r["random_sentence"] in " ".join(s.text.split()) for r, s in zip(records, stories) if r["random_sentence"])
+    assert all(any(r[k] for k in ("summary", "features", "words", "random_sentence")) for r in records)
+    loaded = load_corpus("files", paths=[path])
+    assert [s.text for s in loaded] == [s.text.strip() for s in stories]
+    assert sum(s.summary is not None for s in loaded) == sum(r["summary"] is not None for r in records)
+    again = tmp_path / "again.txt"
+    write_instruct_file(stories, again, seed=1)
+    assert again.read_text() == path.read_text()  # reproducible

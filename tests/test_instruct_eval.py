@@ -10,7 +10,7 @@ import pytest
 from tinystories_lib import instruct_eval as ie
 from tinystories_lib import params as params_mod
 from tinystories_lib.grading import Completion, Grade
-from tinystories_lib.instruct import EOT
+from tinystories_lib.instruct import EOT, parse_record
 from tinystories_lib.records import Story, write_jsonl
 from tinystories_lib.runs import Run
 from tinystories_lib.storyteller import generate_stories
@@ -46,9 +46,12 @@ def test_training_records_never_show_the_held_out_pair(stories):
     shown = [ie.record_fields(r) for r in records]
     assert not any(set(PAIR) <= f for f in shown)
     # every other combination is shown, so "in-distribution" means seen in training
-    assert {ie.combo_name(f) for f in shown} == {ie.combo_name(c) for c in ie.allowed_combos(ie.FIELDS, PAIR)}
+    assert {ie.combo_name(f) for f in shown} == {ie.combo_name(c) for c in ie.allowed_combos(ie.TRAIN_FIELDS, PAIR)}
     assert all(r.endswith(s.text.strip()) and EOT not in r for r, s in zip(records, stories))
     assert records == [ie.training_record(s, 7, PAIR) for s in stories]  # deterministic per story
+    sentences = [(parse_record(r)["random_sentence"], s) for r, s in zip(records, stories)]
+    assert any(x for x, _ in sentences)  # the published records' fourth field, drawn from the story itself
+    assert all(" ".join(s.text.split()).find(x) >= 0 for x, s in sentences if x)
 
 
 def test_instruct_tokens_shards_hold_no_record_with_the_pair(tmp_path, stories):

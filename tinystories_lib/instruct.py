@@ -145,6 +145,48 @@ def _instruction_lines(story: Story, random_sentence: str | None) -> list[str]:
     return lines
 
 
+_SENTENCE = re.compile(r'\S.*?[.!?]+["”]?(?=\s|$)')
+
+
+def pick_sentence(text: str, rng: random.Random) -> str | None:
+    """One sentence of the story for the `Random sentence:` field, as in the published records: a whole
+    sentence of at least three words (closing quotes kept), drawn with `rng`; None if there is none."""
+    sentences: list[str] = []
+    for part in _SENTENCE.findall(" ".join(text.split())):
+        # A quote ending in ! or ? is often followed by its speech tag ("Hi!" said Tom.): keep them together.
+        if sentences and sentences[-1][-1] in '"”' and part[0] not in '"“':
+            sentences[-1] += " " + part
+        else:
+            sentences.append(part)
+    sentences = [x for x in sentences if len(x.split()) >= 3]
+    return rng.choice(sentences) if sentences else None
+
+
+def instruct_records(stories: Iterable[Story], seed: int = 0) -> Iterator[str]:
+    """Stories (with summaries, words and features where they have them) as TinyStories-Instruct records:
+    a random non-empty subset of Summary / Features / Words / Random sentence (a sentence drawn from the
+    story) in random order, then the story and `<|endoftext|>`. Reproducible per story id and seed."""
+    for story in stories:
+        rng = random.Random(f"{seed}:{story.id}")
+        yield format_record(story, rng, random_sentence=pick_sentence(story.text, rng))
+
+
+def write_instruct_file(stories: Iterable[Story], path, seed: int = 0) -> int:
+    """Write `instruct_records` to a text file in the published layout (what `corpus.load_corpus` and
+    `parse_records` read back); returns the number of records."""
+    from pathlib import Path
+
+    n = 0
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in instruct_records(stories, seed):
+            f.write(record)
+            n += 1
+    tmp.replace(path)  # whole or absent
+    return n
+
+
 def _one_line(text: str) -> str:
     # A field is a single line in the format; a newline would end it early.
     return " ".join(text.split())

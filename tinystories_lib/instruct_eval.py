@@ -37,7 +37,7 @@ from pathlib import Path
 
 from . import pipeline
 from .grading import Completion, Grade
-from .instruct import EOT, FEATURE_NAMES, INSTRUCTION_FIELDS, format_record, parse_record
+from .instruct import EOT, FEATURE_NAMES, INSTRUCTION_FIELDS, format_record, parse_record, pick_sentence
 from .metrics import mean_ci, tokens
 from .params import ModelParams, Params
 from .prompts import vocab_index
@@ -48,11 +48,14 @@ from .tokenizer import Codec, read_shard, train_bpe, write_shard
 from .train import TrainConfig, train
 
 FIELDS = ("summary", "features", "words")  # the instruction fields a story can supply, in display order
+# Training records may also show "Random sentence:" (a sentence of the story), as the published records do;
+# instructions asked of the model use FIELDS only.
+TRAIN_FIELDS = (*FIELDS, "sentence")
 # Whole tokens for the field labels: a small vocabulary would otherwise spell them in pieces, and a prompt
 # ending at the single token "Story:" is an exact prefix of how the training records were tokenized.
 HEADER_TOKENS = [f"{label}:" for label, _ in INSTRUCTION_FIELDS] + ["Story:"]
 STORY_HEADER = "Story:"
-FORMAT_VERSION = 1  # bump when the record format or field choice changes: the tokens are rebuilt
+FORMAT_VERSION = 2  # bump when the record format or field choice changes: the tokens are rebuilt
 
 IN_DIST, OOD = "in-distribution", "out-of-distribution"
 REFERENCE, MISMATCHED = "reference stories", "mismatched instructions"
@@ -70,7 +73,7 @@ def held_out_pair(p: Params) -> tuple[str, str]:
 
 
 def combo_name(combo: Sequence[str]) -> str:
-    return "+".join(f for f in FIELDS if f in combo) or "none"
+    return "+".join(f for f in TRAIN_FIELDS if f in combo) or "none"
 
 
 def story_fields(story: Story) -> tuple[str, ...]:
@@ -107,16 +110,18 @@ def restrict(story: Story, combo: Sequence[str]) -> Story:
 def record_fields(record: str) -> set[str]:
     """The instruction fields a formatted record shows (parsed back, so tests check the text itself)."""
     parsed = parse_record(record)
-    return {f for f in FIELDS if parsed[f]}
+    return {f for f in FIELDS if parsed[f]} | ({"sentence"} if parsed["random_sentence"] else set())
 
 
 def training_record(story: Story, seed: int, pair: Sequence[str]) -> str:
     """One Instruct record (without `<|endoftext|>`; the shard writer adds it) showing a random allowed
     combination of the story's fields in random order. The rng is per story, so records are reproducible."""
     rng = random.Random(f"{seed}:{story.id}")
-    combos = allowed_combos(story_fields(story), pair)
+    sentence = pick_sentence(story.text, rng)
+    combos = allowed_combos(story_fields(story) + (("sentence",) if sentence else ()), pair)
     combo = rng.choice(combos) if combos else ()
-    return _strip_eot(format_record(restrict(story, combo), rng, all_fields=True))
+    return _strip_eot(format_record(restrict(story, combo), rng, all_fields=True,
+                                    random_sentence=sentence if "sentence" in combo else None))
 
 
 def _strip_eot(record: str) -> str:
