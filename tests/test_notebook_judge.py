@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.openai_server import FakeOpenAI, judge_reply
+from tests.openai_server import FakeOpenAI, StoryWriter, judge_reply
 from tinystories_lib.reproduce import reproduce
 
 pytestmark = pytest.mark.slow
@@ -40,3 +40,30 @@ def test_grading_notebook_with_an_llm_judge(tmp_path, monkeypatch):
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in (".ipynb", ".json", ".jsonl", ".txt", ".md", ".yaml", ".log"):
             assert SECRET not in path.read_text(errors="ignore"), path
+
+
+def test_data_notebook_with_an_llm_writer(tmp_path, monkeypatch):
+    """Notebook 01 with `data.source: llm` and summaries, through papermill, against a local server: the key
+    is sent, the notebook shows the LLM's stories and their Instruct records, and the key is nowhere on disk."""
+    from tinystories_lib.prompts import sample_prompts
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    n = 60
+    with FakeOpenAI(reply=StoryWriter(sample_prompts(n, seed=7))) as server:
+        overrides = {"data.source": "llm", "data.n_stories": n, "data.llm_summaries": True,
+                     "data.llm.base_url": server.base_url, "data.llm.model": "fake-writer",
+                     "data.llm.max_concurrency": 8}
+        reproduce("tiny", only=["01"], overrides=overrides, runs_root=tmp_path / "runs",
+                  figures_root=tmp_path / "figures", log_output=False)
+        requests = server.chat_requests
+    assert len(requests) == 2 * n  # a story and a summary each
+    assert all(r.headers.get("authorization") == f"Bearer {SECRET}" for r in requests)
+    import nbformat
+
+    nb = nbformat.read(tmp_path / "runs" / "tiny" / "notebooks" / "01_data_creation.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "[fake-writer]" in text and "records in" in text
+    exported = next((tmp_path / "runs").rglob("instruct-train.txt")).read_text()
+    assert "Summary: A child has a small adventure" in exported and "Random sentence: " in exported
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path
