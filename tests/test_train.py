@@ -175,3 +175,20 @@ def test_cpu_bf16_trains_close_to_fp32_and_is_its_own_model(tmp_path):
     assert last < first - 0.3
     assert abs(runs[True][-1]["val_loss"] - runs[False][-1]["val_loss"]) < 0.05
     assert what_is_learned({"train": asdict(cfg(cpu_bf16=True))}) != what_is_learned({"train": asdict(cfg())})
+
+
+def test_compiled_training_matches_eager(tmp_path):
+    """train.compile: the same run through torch.compile (inductor, CPU) follows the eager losses (~20 s of compiling)."""
+    import shutil
+
+    if not (shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")):
+        pytest.skip("torch.compile on CPU needs a C compiler (gcc/clang); none on PATH")
+    eager = train(MODEL, cfg(max_steps=6, eval_interval=3), data(), data(4000, 1), tmp_path / "eager", progress=False)
+    compiled = train(MODEL, cfg(max_steps=6, eval_interval=3, compile=True), data(), data(4000, 1), tmp_path / "compiled",
+                     progress=False)
+    a = [r["train_loss"] for r in read_metrics(tmp_path / "eager" / "metrics.jsonl")]
+    b = [r["train_loss"] for r in read_metrics(tmp_path / "compiled" / "metrics.jsonl")]
+    assert len(a) == len(b) == 6  # every step logged
+    assert np.allclose(a, b, rtol=1e-4, atol=1e-5), (a, b)
+    assert abs(eager["final_val_loss"] - compiled["final_val_loss"]) < 1e-4
+    assert compiled["config"]["train"]["compile"] is True
