@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from .records import Story
 
@@ -171,11 +172,9 @@ def instruct_records(stories: Iterable[Story], seed: int = 0) -> Iterator[str]:
         yield format_record(story, rng, random_sentence=pick_sentence(story.text, rng))
 
 
-def write_instruct_file(stories: Iterable[Story], path, seed: int = 0) -> int:
+def write_instruct_file(stories: Iterable[Story], path: str | Path, seed: int = 0) -> int:
     """Write `instruct_records` to a text file in the published layout (what `corpus.load_corpus` and
     `parse_records` read back); returns the number of records."""
-    from pathlib import Path
-
     n = 0
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
