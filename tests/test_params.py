@@ -37,7 +37,7 @@ def test_unknown_section(tmp_path):
     ({"train": {"lr": True}}, "train.lr: expected a number"),
     ({"data": {"source": "internet"}}, "data.source: 'internet' is not allowed; choose one of 'storyteller'"),
     ({"model": {"hidden": 100, "heads": 16}}, "model.hidden: hidden size 100 is not divisible by model.heads=16"),
-    ({"sweep": {"hidden": [64, 100], "heads": 16}}, "sweep.hidden: hidden size 100"),
+    ({"sweep": {"hidden": [64, 100], "heads": 16}}, "sweep.heads: 16 heads do not divide sweep.hidden 100"),
     ({"tokenizer": {"vocab_size": 70000}}, "uint16"),
     ({"data": {"source": "files"}}, "data.paths"),
     ({"train": {"warmup_steps": 900, "max_steps": 100}}, "train.warmup_steps"),
@@ -111,3 +111,30 @@ def test_cli_params_check(tmp_path, capsys):
     bad = _write(tmp_path, {"model": {"hidden": 30, "heads": 4}})
     assert cli_main(["params", "check", str(bad)]) == 2
     assert "not divisible" in capsys.readouterr().err
+
+
+def test_scientific_notation_is_a_number(tmp_path):
+    """PyYAML reads 1e-3 as a string (YAML 1.1); in a number field it means 0.001, in a file or an override."""
+    f = tmp_path / "p.yaml"
+    f.write_text("train:\n  lr: 1e-3\n  min_lr: 5.0e-5\n")
+    p = params.load(f, {"grade.llm.price_per_1m_input": "2.5e+0"})
+    assert p.train.lr == 0.001 and p.train.min_lr == 5e-5 and p.grade.llm.price_per_1m_input == 2.5
+    with pytest.raises(ParamsError, match="train.max_steps: expected an integer, got '1e3'"):
+        params.load(f, {"train.max_steps": "1e3"})
+    with pytest.raises(ParamsError, match="expected a number, got 'fast'"):
+        params.load(f, {"train.lr": "fast"})
+
+
+def test_a_bad_override_is_named_not_the_file():
+    with pytest.raises(ParamsError, match=r"override \(train.max_steps='abc'\) on .*smoke.yaml: train.max_steps: "
+                                          r"expected an integer"):
+        params.load("smoke", {"train.max_steps": "abc"})
+    with pytest.raises(ParamsError, match=r"sweep.heads: 5 heads do not divide sweep.hidden"):
+        params.load("smoke", {"sweep.heads": 5})
+
+
+def test_a_profile_path_works_from_any_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert params.load("params/tiny.yaml").profile == "tiny"
+    assert cli_main(["params", "check", "params/paper.yaml"]) == 0
+    assert "ok: profile 'paper'" in capsys.readouterr().out

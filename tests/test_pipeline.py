@@ -7,6 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tinystories_lib.params import ParamsError
 from tinystories_lib.reproduce import notebooks, reproduce, select
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +90,7 @@ def test_rerun_reuses_artifacts(tiny_run):
 def test_select_notebooks():
     assert [nb.stem for nb in select(["02"])] == ["02_training"]
     assert [nb.stem for nb in select(["grading", "01"])] == ["01_data_creation", "04_grading"]
-    with pytest.raises(SystemExit, match="no notebook matches"):
+    with pytest.raises(ParamsError, match="no notebook matches"):
         select(["99"])
 
 

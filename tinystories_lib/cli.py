@@ -22,7 +22,7 @@ def _overrides(pairs: list[str] | None) -> dict:
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise SystemExit(f"--set expects key=value, got '{pair}'")
+            raise params_mod.ParamsError(f"--set expects key=value, got '{pair}'")
         k, v = pair.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
@@ -55,10 +55,14 @@ def cmd_sample(a) -> int:
     from .tokenizer import Codec
     from .train import load_model, pick_device
 
-    model = load_model(a.model, pick_device(a.device))
-    codec = Codec.load(a.model)
+    if a.n < 1:
+        raise ValueError(f"--n must be at least 1, got {a.n}")
+    # Options first, so a typo is reported before the model is loaded.
     cfg = SamplingConfig(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
                          seed=a.seed)
+    device = pick_device(a.device)
+    model = load_model(a.model, device)
+    codec = Codec.load(a.model)
     prompts = a.prompt or [""]
     for i, text in enumerate(complete(model, codec, [p for p in prompts for _ in range(a.n)], cfg)):
         prompt = prompts[i // a.n]
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     except params_mod.ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -272,6 +273,9 @@ def _type_name(tp) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
+_SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _coerce(value, tp, key: str, default: Any = None):
     """Check `value` against the annotation `tp`; return it (ints are accepted where floats are). A
     mapping for a nested section fills in that field's own default (`default`), key by key."""
@@ -303,6 +307,8 @@ def _coerce(value, tp, key: str, default: Any = None):
         (item,) = typing.get_args(tp)
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 (PyYAML) reads 1e-3 as a string; it means the number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -382,8 +388,9 @@ def _check_values(p: Params) -> None:
          f"hidden size {p.model.hidden} is not divisible by model.heads={p.model.heads}; "
          f"allowed heads for this size: {[h for h in range(1, 33) if p.model.hidden % h == 0]}")
     for h in p.sweep.hidden:
-        need(h % p.sweep.heads == 0, "sweep.hidden",
-             f"hidden size {h} is not divisible by sweep.heads={p.sweep.heads}")
+        need(h % p.sweep.heads == 0, "sweep.heads",
+             f"{p.sweep.heads} heads do not divide sweep.hidden {h}; choose heads that divide every hidden size "
+             f"in {p.sweep.hidden}: {[d for d in range(1, min(p.sweep.hidden) + 1) if all(x % d == 0 for x in p.sweep.hidden)]}")
         need(h >= 1, "sweep.hidden", f"sizes must be positive, got {h}")
     need(len(p.sweep.heads_study_shape) == 2, "sweep.heads_study_shape", "must be [hidden, layers]")
     for h in p.sweep.heads_study:
@@ -447,9 +454,11 @@ def apply_overrides(data: dict, overrides: dict | None) -> dict:
 
 
 def profile_path(name_or_path: str | Path) -> Path:
+    """A profile name (`params/NAME.yaml`) or a YAML path: as given, else from the repository root (so
+    `params/paper.yaml` works from any directory)."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
-        return p
+        return p if p.exists() or p.is_absolute() or not (REPO_ROOT / p).exists() else REPO_ROOT / p
     return PARAMS_DIR / f"{name_or_path}.yaml"
 
 
@@ -468,4 +477,15 @@ def load(name_or_path: str | Path = "smoke", overrides: dict | None = None) -> P
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
     if isinstance(data, dict):
         data.setdefault("profile", path.stem)
-    return from_dict(apply_overrides(data, overrides) if isinstance(data, dict) else data, str(path))
+    if not overrides or not isinstance(data, dict):
+        return from_dict(data, str(path))
+    try:
+        return from_dict(apply_overrides(data, overrides), str(path))
+    except ParamsError as e:
+        try:
+            from_dict(data, str(path))
+        except ParamsError:
+            raise e from None  # the file itself is invalid
+        # The profile is valid on its own: the override is to blame, so name it rather than the file.
+        shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        raise ParamsError(f"override ({shown}) on {path}: {str(e).removeprefix(f'{path}: ')}") from None

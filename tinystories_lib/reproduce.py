@@ -33,7 +33,7 @@ def select(only: list[str] | None) -> list[Path]:
     for want in only:
         hits = [nb for nb in allnb if nb.stem == want or nb.stem.startswith(f"{want}_") or want in nb.stem]
         if not hits:
-            raise SystemExit(f"no notebook matches '{want}'; available: {', '.join(nb.stem for nb in allnb)}")
+            raise params_mod.ParamsError(f"no notebook matches '{want}'; available: {', '.join(nb.stem for nb in allnb)}")
         chosen += [h for h in hits if h not in chosen]
     return sorted(chosen)
 
@@ -64,12 +64,12 @@ def reproduce(profile: str = "smoke", only: list[str] | None = None, overrides: 
     if log_output:
         _stream_papermill_log()
     if profile.endswith((".yaml", ".yml")):
-        profile = str(Path(profile).resolve())  # notebooks run with notebooks/ as working directory
+        profile = str(params_mod.profile_path(profile).resolve())  # notebooks run with notebooks/ as working directory
     p = params_mod.load(profile, overrides)  # validate first
+    chosen = select(only)
     run = Run(p, runs_root, figures_root)
     out_dir = run.root / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    chosen = select(only)
     env_before = {k: os.environ.get(k) for k in ("TINYSTORIES_PROGRESS", "TINYSTORIES_NOTEBOOK", "TINYSTORIES_RUNS",
                                                  "TINYSTORIES_FIGURES")}
     os.environ["TINYSTORIES_PROGRESS"] = "text"

@@ -26,6 +26,16 @@ class SamplingConfig:
     stop_at_eot: bool = True
     seed: int = 0
 
+    def __post_init__(self):
+        problems = [f"{name} {why}, got {value}" for name, value, ok, why in (
+            ("max_new_tokens", self.max_new_tokens, self.max_new_tokens >= 1, "must be at least 1"),
+            ("temperature", self.temperature, self.temperature >= 0, "must be >= 0 (0 = greedy)"),
+            ("top_k", self.top_k, self.top_k >= 0, "must be >= 0 (0 = off)"),
+            ("top_p", self.top_p, 0 < self.top_p <= 1, "must be in (0, 1] (1 = off)"),
+        ) if not ok]
+        if problems:
+            raise ValueError("sampling: " + "; ".join(problems))
+
 
 def _top_p_threshold(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """Per row (B, 1), the smallest probability kept by nucleus sampling: tokens are kept in order of

@@ -60,8 +60,18 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """"auto" (CUDA, else Apple's MPS, else CPU) or a torch device name, checked to exist here."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but this torch has no usable CUDA GPU "
+                             f"(torch {torch.__version__}): use auto or cpu, or install a CUDA build of torch")
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device {name!r} asked for, but MPS is not available here: use auto or cpu")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
