@@ -177,3 +177,23 @@ def test_redraws_that_run_out_fall_back_to_the_masked_distribution():
     draws = sample_next(logits, SamplingConfig(temperature=1.0, top_p=0.04), torch.Generator().manual_seed(2))
     assert draws.max() <= 1
     assert abs((draws == 0).float().mean() - 0.6) < 0.03
+
+
+def test_complete_with_a_progress_bar_gives_the_same_texts(monkeypatch, capsys):
+    from tinystories_lib.sample import complete
+    from tinystories_lib.tokenizer import train_bpe
+
+    monkeypatch.setenv("TINYSTORIES_PROGRESS", "text")
+    codec = train_bpe(["Tom had a red ball. Sue had a cat."] * 20, 280)
+    torch.manual_seed(0)
+    model = GPTNeo(GPTNeoConfig(vocab_size=codec.vocab_size, context=32, hidden=16, layers=1, heads=2)).eval()
+    cfg = SamplingConfig(max_new_tokens=5, temperature=1.0, seed=3)
+    beginnings = ["Tom had", "Sue", "A cat"] * 3
+    plain = complete(model, codec, beginnings, cfg, batch_size=4)
+    capsys.readouterr()
+    shown = complete(model, codec, beginnings, cfg, batch_size=4, desc="completing: m")
+    assert shown == plain
+    out = capsys.readouterr().out
+    assert "completing: m" in out and "9/9" in out
+    with pytest.raises(ValueError, match="top_p must be in"):
+        SamplingConfig(top_p=0)

@@ -76,7 +76,7 @@ def model_completions(run, models, prompts: Sequence[EvalPrompt]) -> dict[str, l
     cfg = sampling_config(run)
     k = run.params.diversity.completions_per_prompt
     texts = [p.text for p in prompts for _ in range(k)]
-    return {m.label: complete(*_model_and_codec(m), texts, cfg) for m in models}
+    return {m.label: complete(*_model_and_codec(m), texts, cfg, desc=f"completing: {m.label}") for m in models}
 
 
 def typical_length(completions: dict[str, list[str]]) -> int:
@@ -389,7 +389,8 @@ def run_manipulations(model, codec, cases: Sequence[Manipulation], cfg: Sampling
     `completion_original`, `completion_manipulated` and the outcome: `follows` (new word, not the old),
     `keeps_old` (the old word comes back), `original_mentions` (the unchanged beginning's completion
     names the old word: how often the model names that character or object at all)."""
-    texts = complete(model, codec, [c.original for c in cases] + [c.manipulated for c in cases], cfg)
+    texts = complete(model, codec, [c.original for c in cases] + [c.manipulated for c in cases], cfg,
+                     desc="manipulation check")
     out = []
     for c, orig, manip in zip(cases, texts[: len(cases)], texts[len(cases) :]):
         out.append({**asdict(c), "completion_original": orig, "completion_manipulated": manip,

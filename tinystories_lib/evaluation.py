@@ -52,7 +52,8 @@ def _complete_with(run: Run, model, label: str, step: int | None, prompts: list[
     cdc = codec(run)
     k = run.params.grade.completions_per_prompt
     beginnings = [p.text for p in prompts for _ in range(k)]
-    texts = complete(model, cdc, beginnings, sampling_config(run))
+    texts = complete(model, cdc, beginnings, sampling_config(run),
+                     desc=f"completing: {label}" + (f" step {step}" if step is not None else ""))
     out = [Completion(model=label, prompt_id=prompts[i // k].id, beginning=beginnings[i], completion=t,
                       step=step, sample_index=i % k) for i, t in enumerate(texts)]
     tmp = path.with_name(path.name + ".tmp")

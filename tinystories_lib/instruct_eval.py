@@ -319,7 +319,8 @@ def complete_sets(run: Run, m: pipeline.ModelRun, sets: Sequence[InstructionSet]
         if room < min(cfg.max_new_tokens, 64):
             print(f"note: {combo_name(combo)} prompts leave {max(room, 0)} of the model's {model.cfg.context} "
                   "context positions for the story; its checks see only that much")
-        texts.update(zip((s.id for s in group), complete(model, codec, [s.prompt for s in group], cfg)))
+        texts.update(zip((s.id for s in group), complete(model, codec, [s.prompt for s in group], cfg,
+                                                              desc=f"instructed: {combo_name(combo)}")))
     out = [Completion(model=m.label, prompt_id=s.id, beginning=s.prompt, completion=texts[s.id].strip())
            for s in sets]
     tmp = path.with_name(path.name + ".tmp")

@@ -198,12 +198,25 @@ def generate(model, prompts: list[list[int]], cfg: SamplingConfig, eot_id: int |
     return [out[b, : int(lengths[b])].tolist() for b in range(B)]
 
 
-def complete(model: GPTNeo, codec: Codec, beginnings: list[str], cfg: SamplingConfig, batch_size: int = 64) -> list[str]:
-    """Complete story beginnings (text in, text out: only the generated continuation)."""
+def complete(model: GPTNeo, codec: Codec, beginnings: list[str], cfg: SamplingConfig, batch_size: int = 64,
+             desc: str | None = None) -> list[str]:
+    """Complete story beginnings (text in, text out: only the generated continuation). With `desc`, a
+    progress bar counts the completions (the notebooks' long sampling cells)."""
     prompts = [[codec.eot_id, *codec.encode(b)] for b in beginnings]
     texts = []
-    for i in range(0, len(prompts), batch_size):
-        chunk_cfg = SamplingConfig(**{**cfg.__dict__, "seed": cfg.seed + i})
-        for ids in generate(model, prompts[i : i + batch_size], chunk_cfg, codec.eot_id):
-            texts.append(codec.decode(ids))
+    bar = None
+    if desc is not None:
+        from .progress import bar as progress_bar
+
+        bar = progress_bar(total=len(prompts), desc=desc, unit="story")
+    try:
+        for i in range(0, len(prompts), batch_size):
+            chunk_cfg = SamplingConfig(**{**cfg.__dict__, "seed": cfg.seed + i})
+            for ids in generate(model, prompts[i : i + batch_size], chunk_cfg, codec.eot_id):
+                texts.append(codec.decode(ids))
+            if bar is not None:
+                bar.update(min(batch_size, len(prompts) - i))
+    finally:
+        if bar is not None:
+            bar.close()
     return texts
