@@ -369,3 +369,19 @@ def test_ngram_index_dense_and_searchsorted_lookups_agree():
     searched = [index.search(q, k=3) for q in queries]
     assert [r.hits for r in dense] == [r.hits for r in searched]
     assert all(r.hits[0][1] == 1.0 for r in searched[-3:])  # a training story finds itself
+
+
+def test_evaluation_helpers_for_notebook_04():
+    from tinystories_lib import evaluation
+    from tinystories_lib.grading import Completion
+
+    items = [Completion(model=m, prompt_id=p, beginning=f"Once {p}", completion=f" {m} wrote  ")
+             for p in ("a", "b", "c", "d") for m in ("h16-l1", "h32-l2")]
+    text = evaluation.side_by_side(items, n_prompts=2)
+    assert text.count("BEGINNING:") == 2 and "BEGINNING: Once a" in text and "Once c" not in text
+    assert "      h16-l1: ...h16-l1 wrote" in text
+    table = [{"model": "x", "dimension": d, "mean": 1.0} for d in ("grammar", "plot", "grammar", "")]
+    assert evaluation.dimensions(table) == ["grammar", "plot"]
+    md = evaluation.perplexity_table("h32-l2", {"h16-l1": 12.345, "h32-l2": 5.0})
+    assert md.splitlines() == ["| model | mean perplexity under h32-l2 |", "|---|---:|", "| h16-l1 | 12.3 |",
+                               "| h32-l2 | 5.0 |"]

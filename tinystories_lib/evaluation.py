@@ -85,9 +85,10 @@ def completions_over_training(run: Run, m: ModelRun, prompts: list[EvalPrompt]) 
     return result
 
 
-def make_grader(run: Run) -> Grader:
+def make_grader(run: Run, judge: str | None = None) -> Grader:
+    """The profile's grader (`grade.judge`), or the one named by `judge` ("llm" or "offline")."""
     g = run.params.grade
-    if g.judge == "llm":
+    if (judge or g.judge) == "llm":
         from .judge import LLMJudge
         from .pipeline import llm_config
 
@@ -104,9 +105,33 @@ def grade(run: Run, grader: Grader, items: list[Completion]) -> list[Grade]:
     return grader.grade(items)
 
 
+def dimensions(table: list[dict]) -> list[str]:
+    """The graded dimensions of an `aggregate` table, in the order they first appear."""
+    return list(dict.fromkeys(r["dimension"] for r in table if r.get("dimension")))
+
+
+def side_by_side(items: list[Completion], n_prompts: int = 3, width: int = 160) -> str:
+    """The first `n_prompts` beginnings, each with every model's completion under it (one line each)."""
+    by_prompt: dict[str, list[Completion]] = {}
+    for c in items:
+        by_prompt.setdefault(c.prompt_id, []).append(c)
+    lines = []
+    for group in list(by_prompt.values())[:n_prompts]:
+        lines.append(f"BEGINNING: {group[0].beginning}")
+        lines += [f"  {c.model:>12}: ...{c.completion.strip()[:width]}" for c in group]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def perplexity_table(largest: str, ppl: dict[str, float]) -> str:
+    """`perplexity_under_largest`'s result as a markdown table."""
+    return (f"| model | mean perplexity under {largest} |\n|---|---:|\n"
+            + "".join(f"| {m} | {v:.1f} |\n" for m, v in ppl.items()))
+
+
 def grade_grids(table: list[dict], sweep_runs: list[ModelRun]) -> tuple[list[int], list[int], dict[str, np.ndarray]]:
     """Per dimension, the mean grade of each sweep model placed on the hidden size x layers grid."""
-    dims = list(dict.fromkeys(r["dimension"] for r in table if r.get("step") is None))
+    dims = dimensions([r for r in table if r.get("step") is None])
     grids, layers, hidden = {}, [], []
     for dim in dims:
         means = {r["model"]: r["mean"] for r in table if r["dimension"] == dim and r.get("step") is None}
