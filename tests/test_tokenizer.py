@@ -97,3 +97,62 @@ def test_gpt_neo_tokenizer_offline_says_what_to_do(tmp_path):
             "try:\n    fetch_gpt_neo_files()\nexcept RuntimeError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
     assert "EleutherAI/gpt-neo-125M" in out and "tokenizer.gpt2_files" in out and "offline" in out, out
+
+
+def test_gpt_neo_tokenizer_from_a_hub_endpoint(shared, tmp_path):
+    """fetch_gpt_neo_files through the real hf_hub_download against a local endpoint speaking the hub's
+    resolve protocol (HF_ENDPOINT), then cached: a second fetch with the endpoint gone works offline."""
+    import hashlib
+    import http.server
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    pytest.importorskip("huggingface_hub")
+    files = {name: shared(f"tokenizers/gpt2/{name}").read_bytes() for name in ("vocab.json", "merges.txt")}
+    seen = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def _answer(self, body: bool):
+            seen.append((self.command, self.path))
+            name = self.path.rsplit("/", 1)[-1]
+            if not self.path.startswith("/EleutherAI/gpt-neo-125M/resolve/main/") or name not in files:
+                self.send_response(404)
+                self.end_headers()
+                return
+            data = files[name]
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", "0" * 40)
+            self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+        def do_HEAD(self):
+            self._answer(False)
+
+        def do_GET(self):
+            self._answer(True)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    code = ("from tinystories_lib.tokenizer import fetch_gpt_neo_files, load_gpt2\n"
+            "d = fetch_gpt_neo_files()\n"
+            "print(d, load_gpt2(d).encode('Once upon a time').ids)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
+    env |= {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}"}
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert str(tmp_path / "hf") in out.stdout and "[7454, 2402, 257, 640]" in out.stdout, out.stdout
+    assert {p.rsplit("/", 1)[-1] for _, p in seen if "/resolve/" in p} == {"vocab.json", "merges.txt"}
+    offline = subprocess.run([sys.executable, "-c", code], env=env | {"HF_HUB_OFFLINE": "1"}, capture_output=True,
+                             text=True, timeout=120)
+    assert offline.returncode == 0 and "[7454, 2402, 257, 640]" in offline.stdout, offline.stderr[-2000:]
