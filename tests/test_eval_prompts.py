@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 import sys
-import types
 from collections import Counter
 
 import pytest
+from fake_hub import FakeHub, run_python
 
 from tinystories_lib.eval_prompts import (
     KINDS,
@@ -105,22 +105,15 @@ def test_load_paper_eval_yaml_rejects_other_shapes(tmp_path):
         load_paper_eval_yaml(path)
 
 
-def _fake_hub(monkeypatch, download):
-    module = types.ModuleType("huggingface_hub")
-    module.hf_hub_download = download
-    monkeypatch.setitem(sys.modules, "huggingface_hub", module)
-
-
-def test_fetch_paper_eval_yaml_offline_says_what_to_do(monkeypatch, tmp_path):
-    def offline(**kwargs):
-        raise OSError("We couldn't connect to the hub")
-
-    _fake_hub(monkeypatch, offline)
-    with pytest.raises(RuntimeError) as err:
-        fetch_paper_eval_yaml(tmp_path)
-    msg = str(err.value)
-    assert "roneneldan/TinyStories" in msg and "Evaluation prompts.yaml" in msg and "dataset" in msg
-    assert "load_paper_eval_yaml(path)" in msg and "couldn't connect" in msg
+def test_fetch_paper_eval_yaml_offline_says_what_to_do(tmp_path):
+    """The real hf_hub_download with the hub offline and a cold cache: the error says what was tried and
+    what to do instead."""
+    pytest.importorskip("huggingface_hub")
+    code = ("from tinystories_lib.eval_prompts import fetch_paper_eval_yaml\n"
+            "try:\n    fetch_paper_eval_yaml()\nexcept RuntimeError as e:\n    print(e)\n")
+    msg = run_python(code, None, tmp_path / "hf", offline=True).stdout
+    assert "roneneldan/TinyStories" in msg and "Evaluation prompts.yaml" in msg and "dataset" in msg, msg
+    assert "load_paper_eval_yaml(path)" in msg and "offline" in msg.lower(), msg
 
 
 def test_fetch_paper_eval_yaml_without_huggingface_hub(monkeypatch, tmp_path):
@@ -129,17 +122,15 @@ def test_fetch_paper_eval_yaml_without_huggingface_hub(monkeypatch, tmp_path):
         fetch_paper_eval_yaml(tmp_path)
 
 
-def test_fetch_paper_eval_yaml_returns_the_download(monkeypatch, tmp_path):
-    calls = []
-
-    def download(**kwargs):
-        calls.append(kwargs)
-        target = tmp_path / "Evaluation prompts.yaml"
-        target.write_text("- Once there was a bee who\n")
-        return str(target)
-
-    _fake_hub(monkeypatch, download)
-    path = fetch_paper_eval_yaml(tmp_path / "cache")
-    assert calls == [{"repo_id": "roneneldan/TinyStories", "filename": "Evaluation prompts.yaml",
-                      "repo_type": "dataset", "cache_dir": str(tmp_path / "cache")}]
-    assert [p.text for p in load_paper_eval_yaml(path)] == ["Once there was a bee who"]
+def test_fetch_paper_eval_yaml_from_a_hub_endpoint(tmp_path):
+    """The dataset file (a name with a space) through the real hf_hub_download from a local endpoint."""
+    pytest.importorskip("huggingface_hub")
+    files = {"datasets/roneneldan/TinyStories/resolve/main/Evaluation prompts.yaml": b"- Once there was a bee who\n"}
+    code = ("from tinystories_lib.eval_prompts import fetch_paper_eval_yaml, load_paper_eval_yaml\n"
+            f"path = fetch_paper_eval_yaml({str(tmp_path / 'cache')!r})\n"
+            "print(path)\nprint([p.text for p in load_paper_eval_yaml(path)])\n")
+    with FakeHub(files) as hub:
+        out = run_python(code, hub, tmp_path / "hf")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert str(tmp_path / "cache") in out.stdout and "['Once there was a bee who']" in out.stdout, out.stdout
+    assert hub.downloaded() == {"/datasets/roneneldan/TinyStories/resolve/main/Evaluation prompts.yaml"}

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from fake_hub import FakeHub, run_python
 
 from tinystories_lib.tokenizer import EOT, Codec, load_gpt2, read_shard, top_k_codec, train_bpe, write_shard
 
@@ -87,72 +88,26 @@ def test_gpt_neo_top_k_through_the_pipeline_decodes_beside_the_model(shared, tmp
 
 def test_gpt_neo_tokenizer_offline_says_what_to_do(tmp_path):
     """No gpt2_files and no hub: the real hf_hub_download fails, and the error names the parameter to set."""
-    import os
-    import subprocess
-    import sys
-
     pytest.importorskip("huggingface_hub")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     code = ("from tinystories_lib.tokenizer import fetch_gpt_neo_files\n"
             "try:\n    fetch_gpt_neo_files()\nexcept RuntimeError as e:\n    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
+    out = run_python(code, None, tmp_path / "hf", offline=True).stdout
     assert "EleutherAI/gpt-neo-125M" in out and "tokenizer.gpt2_files" in out and "offline" in out, out
 
 
 def test_gpt_neo_tokenizer_from_a_hub_endpoint(shared, tmp_path):
     """fetch_gpt_neo_files through the real hf_hub_download against a local endpoint speaking the hub's
-    resolve protocol (HF_ENDPOINT), then cached: a second fetch with the endpoint gone works offline."""
-    import hashlib
-    import http.server
-    import os
-    import subprocess
-    import sys
-    import threading
-
+    resolve protocol, then from the cache with the hub offline."""
     pytest.importorskip("huggingface_hub")
-    files = {name: shared(f"tokenizers/gpt2/{name}").read_bytes() for name in ("vocab.json", "merges.txt")}
-    seen = []
-
-    class Hub(http.server.BaseHTTPRequestHandler):
-        def _answer(self, body: bool):
-            seen.append((self.command, self.path))
-            name = self.path.rsplit("/", 1)[-1]
-            if not self.path.startswith("/EleutherAI/gpt-neo-125M/resolve/main/") or name not in files:
-                self.send_response(404)
-                self.end_headers()
-                return
-            data = files[name]
-            self.send_response(200)
-            self.send_header("X-Repo-Commit", "0" * 40)
-            self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if body:
-                self.wfile.write(data)
-
-        def do_HEAD(self):
-            self._answer(False)
-
-        def do_GET(self):
-            self._answer(True)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    repo = "EleutherAI/gpt-neo-125M/resolve/main"
+    files = {f"{repo}/{n}": shared(f"tokenizers/gpt2/{n}").read_bytes() for n in ("vocab.json", "merges.txt")}
     code = ("from tinystories_lib.tokenizer import fetch_gpt_neo_files, load_gpt2\n"
             "d = fetch_gpt_neo_files()\n"
             "print(d, load_gpt2(d).encode('Once upon a time').ids)\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
-    env |= {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}"}
-    try:
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    finally:
-        server.shutdown()
+    with FakeHub(files) as hub:
+        out = run_python(code, hub, tmp_path / "hf")
     assert out.returncode == 0, out.stderr[-2000:]
     assert str(tmp_path / "hf") in out.stdout and "[7454, 2402, 257, 640]" in out.stdout, out.stdout
-    assert {p.rsplit("/", 1)[-1] for _, p in seen if "/resolve/" in p} == {"vocab.json", "merges.txt"}
-    offline = subprocess.run([sys.executable, "-c", code], env=env | {"HF_HUB_OFFLINE": "1"}, capture_output=True,
-                             text=True, timeout=120)
-    assert offline.returncode == 0 and "[7454, 2402, 257, 640]" in offline.stdout, offline.stderr[-2000:]
+    assert hub.downloaded() == {f"/{name}" for name in files}
+    again = run_python(code, None, tmp_path / "hf", offline=True)
+    assert again.returncode == 0 and "[7454, 2402, 257, 640]" in again.stdout, again.stderr[-2000:]
