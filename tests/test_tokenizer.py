@@ -67,7 +67,7 @@ def test_gpt_neo_top_k_through_the_pipeline_decodes_beside_the_model(shared, tmp
     from tinystories_lib import pipeline
     from tinystories_lib.records import read_jsonl
     from tinystories_lib.runs import Run
-    from tinystories_lib.sample import SamplingConfig, complete
+    from tinystories_lib.sample import SamplingConfig, generate
     from tinystories_lib.train import load_model
 
     over = {"data.n_stories": 300, "tokenizer.kind": "gpt-neo-top-k", "tokenizer.vocab_size": 1000,
@@ -82,8 +82,11 @@ def test_gpt_neo_top_k_through_the_pipeline_decodes_beside_the_model(shared, tmp
     assert int(data.max()) < 1000
     first = data[: int(np.argmax(data == codec.eot_id))].tolist()
     assert codec.decode(first) == next(read_jsonl(pipeline.corpus(run, progress=False) / "train.jsonl")).text
-    text = complete(load_model(m.dir), codec, ["Once upon a time"], SamplingConfig(max_new_tokens=20, seed=1))[0]
-    assert isinstance(text, str) and codec.encode(text)  # decodes to text the codec reads back
+    ids = generate(load_model(m.dir), [[codec.eot_id, *codec.encode("Once upon a time")]],
+                   SamplingConfig(max_new_tokens=20, seed=1, stop_at_eot=False), codec.eot_id)[0]
+    assert len(ids) == 20 and max(ids) < 1000
+    gpt2 = load_gpt2(shared("tokenizers/gpt2/vocab.json").parent)
+    assert codec.decode(ids) == gpt2.decode([int(codec.id_map[i]) for i in ids])  # model ids are GPT-Neo's, remapped
 
 
 def test_gpt_neo_tokenizer_offline_says_what_to_do(tmp_path):
