@@ -377,7 +377,7 @@ def test_evaluation_helpers_for_notebook_04():
 
     items = [Completion(model=m, prompt_id=p, beginning=f"Once {p}", completion=f" {m} wrote  ")
              for p in ("a", "b", "c", "d") for m in ("h16-l1", "h32-l2")]
-    text = evaluation.side_by_side(items, n_prompts=2)
+    text = evaluation.completions_by_prompt(items, n_prompts=2)
     assert text.count("BEGINNING:") == 2 and "BEGINNING: Once a" in text and "Once c" not in text
     assert "      h16-l1: ...h16-l1 wrote" in text
     table = [{"model": "x", "dimension": d, "mean": 1.0} for d in ("grammar", "plot", "grammar", "")]

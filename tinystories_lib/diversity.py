@@ -36,7 +36,7 @@ import numpy as np
 
 from .eval_prompts import EvalPrompt, load_eval_prompts
 from .metrics import NgramIndex, entity_report, mean_ci, rouge_l_precision, tokens
-from .records import Story
+from .records import SENTENCE_END, Story
 from .sample import SamplingConfig, complete
 
 # ---------------------------------------------------------------- completions
@@ -346,15 +346,12 @@ def manipulate(beginning: str, facts: dict | None, kind: str, rng: random.Random
     return Manipulation(kind, old, new, beginning, swap_word(beginning, old, new))
 
 
-_SENTENCE_END = re.compile(r"[.!?][\"'”’]?(?=\s|$)")
-
-
 def story_beginning(text: str, word: str, max_sentences: int = 6) -> str | None:
     """The story up to (not including) the second mention of `word`, so the word is known and a model
     that follows the story is about to name it again; None when there is no second mention within the
     first `max_sentences` sentences. The cut falls mid-sentence or between sentences, wherever the word is."""
     found = [m.start() for m in _pattern(word).finditer(text)]
-    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
     limit = ends[max_sentences - 1] if len(ends) >= max_sentences else len(text)
     if len(found) < 2 or found[1] >= limit:
         return None

@@ -110,7 +110,7 @@ def dimensions(table: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["dimension"] for r in table if r.get("dimension")))
 
 
-def side_by_side(items: list[Completion], n_prompts: int = 3, width: int = 160) -> str:
+def completions_by_prompt(items: list[Completion], n_prompts: int = 3, width: int = 160) -> str:
     """The first `n_prompts` beginnings, each with every model's completion under it (one line each)."""
     by_prompt: dict[str, list[Completion]] = {}
     for c in items:

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .records import Story
+from .records import SENTENCE_END, Story
 
 EOT = "<|endoftext|>"
 
@@ -146,16 +146,14 @@ def _instruction_lines(story: Story, random_sentence: str | None) -> list[str]:
     return lines
 
 
-_SENTENCE = re.compile(r'\S.*?[.!?]+["”]?(?=\s|$)')
-
-
 def pick_sentence(text: str, rng: random.Random) -> str | None:
     """One sentence of the story for the `Random sentence:` field, as in the published records: a whole
     sentence of at least three words (closing quotes kept), drawn with `rng`; None if there is none."""
-    sentences: list[str] = []
-    for part in _SENTENCE.findall(" ".join(text.split())):
+    flat, start, sentences = " ".join(text.split()), 0, []
+    for end in (m.end() for m in SENTENCE_END.finditer(flat)):
+        part, start = flat[start:end].strip(), end
         # A quote ending in ! or ? is often followed by its speech tag ("Hi!" said Tom.): keep them together.
-        if sentences and sentences[-1][-1] in '"”' and part[0] not in '"“':
+        if sentences and sentences[-1][-1] in "\"'”’" and part[0] not in "\"'“‘":
             sentences[-1] += " " + part
         else:
             sentences.append(part)

@@ -55,7 +55,7 @@ TRAIN_FIELDS = (*FIELDS, "sentence")
 # ending at the single token "Story:" is an exact prefix of how the training records were tokenized.
 HEADER_TOKENS = [f"{label}:" for label, _ in INSTRUCTION_FIELDS] + ["Story:"]
 STORY_HEADER = "Story:"
-FORMAT_VERSION = 2  # bump when the record format or field choice changes: the tokens are rebuilt
+FORMAT_VERSION = 3  # bump when the record format or field choice changes: the tokens are rebuilt
 
 IN_DIST, OOD = "in-distribution", "out-of-distribution"
 REFERENCE, MISMATCHED = "reference stories", "mismatched instructions"

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+# Where a sentence of a story ends: . ! or ? with its closing quote, before a space or the end.
+SENTENCE_END = re.compile(r"[.!?][\"'”’]?(?=\s|$)")
 
 
 @dataclass
