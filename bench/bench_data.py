@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from common import Row, Timer, parse_args, print_table, start
 
-from tinystories_lib.storyteller import generate_stories
-from tinystories_lib.tokenizer import train_bpe, write_shard
+from tinystories_lib.lm.tokenizer import train_bpe, write_shard
+from tinystories_lib.stories.storyteller import generate_stories
 
 
 def encode_loop(codec, texts: list[str], path: Path) -> int:

@@ -21,12 +21,11 @@ from pathlib import Path
 
 from common import ROOT, FakeServer, Row, Timer, parse_args, print_table, server_arg, start
 
-from tinystories_lib.generate import (
-    StoryValidator,
-    generate_stories,
-    story_messages,
-)
-from tinystories_lib.llm import JsonlAppender, LLMConfig, make_async_client, run_async
+from tinystories_lib.llm.client import LLMConfig, make_async_client, run_async
+from tinystories_lib.llm.generate import generate_stories
+from tinystories_lib.llm.jsonl import JsonlAppender
+from tinystories_lib.llm.runner import story_messages
+from tinystories_lib.llm.story_checks import StoryValidator
 
 LATENCY_S, CONCURRENCY = 0.2, 64
 

@@ -22,11 +22,15 @@ from pathlib import Path
 
 from common import FakeServer, Row, Timer, parse_args, print_table, server_arg, start
 
-from tinystories_lib.grading import Completion
-from tinystories_lib.judge import LLMJudge, turn1_messages, turn2_messages
-from tinystories_lib.llm import LLMConfig, make_async_client, run_async
-from tinystories_lib.metrics import NearestResult, NgramIndex, OfflineGrader, _ngrams, tokens
-from tinystories_lib.storyteller import generate_stories
+from tinystories_lib.evals.grades import Completion
+from tinystories_lib.evals.judge import LLMJudge
+from tinystories_lib.evals.judge_prompt import turn1_messages, turn2_messages
+from tinystories_lib.evals.ngram_index import NearestResult, NgramIndex
+from tinystories_lib.evals.offline import OfflineGrader
+from tinystories_lib.evals.text_metrics import _ngrams
+from tinystories_lib.llm.client import LLMConfig, make_async_client, run_async
+from tinystories_lib.stories.storyteller import generate_stories
+from tinystories_lib.stories.words import split_words
 
 LATENCY_S, CONCURRENCY = 0.2, 32
 
@@ -44,11 +48,11 @@ class BruteForceIndex:
     """Stands in for NgramIndex in OfflineGrader: scores every story (the obvious implementation)."""
 
     def __init__(self, texts: list[str], common_words: set[str]):
-        self.bigrams = [Counter(_ngrams(tokens(t), 2)) for t in texts]
+        self.bigrams = [Counter(_ngrams(split_words(t), 2)) for t in texts]
         self.common_words = common_words
 
     def search(self, text: str, k: int = 1) -> NearestResult:
-        cand = Counter(_ngrams(tokens(text), 2))
+        cand = Counter(_ngrams(split_words(text), 2))
         total = sum(cand.values())
         if not total:
             return NearestResult([], True, 0, 0)

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from common import Row, Timer, parse_args, print_table, start
 
-from tinystories_lib.hf import to_hf
-from tinystories_lib.llama import BOS_ID, Llama2cTokenizer, load_llama2c
-from tinystories_lib.model import GPTNeo, named_config
-from tinystories_lib.sample import SamplingConfig, generate
+from tinystories_lib.lm.interop.hf import to_hf
+from tinystories_lib.lm.interop.llama import BOS_ID, Llama2cTokenizer, load_llama2c
+from tinystories_lib.lm.model import GPTNeo, named_config
+from tinystories_lib.lm.sample import SamplingConfig, generate
 
 VOCAB = 10_000
 STORIES260K = Path("/work/shared/models/stories260K")

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from common import Row, Timer, parse_args, print_table, start
 
-from tinystories_lib.hf import config_to_hf
-from tinystories_lib.model import GPTNeo, named_config
-from tinystories_lib.train import Batches, evaluate
+from tinystories_lib.lm.interop.hf import config_to_hf
+from tinystories_lib.lm.model import GPTNeo, named_config
+from tinystories_lib.lm.train import Batches, evaluate
 
 VOCAB, CONTEXT = 10_000, 512
 ISSUE_HF = {"1M": 500, "3M": 500, "8M": 450}  # tokens/s the issue measured for transformers' step

@@ -23,9 +23,9 @@ import torch
 from bench_train import make_step  # train.py's step, bf16 autocast on CUDA
 from common import Row, Timer, parse_args, print_table, start
 
-from tinystories_lib.hf import config_to_hf
-from tinystories_lib.model import GPTNeo, named_config
-from tinystories_lib.train import Batches
+from tinystories_lib.lm.interop.hf import config_to_hf
+from tinystories_lib.lm.model import GPTNeo, named_config
+from tinystories_lib.lm.train import Batches
 
 VOCAB, CONTEXT = 10_000, 512
 # Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets.

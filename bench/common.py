@@ -207,7 +207,7 @@ def start(args: argparse.Namespace, name: str, torch_threads: bool = True) -> di
         torch.set_num_threads(args.threads)
     info = machine_info(args.threads if torch_threads else None)
     if torch_threads:
-        from tinystories_lib.perf import keep_freed_memory
+        from tinystories_lib.lm.allocator import keep_freed_memory
 
         # Set before anything runs, so ours and the baseline in this process share it (TINYSTORIES_MALLOC=default: off).
         info["allocator"] = "glibc keeps freed memory (perf.py)" if keep_freed_memory() else "default"

@@ -376,7 +376,7 @@ def _file_json(f: dict) -> dict:
 
 @dataclass
 class SimpleSpec:
-    """Stands in for `tinystories_lib.prompts.PromptSpec` (same attributes) so these tests do not
+    """Stands in for `tinystories_lib.stories.prompts.PromptSpec` (same attributes) so these tests do not
     depend on the prompt module's wording."""
 
     id: str

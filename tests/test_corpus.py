@@ -11,21 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from tinystories_lib import corpus
-from tinystories_lib.corpus import (
-    EOT,
+from tinystories_lib.stories import cleaning, loading
+from tinystories_lib.stories.cleaning import clean, split
+from tinystories_lib.stories.loading import (
     HubUnavailableError,
-    clean,
     load_corpus,
     load_hub,
     load_json,
     load_local,
     load_parquet,
     load_txt,
-    split,
     stories_from_rows,
 )
-from tinystories_lib.records import Story, write_jsonl
+from tinystories_lib.stories.records import EOT, Story, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = "data/tinystories_sample/tinystories_v1_sample_2500.txt"
@@ -342,7 +340,7 @@ def test_network_errors_while_streaming_are_wrapped(monkeypatch, datasets):
             yield {"text": "A line."}
             raise ConnectionError("connection reset while streaming")
 
-    monkeypatch.setattr(corpus, "_check_reachable", lambda *args: None)
+    monkeypatch.setattr(loading, "_check_reachable", lambda *args: None)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: Rows())
     with pytest.raises(HubUnavailableError, match="connection reset") as e:
         load_hub("roneneldan/TinyStories", data_files="TinyStoriesV2-GPT4-train.txt")
@@ -352,7 +350,7 @@ def test_network_errors_while_streaming_are_wrapped(monkeypatch, datasets):
 _HUB_PROBE = textwrap.dedent(
     """
     import time
-    from tinystories_lib.corpus import HubUnavailableError, load_hub
+    from tinystories_lib.stories.loading import HubUnavailableError, load_hub
     start = time.time()
     try:
         load_hub("roneneldan/TinyStories", split="validation", data_files="TinyStoriesV2-GPT4-valid.txt", limit=3)
@@ -464,7 +462,7 @@ def test_near_duplicate_sketch_estimates_the_word_trigram_jaccard():
 
     rng = random.Random(0)
     vocab = "the a cat dog sun ran big red happy sad park ball said Lily Tom mom tree went saw found".split()
-    index = corpus.NearDuplicateIndex(0.8)
+    index = cleaning.NearDuplicateIndex(0.8)
     errors = []
     for _ in range(60):
         words = [rng.choice(vocab) for _ in range(120)]

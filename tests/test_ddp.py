@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tinystories_lib.train import read_metrics
+from tinystories_lib.lm.train import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,7 @@ SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
 from tests.test_train import MODEL, cfg, data
-from tinystories_lib.train import train
+from tinystories_lib.lm.train import train
 train(MODEL, cfg(batch_size={batch}, max_steps=12, eval_interval=4), data(), data(4000, 1), {out!r}, progress=False)
 """
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from fake_hub import FakeHub, run_python
 
-from tinystories_lib.eval_prompts import (
+from tinystories_lib.evals.eval_prompts import (
     KINDS,
     EvalPrompt,
     fetch_paper_eval_yaml,
@@ -17,7 +17,7 @@ from tinystories_lib.eval_prompts import (
     load_paper_eval_yaml,
     load_paper_probes,
 )
-from tinystories_lib.metrics import ends_mid_sentence
+from tinystories_lib.evals.text_metrics import ends_mid_sentence
 
 
 def test_shipped_set_is_large_and_covers_every_kind():
@@ -109,7 +109,7 @@ def test_fetch_paper_eval_yaml_offline_says_what_to_do(tmp_path):
     """The real hf_hub_download with the hub offline and a cold cache: the error says what was tried and
     what to do instead."""
     pytest.importorskip("huggingface_hub")
-    code = ("from tinystories_lib.eval_prompts import fetch_paper_eval_yaml\n"
+    code = ("from tinystories_lib.evals.eval_prompts import fetch_paper_eval_yaml\n"
             "try:\n    fetch_paper_eval_yaml()\nexcept RuntimeError as e:\n    print(e)\n")
     msg = run_python(code, None, tmp_path / "hf", offline=True).stdout
     assert "roneneldan/TinyStories" in msg and "Evaluation prompts.yaml" in msg and "dataset" in msg, msg
@@ -126,7 +126,7 @@ def test_fetch_paper_eval_yaml_from_a_hub_endpoint(tmp_path):
     """The dataset file (a name with a space) through the real hf_hub_download from a local endpoint."""
     pytest.importorskip("huggingface_hub")
     files = {"datasets/roneneldan/TinyStories/resolve/main/Evaluation prompts.yaml": b"- Once there was a bee who\n"}
-    code = ("from tinystories_lib.eval_prompts import fetch_paper_eval_yaml, load_paper_eval_yaml\n"
+    code = ("from tinystories_lib.evals.eval_prompts import fetch_paper_eval_yaml, load_paper_eval_yaml\n"
             f"path = fetch_paper_eval_yaml({str(tmp_path / 'cache')!r})\n"
             "print(path)\nprint([p.text for p in load_paper_eval_yaml(path)])\n")
     with FakeHub(files) as hub:

@@ -18,15 +18,12 @@ pytest.importorskip("datasketch")
 
 from openai_server import FakeOpenAI, Fault, StoryWriter, make_specs, random_story  # noqa: E402
 
-from tinystories_lib.generate import (  # noqa: E402
-    StoryValidator,
-    estimate_remaining_cost,
-    generate_stories,
-    generate_stories_batch,
-    missing_words,
-    word_forms,
-)
-from tinystories_lib.llm import LLMConfig  # noqa: E402
+from tinystories_lib.llm.batch import generate_stories_batch
+from tinystories_lib.llm.client import LLMConfig  # noqa: E402
+from tinystories_lib.llm.generate import generate_stories
+from tinystories_lib.llm.runner import estimate_remaining_cost
+from tinystories_lib.llm.story_checks import StoryValidator, missing_words
+from tinystories_lib.stories.words import word_forms
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -165,8 +162,8 @@ def kill_generation_after(n_done: int, tmp_path: Path, c: LLMConfig, out: Path, 
         import sys
         sys.path[:0] = [{str(REPO)!r}, {str(TESTS)!r}]
         from openai_server import make_specs
-        from tinystories_lib.generate import generate_stories
-        from tinystories_lib.llm import LLMConfig
+        from tinystories_lib.llm.generate import generate_stories
+        from tinystories_lib.llm.client import LLMConfig
         if __name__ == "__main__":
             generate_stories(make_specs({n}), LLMConfig(**{c.to_dict()!r}), {str(out)!r}, progress=False,
                              processes={processes})
@@ -310,9 +307,9 @@ def test_second_concurrent_run_is_refused(tmp_path):
 
 
 def test_with_real_prompt_specs_if_available(tmp_path):
-    prompts = pytest.importorskip("tinystories_lib.prompts")
+    prompts = pytest.importorskip("tinystories_lib.stories.prompts")
     if not hasattr(prompts, "sample_prompts"):
-        pytest.skip("tinystories_lib.prompts.sample_prompts not available yet")
+        pytest.skip("tinystories_lib.stories.prompts.sample_prompts not available yet")
     specs = prompts.sample_prompts(5, seed=0)
     out = tmp_path / "s.jsonl"
     with FakeOpenAI(StoryWriter(specs)) as server:
@@ -408,7 +405,7 @@ def test_an_error_while_checking_a_reply_stops_the_run_and_nothing_is_lost(tmp_p
 def test_a_cancelled_run_keeps_every_story_it_accepted(tmp_path):
     import asyncio
 
-    from tinystories_lib.generate import agenerate_stories
+    from tinystories_lib.llm.runner import agenerate_stories
 
     specs = make_specs(40)
     out = tmp_path / "s.jsonl"

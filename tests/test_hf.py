@@ -9,10 +9,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from tinystories_lib import hf  # noqa: E402
-from tinystories_lib.model import GPTNeo, GPTNeoConfig  # noqa: E402
-from tinystories_lib.sample import SamplingConfig, generate  # noqa: E402
-from tinystories_lib.tokenizer import top_k_codec, train_bpe  # noqa: E402
+from tinystories_lib.lm.interop import hf  # noqa: E402
+from tinystories_lib.lm.model import GPTNeo, GPTNeoConfig  # noqa: E402
+from tinystories_lib.lm.sample import SamplingConfig, generate  # noqa: E402
+from tinystories_lib.lm.tokenizer import top_k_codec, train_bpe  # noqa: E402
 
 TOL = 1e-4
 SEQ = 40  # longer than the local window (8), so local layers really mask

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tinystories_lib.instruct import (
+from tinystories_lib.stories.instruct_format import (
     EOT,
     FEATURE_NAMES,
     feature_keys,
@@ -20,7 +20,7 @@ from tinystories_lib.instruct import (
     record_to_story,
     write_instruct_file,
 )
-from tinystories_lib.records import Story
+from tinystories_lib.stories.records import Story
 
 REAL_RECORDS = "data/tinystories_instruct_sample/instruct_train_2_records.txt"
 
@@ -209,8 +209,8 @@ def test_write_instruct_file_in_the_published_layout(tmp_path):
     """Generated stories (summaries, words, features) exported as an Instruct file: every record parses back
     to its story, each of the four fields is shown in some records and left out of others, the random sentence
     comes from the story, and the corpus loader reads the file as Instruct records."""
-    from tinystories_lib.corpus import load_corpus
-    from tinystories_lib.storyteller import Storyteller
+    from tinystories_lib.stories.loading import load_corpus
+    from tinystories_lib.stories.storyteller import Storyteller
 
     stories = Storyteller(seed=0).generate(200, seed=3)
     path = tmp_path / "TinyStories-Instruct-mine.txt"

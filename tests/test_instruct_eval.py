@@ -7,14 +7,16 @@ import math
 
 import pytest
 
-from tinystories_lib import instruct_eval as ie
 from tinystories_lib import params as params_mod
-from tinystories_lib.grading import Completion, Grade
-from tinystories_lib.instruct import EOT, parse_record
-from tinystories_lib.records import Story, write_jsonl
+from tinystories_lib.evals import instruct_checks
+from tinystories_lib.evals.grades import Completion, Grade
+from tinystories_lib.lm.tokenizer import Codec, read_shard
 from tinystories_lib.runs import Run
-from tinystories_lib.storyteller import generate_stories
-from tinystories_lib.tokenizer import Codec, read_shard
+from tinystories_lib.stages import instruct
+from tinystories_lib.stories import instruct_format, words
+from tinystories_lib.stories.instruct_format import parse_record
+from tinystories_lib.stories.records import EOT, Story, write_jsonl
+from tinystories_lib.stories.storyteller import generate_stories
 
 PAIR = ("summary", "words")
 # The tiny profile's instruct section (params/tiny.yaml may carry the same values).
@@ -42,13 +44,13 @@ def _run_with_corpus(tmp_path, stories: list[Story], overrides: dict | None = No
 
 
 def test_training_records_never_show_the_held_out_pair(stories):
-    records = [ie.training_record(s, 7, PAIR) for s in stories]
-    shown = [ie.record_fields(r) for r in records]
+    records = [instruct_format.training_record(s, 7, PAIR) for s in stories]
+    shown = [instruct_format.record_fields(r) for r in records]
     assert not any(set(PAIR) <= f for f in shown)
     # every other combination is shown, so "in-distribution" means seen in training
-    assert {ie.combo_name(f) for f in shown} == {ie.combo_name(c) for c in ie.allowed_combos(ie.TRAIN_FIELDS, PAIR)}
+    assert {instruct_format.combo_name(f) for f in shown} == {instruct_format.combo_name(c) for c in instruct_format.allowed_combos(instruct_format.TRAIN_FIELDS, PAIR)}
     assert all(r.endswith(s.text.strip()) and EOT not in r for r, s in zip(records, stories))
-    assert records == [ie.training_record(s, 7, PAIR) for s in stories]  # deterministic per story
+    assert records == [instruct_format.training_record(s, 7, PAIR) for s in stories]  # deterministic per story
     sentences = [(parse_record(r)["random_sentence"], s) for r, s in zip(records, stories)]
     assert any(x for x, _ in sentences)  # the published records' fourth field, drawn from the story itself
     assert all(" ".join(s.text.split()).find(x) >= 0 for x, s in sentences if x)
@@ -56,7 +58,7 @@ def test_training_records_never_show_the_held_out_pair(stories):
 
 def test_instruct_tokens_shards_hold_no_record_with_the_pair(tmp_path, stories):
     run = _run_with_corpus(tmp_path, stories)
-    out = ie.instruct_tokens(run, progress=False)
+    out = instruct.instruct_tokens(run, progress=False)
     meta = Run.artifact(out)
     assert meta["held_out_cooccurrences"] == 0 and meta["vocab_size"] == 300
     codec = Codec.load(out)
@@ -64,20 +66,20 @@ def test_instruct_tokens_shards_hold_no_record_with_the_pair(tmp_path, stories):
     text = codec.decode(read_shard(out / "train.bin"))
     records = [r for r in text.split(EOT) if r.strip()]
     assert len(records) == 90
-    assert not any(set(PAIR) <= ie.record_fields(r) for r in records)
-    assert ie.instruct_tokens(run, progress=False) == out  # reused
+    assert not any(set(PAIR) <= instruct_format.record_fields(r) for r in records)
+    assert instruct.instruct_tokens(run, progress=False) == out  # reused
 
 
 def test_evaluation_prompts_ask_for_the_held_out_pair_out_of_distribution(tmp_path, stories):
     run = _run_with_corpus(tmp_path, stories, {"instruct.n_eval": 5})
-    sets = ie.evaluation_sets(run)
-    by_cond = ie.sets_summary(sets)
-    assert sum(by_cond[ie.IN_DIST].values()) == 5 and sum(by_cond[ie.OOD].values()) == 5
-    assert set(by_cond[ie.OOD]) == {"summary+words", "summary+features+words"}
+    sets = instruct.evaluation_sets(run)
+    by_cond = instruct_checks.sets_summary(sets)
+    assert sum(by_cond[instruct_checks.IN_DIST].values()) == 5 and sum(by_cond[instruct_checks.OOD].values()) == 5
+    assert set(by_cond[instruct_checks.OOD]) == {"summary+words", "summary+features+words"}
     for s in sets:
         assert s.prompt.endswith("Story:") and s.prompt.count("Story:") == 1
-        assert ie.record_fields(s.prompt + " \n\n" + s.reference) == set(s.combo)
-        assert (set(PAIR) <= set(s.combo)) == (s.condition == ie.OOD)
+        assert instruct_format.record_fields(s.prompt + " \n\n" + s.reference) == set(s.combo)
+        assert (set(PAIR) <= set(s.combo)) == (s.condition == instruct_checks.OOD)
     assert len({s.story_id for s in sets}) == len(sets)  # one story per prompt
     val_ids = {s.id for s in stories[90:]}
     assert {s.story_id for s in sets} <= val_ids  # instructions from stories never trained on
@@ -93,42 +95,42 @@ def test_held_out_pair_is_validated(tmp_path, stories):
 
 def test_words_count_in_any_inflection():
     text = "Tom ran to the boxes. The mice tagged along, and everyone was happier."
-    used = ie.words_used(text, {"verb": "run", "noun": "box", "adjective": "happy"})
+    used = instruct_checks.words_used(text, {"verb": "run", "noun": "box", "adjective": "happy"})
     assert used == {"run": True, "box": True, "happy": True}
-    assert ie.words_used(text, {"noun": "mouse", "verb": "tag", "adjective": "red"}) == \
+    assert instruct_checks.words_used(text, {"noun": "mouse", "verb": "tag", "adjective": "red"}) == \
         {"mouse": True, "tag": True, "red": False}
-    assert ie.words_used("She smiled at the sunny sky.", {"0": "smile"}) == {"smile": True}  # role unknown
+    assert instruct_checks.words_used("She smiled at the sunny sky.", {"0": "smile"}) == {"smile": True}  # role unknown
 
 
 def test_dialogue_and_feature_cues():
     talk = 'Lily said, "Let us play!" They played all day and were happy.'
     quiet = "Lily played all day. Suddenly it rained. She cried and her kite was lost. She was sad."
-    assert ie.features_honoured(talk, ["dialogue"]) == {"dialogue": True}
-    assert ie.features_honoured(quiet, ["dialogue", "plot_twist", "bad_ending"]) == \
+    assert instruct_checks.features_honoured(talk, ["dialogue"]) == {"dialogue": True}
+    assert instruct_checks.features_honoured(quiet, ["dialogue", "plot_twist", "bad_ending"]) == \
         {"dialogue": False, "plot_twist": True, "bad_ending": True}
-    assert ie.features_honoured(talk, ["bad_ending", "foreshadowing"]) == {"bad_ending": False}  # no cue: left out
-    assert "foreshadowing" in ie.UNCHECKED_FEATURES
+    assert instruct_checks.features_honoured(talk, ["bad_ending", "foreshadowing"]) == {"bad_ending": False}  # no cue: left out
+    assert "foreshadowing" in instruct_checks.UNCHECKED_FEATURES
 
 
 def test_summary_overlap_counts_content_words_and_names():
     summary = "Lily loses her red kite in the park."
-    assert ie.summary_overlap("Lily had a red kite. She flew it at the park.", summary) == pytest.approx(4 / 5)
-    assert ie.summary_overlap("Tom ate a green apple at home.", summary) == 0.0
-    assert math.isnan(ie.summary_overlap("anything", "It is the one."))
+    assert instruct_checks.summary_overlap("Lily had a red kite. She flew it at the park.", summary) == pytest.approx(4 / 5)
+    assert instruct_checks.summary_overlap("Tom ate a green apple at home.", summary) == 0.0
+    assert math.isnan(instruct_checks.summary_overlap("anything", "It is the one."))
 
 
 def test_stem_meets_inflections():
-    assert len({ie.stem(w) for w in ("like", "likes", "liked", "liking")}) == 1
-    assert ie.stem("planned") == ie.stem("plans") and ie.stem("puppies") == ie.stem("puppy")
+    assert len({words.stem(w) for w in ("like", "likes", "liked", "liking")}) == 1
+    assert words.stem("planned") == words.stem("plans") and words.stem("puppies") == words.stem("puppy")
 
 
-def _sets_and_completions() -> tuple[list[ie.InstructionSet], list[Completion]]:
+def _sets_and_completions() -> tuple[list[instruct_checks.InstructionSet], list[Completion]]:
     story = Story(id="v1", text='Tom ran home. "Hi!" said Tom.', source="t", summary="Tom runs home.",
                   words={"verb": "run", "noun": "home", "adjective": "fast"}, features=["dialogue"])
     other = Story(id="v2", text="Sue ate a big cake. She was sad.", source="t", summary="Sue eats cake.",
                   words={"verb": "eat", "noun": "cake", "adjective": "big"}, features=["bad_ending"])
-    sets = (ie.instruction_sets([story, other], 2, 0, ("features", "words"), ie.IN_DIST)
-            + ie.instruction_sets([story, other], 2, 0, ("summary", "words"), ie.OOD))
+    sets = (instruct_checks.instruction_sets([story, other], 2, 0, ("features", "words"), instruct_checks.IN_DIST)
+            + instruct_checks.instruction_sets([story, other], 2, 0, ("summary", "words"), instruct_checks.OOD))
     texts = {"v1": story.text, "v2": "Sue ate the cake."}
     comps = [Completion("m", s.id, s.prompt, texts[s.story_id]) for s in sets]
     return sets, comps
@@ -136,14 +138,14 @@ def _sets_and_completions() -> tuple[list[ie.InstructionSet], list[Completion]]:
 
 def test_grades_per_condition_with_reference_and_mismatched_rows():
     sets, comps = _sets_and_completions()
-    grades = ie.grade_all(comps, sets)
-    rows = {(r["condition"], r["dimension"]): r for r in ie.by_condition(grades)}
-    assert set(c for c, _ in rows) == set(ie.CONDITIONS)
-    assert rows[(ie.REFERENCE, "words_used")]["mean"] > rows[(ie.MISMATCHED, "words_used")]["mean"]
-    assert rows[(ie.OOD, "summary_overlap")]["n"] == 2 and (ie.OOD, "features_honoured") not in rows
-    table = ie.conditions_table(ie.by_condition(grades))
+    grades = instruct_checks.grade_all(comps, sets)
+    rows = {(r["condition"], r["dimension"]): r for r in instruct_checks.by_condition(grades)}
+    assert set(c for c, _ in rows) == set(instruct_checks.CONDITIONS)
+    assert rows[(instruct_checks.REFERENCE, "words_used")]["mean"] > rows[(instruct_checks.MISMATCHED, "words_used")]["mean"]
+    assert rows[(instruct_checks.OOD, "summary_overlap")]["n"] == 2 and (instruct_checks.OOD, "features_honoured") not in rows
+    table = instruct_checks.conditions_table(instruct_checks.by_condition(grades))
     assert "| out-of-distribution |" in table and "±" in table
-    assert "[in-distribution: features+words]" in ie.examples(comps, sets, n=2)
+    assert "[in-distribution: features+words]" in instruct_checks.examples(comps, sets, n=2)
 
 
 def test_judge_grades_pass_instructions_and_tag_conditions():
@@ -155,22 +157,22 @@ def test_judge_grades_pass_instructions_and_tag_conditions():
             assert all(instructions[c.prompt_id].startswith(("Summary:", "Words:", "Features:")) for c in completions)
             return [Grade(c.model, c.prompt_id, c.key, "fake", {"instruction_following": 5.0}) for c in completions]
 
-    grades = ie.judge_grades(None, comps, sets, judge=FakeJudge())
-    assert {g.extra["condition"] for g in grades} == {ie.IN_DIST, ie.OOD}
-    assert {r["dimension"] for r in ie.by_condition(grades)} == {"instruction_following"}
+    grades = instruct.judge_grades(None, comps, sets, judge=FakeJudge())
+    assert {g.extra["condition"] for g in grades} == {instruct_checks.IN_DIST, instruct_checks.OOD}
+    assert {r["dimension"] for r in instruct_checks.by_condition(grades)} == {"instruction_following"}
 
 
 def test_cue_calibration_on_storyteller_stories(stories):
-    rows = {r["feature"]: r for r in ie.cue_calibration(stories)}
+    rows = {r["feature"]: r for r in instruct_checks.cue_calibration(stories)}
     assert rows["dialogue"]["hit_rate"] == 1.0 and rows["dialogue"]["false_alarm_rate"] == 0.0
     assert all(r["hit_rate"] > r["false_alarm_rate"] for r in rows.values())
 
 
 def test_instruction_bars_draw_a_bar_per_condition_and_check():
-    from tinystories_lib import plots
+    from tinystories_lib.show import plots
 
     rows = [{"condition": c, "dimension": d, "mean": 0.5, "ci95": 0.1, "n": 4}
-            for c in (ie.IN_DIST, ie.OOD) for d in ie.DIMENSIONS]
+            for c in (instruct_checks.IN_DIST, instruct_checks.OOD) for d in instruct_checks.DIMENSIONS]
     fig = plots.instruction_bars(rows)
     assert len(fig.axes[0].patches) == 6
     plots.plt.close(fig)

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinystories_lib import interpret
-from tinystories_lib.model import GPTNeo, GPTNeoConfig
-from tinystories_lib.storyteller import generate_stories
-from tinystories_lib.tokenizer import train_bpe
+from tinystories_lib.evals import interpret, neurons
+from tinystories_lib.lm.model import GPTNeo, GPTNeoConfig
+from tinystories_lib.lm.tokenizer import train_bpe
+from tinystories_lib.stories.storyteller import generate_stories
 
 
 @pytest.fixture(scope="module")
@@ -135,13 +135,13 @@ def test_mlp_activations_are_the_gelu_hidden_units(codec):
     m(torch.tensor([ids]))
     hook.remove()
     expected = F.gelu(seen[0][0], approximate="tanh")
-    assert torch.allclose(interpret.mlp_activations(m, ids, 1), expected)
+    assert torch.allclose(neurons.mlp_activations(m, ids, 1), expected)
 
 
 def test_top_activating_contexts_deterministic(codec, stories):
     m = random_model(codec.vocab_size, scale=2.0)
-    a = interpret.top_activating_contexts(m, codec, stories, layer=1, n_neurons=4, k=3)
-    b = interpret.top_activating_contexts(copy.deepcopy(m), codec, stories, layer=1, n_neurons=4, k=3)  # a fresh scan
+    a = neurons.top_activating_contexts(m, codec, stories, layer=1, n_neurons=4, k=3)
+    b = neurons.top_activating_contexts(copy.deepcopy(m), codec, stories, layer=1, n_neurons=4, k=3)  # a fresh scan
     assert a == b and len(a) == 4
     assert [n["max_activation"] for n in a] == sorted((n["max_activation"] for n in a), reverse=True)
     tokens = interpret.prepare(codec, stories, m.cfg.context)
@@ -153,31 +153,31 @@ def test_top_activating_contexts_deterministic(codec, stories):
         for c in n["contexts"]:
             st = by_id[c["story"]]
             assert st.pieces[c["position"]] == c["token"] and c["position"] >= 1
-            act = interpret.mlp_activations(m, st.ids, 1)[c["position"], n["neuron"]]
+            act = neurons.mlp_activations(m, st.ids, 1)[c["position"], n["neuron"]]
             assert float(act) == pytest.approx(c["activation"], abs=1e-5)
-    assert "**`" in interpret.contexts_markdown(a)
+    assert "**`" in neurons.contexts_markdown(a)
 
 
 def test_scan_cache_follows_parameter_updates(codec, stories):
     m = random_model(codec.vocab_size, scale=2.0)
-    before = interpret.top_activating_contexts(m, codec, stories[:3], layer=0, n_neurons=2, k=1)
+    before = neurons.top_activating_contexts(m, codec, stories[:3], layer=0, n_neurons=2, k=1)
     with torch.no_grad():
         m.transformer.h[0].mlp.c_fc.bias.add_(1.0)  # in place: the parameter's version changes
-    after = interpret.top_activating_contexts(m, codec, stories[:3], layer=0, n_neurons=2, k=1)
+    after = neurons.top_activating_contexts(m, codec, stories[:3], layer=0, n_neurons=2, k=1)
     assert before != after
 
 
 def test_neuron_selectivity_trained_vs_random(codec, stories):
     m = random_model(codec.vocab_size, scale=2.0)  # stands in for a trained model
-    res = interpret.neuron_selectivity(m, codec, stories, layer=1, k=5, seed=1)
+    res = neurons.neuron_selectivity(m, codec, stories, layer=1, k=5, seed=1)
     assert set(res) == {"trained", "random init", "chance"}
     for s in res.values():
         assert s["neurons"] == m.cfg.intermediate
         assert 0 < s["word_agreement"] <= 1 and 0 < s["class_agreement"] <= 1
         assert 0 <= s["with_role"] <= 1 and sum(s["roles"].values()) == pytest.approx(s["with_role"])
-    again = interpret.neuron_selectivity(m, codec, stories, layer=1, k=5, seed=1)
+    again = neurons.neuron_selectivity(m, codec, stories, layer=1, k=5, seed=1)
     assert again == res
-    assert "random init" in interpret.selectivity_table({"layer 1": res})
+    assert "random init" in neurons.selectivity_table({"layer 1": res})
 
 
 def test_random_like_keeps_global_rng():
@@ -185,7 +185,7 @@ def test_random_like_keeps_global_rng():
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    r = interpret.random_like(m, seed=9)
+    r = neurons.random_like(m, seed=9)
     assert torch.equal(torch.rand(3), expected) and r.cfg == m.cfg
 
 

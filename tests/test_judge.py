@@ -19,9 +19,10 @@ from openai_server import (  # noqa: E402
     make_specs,
 )
 
-from tinystories_lib.grading import Completion  # noqa: E402
-from tinystories_lib.judge import LLMJudge, parse_age_group, parse_grade  # noqa: E402
-from tinystories_lib.llm import LLMConfig  # noqa: E402
+from tinystories_lib.evals.grades import Completion  # noqa: E402
+from tinystories_lib.evals.judge import LLMJudge
+from tinystories_lib.evals.judge_prompt import parse_age_group, parse_grade  # noqa: E402
+from tinystories_lib.llm.client import LLMConfig  # noqa: E402
 
 # The paper's prompt, typed out here independently of judge.py so a drift in the module shows up.
 PAPER_TURN1_INTRO = (
@@ -236,7 +237,8 @@ def test_api_key_never_leaks(tmp_path, monkeypatch, caplog, capsys):
     secret = "sk-test-SECRET-123"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     caplog.set_level(logging.DEBUG)  # includes openai's and httpx's own debug logging
-    from tinystories_lib.generate import generate_stories, generate_stories_batch
+    from tinystories_lib.llm.batch import generate_stories_batch
+    from tinystories_lib.llm.generate import generate_stories
 
     specs = make_specs(6)
     writer = StoryWriter(specs, {"p0001": "I'm sorry, I cannot do that."})
@@ -265,7 +267,7 @@ def test_api_key_never_leaks(tmp_path, monkeypatch, caplog, capsys):
 
 
 def test_grade_batch_pending_then_resumed(tmp_path):
-    from tinystories_lib.llm import BatchPending
+    from tinystories_lib.llm.errors import BatchPending
 
     cache = tmp_path / "cache.jsonl"
     with FakeOpenAI(judge_reply("plain"), batch_polls=3) as server:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinystories_lib.llama import (
+from tinystories_lib.lm.interop.llama import (
     BOS_ID,
     Llama,
     Llama2cTokenizer,
@@ -20,8 +20,8 @@ from tinystories_lib.llama import (
     load_llama2c,
     rope_tables,
 )
-from tinystories_lib.model import KVCache
-from tinystories_lib.sample import SamplingConfig, generate
+from tinystories_lib.lm.kvcache import KVCache
+from tinystories_lib.lm.sample import SamplingConfig, generate
 
 GREEDY = SamplingConfig(max_new_tokens=200, temperature=0, stop_at_eot=False)
 TEXTS = ["Once upon a time, there was a little girl named Lily.", "Tom said: \"Hi, Sue!\" 123",

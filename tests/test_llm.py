@@ -13,25 +13,18 @@ openai = pytest.importorskip("openai")
 
 from openai_server import FakeOpenAI, Fault  # noqa: E402
 
-from tinystories_lib.llm import (  # noqa: E402
-    BatchError,
-    BatchPending,
-    BudgetExceeded,
-    JsonlAppender,
+from tinystories_lib.llm.batch import build_batch_jsonl, forget_batch, run_batch  # noqa: E402
+from tinystories_lib.llm.client import (  # noqa: E402
     LLMClient,
     LLMConfig,
-    MalformedReply,
-    MissingAPIKey,
     Usage,
-    build_batch_jsonl,
-    forget_batch,
     make_async_client,
     map_concurrently,
-    repair_jsonl_tail,
     retry_after_seconds,
     run_async,
-    run_batch,
 )
+from tinystories_lib.llm.errors import BatchError, BatchPending, BudgetExceeded, MalformedReply, MissingAPIKey  # noqa: E402
+from tinystories_lib.llm.jsonl import JsonlAppender, repair_jsonl_tail  # noqa: E402
 
 MSG = [{"role": "user", "content": "Tell me a story"}]
 

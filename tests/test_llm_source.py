@@ -4,11 +4,11 @@ from the paper's prompts, validated, resumable, then cleaned and split like any 
 import pytest
 
 from tests.openai_server import FakeOpenAI, StoryWriter
-from tinystories_lib import pipeline
+from tinystories_lib import stages
 from tinystories_lib.params import ParamsError
-from tinystories_lib.prompts import sample_prompts
-from tinystories_lib.records import read_jsonl
 from tinystories_lib.runs import Run
+from tinystories_lib.stories.prompts import sample_prompts
+from tinystories_lib.stories.records import read_jsonl
 
 
 def test_llm_source_builds_a_corpus_and_resumes(tmp_path, monkeypatch):
@@ -18,10 +18,10 @@ def test_llm_source_builds_a_corpus_and_resumes(tmp_path, monkeypatch):
         over = {"data.source": "llm", "data.n_stories": n, "data.llm.base_url": server.base_url,
                 "data.llm.model": "fake-writer", "data.llm.max_concurrency": 8}
         run = Run.load("tiny", over, runs_root=tmp_path / "runs", figures_root=tmp_path / "figs")
-        d = pipeline.corpus(run, progress=False)
+        d = stages.corpus(run, progress=False)
         calls = len(server.chat_requests)
         # a second build reuses the corpus: no new calls
-        pipeline.corpus(run, progress=False)
+        stages.corpus(run, progress=False)
         assert len(server.chat_requests) == calls
     stories = list(read_jsonl(d / "train.jsonl")) + list(read_jsonl(d / "val.jsonl"))
     assert calls == n and len(stories) == n
@@ -41,13 +41,13 @@ def test_llm_stories_are_paid_for_once_whatever_the_corpus_settings(tmp_path, mo
             over = {"data.source": "llm", "data.n_stories": n, "data.llm.base_url": server.base_url,
                     "data.llm.model": "fake-writer", "data.llm.max_concurrency": 8, **more}
             run = Run.load("tiny", over, runs_root=tmp_path / "runs", figures_root=tmp_path / "figs")
-            d = pipeline.corpus(run, progress=False)
+            d = stages.corpus(run, progress=False)
             return run, {s.id for s in read_jsonl(d / "train.jsonl")} | {s.id for s in read_jsonl(d / "val.jsonl")}
 
         run, ids = corpus_ids(30)
         assert len(server.chat_requests) == 30 and ids == {s.id for s in sample_prompts(30, seed=7)}
         # An upgrade from the old layout (the file under the whole data section's key) is moved, not paid again.
-        new_dir = pipeline.llm_stories_path(run).parent
+        new_dir = stages.llm_stories_path(run).parent
         run40 = Run.load("tiny", {"data.source": "llm", "data.n_stories": 40, "data.llm.base_url": server.base_url,
                                   "data.llm.model": "fake-writer", "data.llm.max_concurrency": 8,
                                   "data.val_fraction": 0.2}, runs_root=tmp_path / "runs", figures_root=tmp_path / "figs")

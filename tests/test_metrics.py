@@ -8,36 +8,35 @@ import random
 
 import pytest
 
-from tinystories_lib.grading import Completion, Grade
-from tinystories_lib.metrics import (
-    NgramIndex,
-    OfflineGrader,
+from tinystories_lib.evals.entities import common_words, entity_consistency, entity_report
+from tinystories_lib.evals.grade_tables import (
     age_distribution,
     aggregate,
     append_grades_jsonl,
-    common_words,
+    grades_table,
+    read_grades_jsonl,
+)
+from tinystories_lib.evals.grades import Completion, Grade
+from tinystories_lib.evals.intervals import mean_ci, t_critical
+from tinystories_lib.evals.ngram_index import NgramIndex
+from tinystories_lib.evals.offline import OfflineGrader
+from tinystories_lib.evals.text_metrics import (
     completes_sentence,
     distinct_n,
     ends_mid_sentence,
-    entity_consistency,
-    entity_report,
-    grades_table,
     lcs_length,
-    mean_ci,
-    read_grades_jsonl,
     repetition_rate,
     rouge2_precision,
     rouge_l_precision,
-    t_critical,
-    tokens,
 )
+from tinystories_lib.stories.words import split_words
 
 # --- tokens, variety, looping --------------------------------------------------------------------
 
 
 def test_tokens_lowercase_and_split_punctuation():
-    assert tokens("Hello, Tom! Don't go.") == ["hello", ",", "tom", "!", "don't", "go", "."]
-    assert tokens("Tom’s hat", lower=False) == ["Tom's", "hat"]
+    assert split_words("Hello, Tom! Don't go.") == ["hello", ",", "tom", "!", "don't", "go", "."]
+    assert split_words("Tom’s hat", lower=False) == ["Tom's", "hat"]
 
 
 def test_distinct_n():
@@ -277,7 +276,7 @@ def test_offline_grader_without_index_and_failure(monkeypatch):
     def broken(text, n=4):
         raise ValueError("boom")
 
-    monkeypatch.setattr("tinystories_lib.metrics.repetition_rate", broken)
+    monkeypatch.setattr("tinystories_lib.evals.offline.repetition_rate", broken)
     (g,) = OfflineGrader().grade([c])
     assert g.status == "failed" and "boom" in g.reason and g.scores == {}
 
@@ -358,8 +357,8 @@ def test_grades_jsonl_append_and_read(tmp_path):
 
 
 def test_ngram_index_dense_and_searchsorted_lookups_agree():
-    from tinystories_lib.metrics import NgramIndex
-    from tinystories_lib.storyteller import generate_stories
+    from tinystories_lib.evals.ngram_index import NgramIndex
+    from tinystories_lib.stories.storyteller import generate_stories
 
     stories = [s.text for s in generate_stories(300, seed=3)]
     index = NgramIndex(stories)
@@ -372,16 +371,16 @@ def test_ngram_index_dense_and_searchsorted_lookups_agree():
 
 
 def test_evaluation_helpers_for_notebook_04():
-    from tinystories_lib import evaluation
-    from tinystories_lib.grading import Completion
+    from tinystories_lib.evals.grades import Completion
+    from tinystories_lib.stages import grading
 
     items = [Completion(model=m, prompt_id=p, beginning=f"Once {p}", completion=f" {m} wrote  ")
              for p in ("a", "b", "c", "d") for m in ("h16-l1", "h32-l2")]
-    text = evaluation.completions_by_prompt(items, n_prompts=2)
+    text = grading.completions_by_prompt(items, n_prompts=2)
     assert text.count("BEGINNING:") == 2 and "BEGINNING: Once a" in text and "Once c" not in text
     assert "      h16-l1: ...h16-l1 wrote" in text
     table = [{"model": "x", "dimension": d, "mean": 1.0} for d in ("grammar", "plot", "grammar", "")]
-    assert evaluation.dimensions(table) == ["grammar", "plot"]
-    md = evaluation.perplexity_table("h32-l2", {"h16-l1": 12.345, "h32-l2": 5.0})
+    assert grading.dimensions(table) == ["grammar", "plot"]
+    md = grading.perplexity_table("h32-l2", {"h16-l1": 12.345, "h32-l2": 5.0})
     assert md.splitlines() == ["| model | mean perplexity under h32-l2 |", "|---|---:|", "| h16-l1 | 12.3 |",
                                "| h32-l2 | 5.0 |"]

@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinystories_lib import model as model_module
-from tinystories_lib.model import NAMED_CONFIGS, GPTNeo, GPTNeoConfig, describe, named_config
+from tinystories_lib.lm import chunked_loss
+from tinystories_lib.lm.model import NAMED_CONFIGS, GPTNeo, GPTNeoConfig, describe, named_config
 
 
 def tiny(**kw):
@@ -87,7 +87,7 @@ def test_bad_config_is_rejected():
 
 @pytest.mark.parametrize("chunk", [7, 64, 10_000])  # several chunks with a ragged last one; one chunk
 def test_chunked_cross_entropy_equals_the_plain_loss_and_gradients(monkeypatch, chunk):
-    monkeypatch.setattr(model_module, "_chunk_rows", lambda vocab: chunk)
+    monkeypatch.setattr(chunked_loss, "_chunk_rows", lambda vocab: chunk)
     torch.manual_seed(0)
     x = torch.randn(3, 20, 32, dtype=torch.float64)
     w = torch.randn(97, 32, dtype=torch.float64) * 0.3
@@ -99,7 +99,7 @@ def test_chunked_cross_entropy_equals_the_plain_loss_and_gradients(monkeypatch, 
         if plain:
             loss = F.cross_entropy(F.linear(xx, ww).view(-1, 97), y.view(-1), ignore_index=-1)
         else:
-            logits, loss = model_module.output_and_loss(xx, ww, y)
+            logits, loss = chunked_loss.output_and_loss(xx, ww, y)
             assert logits is None
         (loss * 3).backward()  # a scale on the loss reaches the gradients made in the forward pass
         grads.append((loss.detach(), xx.grad, ww.grad))
@@ -107,9 +107,9 @@ def test_chunked_cross_entropy_equals_the_plain_loss_and_gradients(monkeypatch, 
     assert torch.allclose(l1, l2, atol=1e-12) and torch.allclose(gx1, gx2, atol=1e-12)
     assert torch.allclose(gw1, gw2, atol=1e-12)
     with torch.no_grad():  # evaluation: the loss alone, same value
-        assert torch.allclose(model_module.output_and_loss(x, w, y)[1], l1, atol=1e-12)
+        assert torch.allclose(chunked_loss.output_and_loss(x, w, y)[1], l1, atol=1e-12)
     # other reductions keep the logits
-    logits, per_token = model_module.output_and_loss(x, w, y, reduction="none")
+    logits, per_token = chunked_loss.output_and_loss(x, w, y, reduction="none")
     assert logits.shape == (3, 20, 97) and per_token.shape == (60,)
 
 

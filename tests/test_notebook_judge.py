@@ -45,7 +45,7 @@ def test_grading_notebook_with_an_llm_judge(tmp_path, monkeypatch):
 def test_data_notebook_with_an_llm_writer(tmp_path, monkeypatch):
     """Notebook 01 with `data.source: llm` and summaries, through papermill, against a local server: the key
     is sent, the notebook shows the LLM's stories and their Instruct records, and the key is nowhere on disk."""
-    from tinystories_lib.prompts import sample_prompts
+    from tinystories_lib.stories.prompts import sample_prompts
 
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     n = 60

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-CODE = "from tinystories_lib.perf import keep_freed_memory as k; print(k(), k())"
+CODE = "from tinystories_lib.lm.allocator import keep_freed_memory as k; print(k(), k())"
 
 
 def run(env_extra: dict) -> str:

@@ -6,10 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tinystories_lib.eval_prompts import EvalPrompt
-from tinystories_lib.grading import Completion
-from tinystories_lib.model import GPTNeo, GPTNeoConfig
-from tinystories_lib.probes import (
+from tinystories_lib.evals.eval_prompts import EvalPrompt
+from tinystories_lib.evals.grades import Completion
+from tinystories_lib.evals.probes import (
     KINDS,
     PRONOUN_SETS,
     _pronoun_slot,
@@ -22,8 +21,9 @@ from tinystories_lib.probes import (
     probe_table,
     score_probes,
 )
-from tinystories_lib.storyteller import generate_stories
-from tinystories_lib.tokenizer import train_bpe
+from tinystories_lib.lm.model import GPTNeo, GPTNeoConfig
+from tinystories_lib.lm.tokenizer import train_bpe
+from tinystories_lib.stories.storyteller import generate_stories
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,17 @@ from __future__ import annotations
 import collections
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tinystories_lib.prompts import FEATURES, VOCAB_PATH, PromptSpec, load_vocab, sample_prompts, vocab_index
+from tinystories_lib.stories.prompts import (
+    FEATURES,
+    PromptSpec,
+    load_vocab,
+    sample_prompts,
+    vocab_index,
+)
 
 PAPER_EXAMPLE = (
     "Write a short story (3-5 paragraphs) which only uses very simple words that a 3 year old child "
@@ -115,6 +122,6 @@ def test_shipped_vocab_is_build_output():
     """The TSV must be what tools/build_vocab.py writes (skipped where its build deps are absent)."""
     pytest.importorskip("wordfreq")
     pytest.importorskip("lemminflect")
-    script = VOCAB_PATH.parents[2] / "tools" / "build_vocab.py"
+    script = Path(__file__).resolve().parents[1] / "tools" / "build_vocab.py"
     res = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

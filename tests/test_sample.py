@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from tinystories_lib.model import GPTNeo, GPTNeoConfig
-from tinystories_lib.sample import SamplingConfig, filter_logits, generate
+from tinystories_lib.lm.model import GPTNeo, GPTNeoConfig
+from tinystories_lib.lm.sample import SamplingConfig, filter_logits, generate
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_small_heads_cache_layout_equals_full_forward():
 def test_decode_over_padded_cache_slots_equals_exact_slots():
     """On CPU a decode step over a short cache reads at least `min_decode_keys` slots (ATen's BLAS path
     for small matrices), the unwritten ones masked: the logits equal those over the exact slots."""
-    from tinystories_lib.model import KVCache
+    from tinystories_lib.lm.kvcache import KVCache
 
     torch.manual_seed(2)
     m = GPTNeo(GPTNeoConfig(vocab_size=50, hidden=32, layers=2, heads=8, context=256, window=8)).double().eval()
@@ -100,7 +100,7 @@ def test_top_k_and_top_p_filtering():
 
 
 def test_sampling_never_draws_a_filtered_token():
-    from tinystories_lib.sample import sample_next
+    from tinystories_lib.lm.sample import sample_next
 
     logits = torch.full((4, 50), -30.0)
     logits[:, 0] = float("-inf")  # first and last tokens are never allowed
@@ -123,7 +123,7 @@ def reference_threshold(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 @pytest.mark.parametrize("scale", [0.5, 3.0, 12.0])  # flat (full sort), mixed, peaked (top-64 fast path)
 @pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
 def test_top_p_threshold_matches_the_textbook_sort(scale, top_p):
-    from tinystories_lib.sample import _top_p_threshold
+    from tinystories_lib.lm.sample import _top_p_threshold
 
     torch.manual_seed(int(scale * 10))
     probs = (torch.randn(40, 3000) * scale).softmax(-1)
@@ -139,7 +139,7 @@ def test_top_p_threshold_matches_the_textbook_sort(scale, top_p):
 
 
 def test_sampler_draws_follow_the_nucleus_distribution():
-    from tinystories_lib.sample import sample_next
+    from tinystories_lib.lm.sample import sample_next
 
     probs = torch.tensor([0.4, 0.3, 0.2, 0.06, 0.04] + [0.0] * 295)
     logits = torch.log(probs).expand(20000, -1).contiguous()
@@ -151,7 +151,7 @@ def test_sampler_draws_follow_the_nucleus_distribution():
 
 @pytest.mark.parametrize("V", [7, 128, 300, 3000])
 def test_two_level_inverse_cdf_equals_searchsorted_over_cumsum(V):
-    from tinystories_lib.sample import _block_cdf, _first_above
+    from tinystories_lib.lm.sample import _block_cdf, _first_above
 
     torch.manual_seed(V)
     values = torch.rand(64, V, dtype=torch.float64) * (torch.rand(64, V) < 0.7)  # zeros inside rows too
@@ -170,7 +170,7 @@ def test_two_level_inverse_cdf_equals_searchsorted_over_cumsum(V):
 def test_redraws_that_run_out_fall_back_to_the_masked_distribution():
     """A nucleus holding little mass (top_p 0.04: two tokens, 0.05, over a flat tail): most rows exhaust their redraws and
     draw from the masked distribution; every draw is still in the nucleus, in its proportions."""
-    from tinystories_lib.sample import sample_next
+    from tinystories_lib.lm.sample import sample_next
 
     probs = torch.tensor([0.03, 0.02] + [0.95 / 998] * 998)
     logits = torch.log(probs).expand(6000, -1).contiguous()
@@ -180,8 +180,8 @@ def test_redraws_that_run_out_fall_back_to_the_masked_distribution():
 
 
 def test_complete_with_a_progress_bar_gives_the_same_texts(monkeypatch, capsys):
-    from tinystories_lib.sample import complete
-    from tinystories_lib.tokenizer import train_bpe
+    from tinystories_lib.lm.sample import complete
+    from tinystories_lib.lm.tokenizer import train_bpe
 
     monkeypatch.setenv("TINYSTORIES_PROGRESS", "text")
     codec = train_bpe(["Tom had a red ball. Sue had a cat."] * 20, 280)

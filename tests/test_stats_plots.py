@@ -3,10 +3,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tinystories_lib import params, plots
-from tinystories_lib.records import Story
+from tinystories_lib import params
 from tinystories_lib.runs import Run
-from tinystories_lib.stats import corpus_stats, stats_table
+from tinystories_lib.show import plots
+from tinystories_lib.stories.corpus_stats import corpus_stats, stats_table
+from tinystories_lib.stories.records import Story
 
 
 def stories():

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from tinystories_lib.prompts import FEATURES, PromptSpec, sample_prompts, vocab_index
-from tinystories_lib.records import Story
-from tinystories_lib.storyteller import (
+from tinystories_lib.stories.prompts import FEATURES, PromptSpec, sample_prompts, vocab_index
+from tinystories_lib.stories.records import Story
+from tinystories_lib.stories.storyteller import (
     MAX_WORDS,
     MIN_WORDS,
     SLOTS,

@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 from fake_hub import FakeHub, run_python
 
-from tinystories_lib.tokenizer import EOT, Codec, load_gpt2, read_shard, top_k_codec, train_bpe, write_shard
+from tinystories_lib.lm.tokenizer import (
+    EOT,
+    Codec,
+    load_gpt2,
+    read_shard,
+    top_k_codec,
+    train_bpe,
+    write_shard,
+)
 
 TEXTS = [f"Lily saw a {c} ball. She said, \"I like the {c} ball!\" Tom smiled." for c in
          ["red", "blue", "green", "big", "small", "shiny"]] * 20
@@ -64,24 +72,24 @@ def test_gpt_neo_top_k_codec_saves_its_id_map(shared, tmp_path):
 def test_gpt_neo_top_k_through_the_pipeline_decodes_beside_the_model(shared, tmp_path):
     """tokenizer.kind gpt-neo-top-k end to end: the shards are in the restricted ids, the model directory
     carries the id map, and its codec decodes the model's ids back to the corpus text and samples to text."""
-    from tinystories_lib import pipeline
-    from tinystories_lib.records import read_jsonl
+    from tinystories_lib import stages
+    from tinystories_lib.lm.checkpoints import load_model
+    from tinystories_lib.lm.sample import SamplingConfig, generate
     from tinystories_lib.runs import Run
-    from tinystories_lib.sample import SamplingConfig, generate
-    from tinystories_lib.train import load_model
+    from tinystories_lib.stories.records import read_jsonl
 
     over = {"data.n_stories": 300, "tokenizer.kind": "gpt-neo-top-k", "tokenizer.vocab_size": 1000,
             "tokenizer.gpt2_files": str(shared("tokenizers/gpt2/vocab.json").parent), "train.max_steps": 3, "train.warmup_steps": 1,
             "train.checkpoint_steps": []}
     run = Run.load("tiny", over, runs_root=tmp_path / "runs", figures_root=tmp_path / "figs")
-    m = pipeline.train_model(run, progress=False)
+    m = stages.train_model(run, progress=False)
     assert (m.dir / "token_map.json").exists()
     codec = Codec.load(m.dir)
     assert codec.vocab_size == 1000
-    data = np.asarray(read_shard(pipeline.tokens(run, progress=False) / "train.bin"))
+    data = np.asarray(read_shard(stages.shards(run, progress=False) / "train.bin"))
     assert int(data.max()) < 1000
     first = data[: int(np.argmax(data == codec.eot_id))].tolist()
-    assert codec.decode(first) == next(read_jsonl(pipeline.corpus(run, progress=False) / "train.jsonl")).text
+    assert codec.decode(first) == next(read_jsonl(stages.corpus(run, progress=False) / "train.jsonl")).text
     ids = generate(load_model(m.dir), [[codec.eot_id, *codec.encode("Once upon a time")]],
                    SamplingConfig(max_new_tokens=20, seed=1, stop_at_eot=False), codec.eot_id)[0]
     assert len(ids) == 20 and max(ids) < 1000
@@ -92,7 +100,7 @@ def test_gpt_neo_top_k_through_the_pipeline_decodes_beside_the_model(shared, tmp
 def test_gpt_neo_tokenizer_offline_says_what_to_do(tmp_path):
     """No gpt2_files and no hub: the real hf_hub_download fails, and the error names the parameter to set."""
     pytest.importorskip("huggingface_hub")
-    code = ("from tinystories_lib.tokenizer import fetch_gpt_neo_files\n"
+    code = ("from tinystories_lib.lm.tokenizer import fetch_gpt_neo_files\n"
             "try:\n    fetch_gpt_neo_files()\nexcept RuntimeError as e:\n    print(e)\n")
     out = run_python(code, None, tmp_path / "hf", offline=True).stdout
     assert "EleutherAI/gpt-neo-125M" in out and "tokenizer.gpt2_files" in out and "offline" in out, out
@@ -104,7 +112,7 @@ def test_gpt_neo_tokenizer_from_a_hub_endpoint(shared, tmp_path):
     pytest.importorskip("huggingface_hub")
     repo = "EleutherAI/gpt-neo-125M/resolve/main"
     files = {f"{repo}/{n}": shared(f"tokenizers/gpt2/{n}").read_bytes() for n in ("vocab.json", "merges.txt")}
-    code = ("from tinystories_lib.tokenizer import fetch_gpt_neo_files, load_gpt2\n"
+    code = ("from tinystories_lib.lm.tokenizer import fetch_gpt_neo_files, load_gpt2\n"
             "d = fetch_gpt_neo_files()\n"
             "print(d, load_gpt2(d).encode('Once upon a time').ids)\n")
     with FakeHub(files) as hub:

@@ -12,12 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tinystories_lib.model import GPTNeoConfig
-from tinystories_lib.train import (
+from tinystories_lib.lm.checkpoints import latest_checkpoint, load_model
+from tinystories_lib.lm.model import GPTNeoConfig
+from tinystories_lib.lm.train import (
     TrainConfig,
     TrainingDiverged,
-    latest_checkpoint,
-    load_model,
     lr_at,
     read_metrics,
     train,
@@ -92,7 +91,7 @@ KILL_SCRIPT = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
 from tests.test_train import MODEL, cfg, data
-from tinystories_lib.train import train
+from tinystories_lib.lm.train import train
 train(MODEL, cfg(max_steps=400, eval_interval=10), data(), data(4000, 1), {out!r}, progress=False)
 """
 
@@ -139,8 +138,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
-    from tinystories_lib.model import GPTNeo
-    from tinystories_lib.train import save_checkpoint
+    from tinystories_lib.lm.checkpoints import save_checkpoint
+    from tinystories_lib.lm.model import GPTNeo
 
     model = GPTNeo(MODEL)
     opt = torch.optim.AdamW(model.parameters())
@@ -153,8 +152,8 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
 
 
 def test_evaluate_builds_no_autograd_graph():
-    from tinystories_lib.model import GPTNeo
-    from tinystories_lib.train import Batches, evaluate
+    from tinystories_lib.lm.model import GPTNeo
+    from tinystories_lib.lm.train import Batches, evaluate
 
     model = GPTNeo(GPTNeoConfig(vocab_size=64, context=16, hidden=16, layers=1, heads=2)).train()
     seen = []

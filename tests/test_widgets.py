@@ -5,12 +5,12 @@ import torch
 
 pytest.importorskip("ipywidgets")
 
-from tinystories_lib import widgets  # noqa: E402
-from tinystories_lib.model import GPTNeo, GPTNeoConfig  # noqa: E402
-from tinystories_lib.sample import SamplingConfig, generate  # noqa: E402
-from tinystories_lib.storyteller import generate_stories  # noqa: E402
-from tinystories_lib.tokenizer import train_bpe  # noqa: E402
-from tinystories_lib.train import save_model  # noqa: E402
+from tinystories_lib.lm.checkpoints import save_model  # noqa: E402
+from tinystories_lib.lm.model import GPTNeo, GPTNeoConfig  # noqa: E402
+from tinystories_lib.lm.sample import SamplingConfig, generate  # noqa: E402
+from tinystories_lib.lm.tokenizer import train_bpe  # noqa: E402
+from tinystories_lib.show import widgets  # noqa: E402
+from tinystories_lib.stories.storyteller import generate_stories  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import sys
 
 import yaml
 
-from . import params as params_mod
+from tinystories_lib import params as params_mod
 
 
 def _overrides(pairs: list[str] | None) -> dict:
@@ -29,18 +29,18 @@ def _overrides(pairs: list[str] | None) -> dict:
 
 
 def cmd_reproduce(a) -> int:
-    from .reproduce import reproduce
+    from tinystories_lib.reproduce import reproduce
 
     reproduce(a.profile, only=a.only, overrides=_overrides(a.set))
     return 0
 
 
 def cmd_train(a) -> int:
-    from . import pipeline
-    from .runs import Run
+    from tinystories_lib.runs import Run
+    from tinystories_lib.stages import models
 
     run = Run.load(a.profile, _overrides(a.set))
-    r = pipeline.train_model(run)
+    r = models.train_model(run)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports
     s = r.summary
@@ -51,9 +51,10 @@ def cmd_train(a) -> int:
 
 
 def cmd_sample(a) -> int:
-    from .sample import SamplingConfig, complete
-    from .tokenizer import Codec
-    from .train import load_model, pick_device
+    from tinystories_lib.lm.checkpoints import load_model
+    from tinystories_lib.lm.sample import SamplingConfig, complete
+    from tinystories_lib.lm.tokenizer import Codec
+    from tinystories_lib.lm.train import pick_device
 
     if a.n < 1:
         raise ValueError(f"--n must be at least 1, got {a.n}")

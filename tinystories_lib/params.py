@@ -185,7 +185,7 @@ class DiversityParams:
 
 @dataclass
 class InterpretParams:
-    """Notebook 06: attention heads and MLP neurons (thresholds: see `tinystories_lib.interpret`)."""
+    """Notebook 06: attention heads and MLP neurons (thresholds: see `tinystories_lib.evals.interpret`)."""
 
     n_stories: int = 200  # validation stories scanned for top-activating contexts and neuron selectivity
     head_stories: int = 40  # validation stories behind the head scores (each gives hundreds of queries)

@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import params as params_mod
-from .params import REPO_ROOT
-from .runs import Run
+from tinystories_lib import params as params_mod
+from tinystories_lib.params import REPO_ROOT
+from tinystories_lib.runs import Run
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 

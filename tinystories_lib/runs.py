@@ -16,8 +16,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import params as params_mod
-from .params import REPO_ROOT, Params
+from tinystories_lib import params as params_mod
+from tinystories_lib.params import REPO_ROOT, Params
 
 
 def git_commit() -> str:

@@ -1,4 +1,4 @@
-"""Build ``tinystories_lib/data/vocab.tsv``: ~1,500 basic words a 3-4-year-old understands.
+"""Build ``tinystories_lib/stories/data/vocab.tsv``: ~1,500 basic words a 3-4-year-old understands.
 
 The paper (Eldan & Li 2023, sec. 2) drew each prompt's noun, verb and adjective from "a vocabulary
 of about 1500 basic words" that "a typical 3-4 year-old" knows. The word list itself was not
@@ -42,7 +42,7 @@ Run from the repository root; needs ``pip install -e ".[vocab]"`` (build-time on
 package reads the TSV and never imports these; the committed file was built with wordfreq 3.1.1
 and lemminflect 0.2.3):
 
-    python tools/build_vocab.py            # rewrites tinystories_lib/data/vocab.tsv
+    python tools/build_vocab.py            # rewrites tinystories_lib/stories/data/vocab.tsv
     python tools/build_vocab.py --check    # exits 1 if the committed file is stale
 """
 
@@ -53,7 +53,7 @@ import re
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "tinystories_lib" / "data" / "vocab.tsv"
+OUT = Path(__file__).resolve().parents[1] / "tinystories_lib" / "stories" / "data" / "vocab.tsv"
 MIN_ZIPF = 2.5
 CAP = 500
 COLUMNS = ["word", "pos", "category", "mass", "prep", "article",

@@ -1,0 +1,433 @@
+"""Context tracking measured exactly, a table of hand-written probes, and perplexity under a model.
+
+The paper judges context tracking by reading completions. Storyteller stories allow an exact stand-in:
+`Story.facts` names the cast, the object and the place, so a story can be cut just before a word that
+earlier context fixes, and the model scored on whether it prefers that word to the alternatives.
+
+Probe kinds (`build_probes`), each cut only where the word already occurred earlier in the prefix:
+  - "name": a name right after "<other name> and"; the cast's only other named character mentioned so
+    far is the answer. Candidates: the story's names plus distractor names from other stories.
+  - "object": the story's object after "the"/"his"/"her" (+ at most one word, "his red ___"): a definite
+    mention of something already introduced. Candidates: objects of the same category from other stories.
+  - "place": the story's place after "the". Candidates: places of other stories.
+  - "pronoun": the hero's he/she, him/her or his/her (outside speech) where the previous and current
+    sentence mention the hero by name, and no other character, the object, the food or another pronoun.
+    Candidates: he/she/it/they, him/her/it/them or his/her/its/their (capitalised at a sentence start).
+    Storyteller text almost only meets this for subjects and possessives.
+
+What is exact: among the candidates only the answer fits what the story has said (distractors never
+occur in the story, a name is not coordinated with itself, a pronoun must agree with the one referent in
+the last two sentences), and the score is the model's own log-probability: no sampling, no judge.
+Limits: "fixed by context" is decided by these rules, not by a parser, and holds among the candidates,
+not over all words ("Tom and his mom" would be fine English); a definite "the park" could introduce a
+new place in other text; candidates of more tokens are penalised by summing log-probabilities; object,
+place and name probes reward copying from context, pronoun probes test gender agreement over a sentence
+or two, not long-range coreference. The rules read storyteller text and facts, so probes come from
+storyteller stories only (others are skipped) and suit models trained on them.
+
+`probe_completions`/`probe_table`: greedy completions of the hand-written probes (`EvalPrompt`s with
+answers) by several models, side by side. `perplexity`/`perplexity_of_completions`: how likely a
+(usually larger) model finds texts or completions, an offline stand-in for a fluency judge.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tinystories_lib.evals.eval_prompts import EvalPrompt
+from tinystories_lib.evals.grades import Completion
+from tinystories_lib.lm.model import GPTNeo
+from tinystories_lib.lm.sample import SamplingConfig, complete
+from tinystories_lib.lm.tokenizer import Codec
+from tinystories_lib.stories.prompts import vocab_index
+from tinystories_lib.stories.records import Story
+from tinystories_lib.stories.storyteller import SETTINGS
+
+KINDS = ("name", "object", "place", "pronoun")
+N_DISTRACTORS = 3  # per probe: 4 candidates for object/place, 5-6 for names
+
+PRONOUN_SETS = {
+    "subject": ("he", "she", "it", "they"),
+    "object": ("him", "her", "it", "them"),
+    "possessive": ("his", "her", "its", "their"),
+}
+ALL_PRONOUNS = {p for ps in PRONOUN_SETS.values() for p in ps}
+# Words that follow an object "her" ("gave her a ...", "made her look") in storyteller text; any
+# other word after "her" is what she owns. "sad"/"happy" fit both ("made her sad", "her sad face").
+_OBJECT_FOLLOWERS = {"a", "an", "the", "and", "to", "what", "everywhere", "look", "make", "something",
+                     "some", "fix", "that", "up", "down", "away", "out", "in", "on", "at", "with", "for",
+                     "so", "too", "very", "how", "go", "be", "feel", "play", "come", "back"}
+_AMBIGUOUS_AFTER_HER = {"sad", "happy"}
+
+
+@dataclass
+class Probe:
+    """A story cut before a word its context fixes. `prefix` is the text up to the word (ending with
+    the space before it, if any); `candidates` includes `answer`; `detail` says which rule made it
+    ("and", "definite", or the pronoun's slot)."""
+
+    id: str
+    kind: str
+    prefix: str
+    answer: str
+    candidates: list[str]
+    story_id: str
+    detail: str = ""
+
+
+# ------------------------------------------------------------------------------ text helpers
+
+
+def _word_re(word: str, flags: int = 0) -> re.Pattern:
+    return re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", flags)
+
+
+def _has_word(text: str, word: str, flags: int = 0) -> bool:
+    return _word_re(word, flags).search(text) is not None
+
+
+def _story_words(text: str) -> set[str]:
+    return {w.lower() for w in re.findall(r"[A-Za-z]+", text)}
+
+
+def _window(before: str) -> str:
+    """The previous sentence plus the current one up to the cut: where a pronoun's referent is. (At a
+    sentence start the last boundary is the end of `before`, so this is just the sentence before.)"""
+    starts = [m.end() for m in re.finditer(r"[.!?][\"']?\s+|\n", before)]
+    return before[starts[-2]:] if len(starts) >= 2 else before
+
+
+# ------------------------------------------------------------------------------ distractor pools
+
+
+def _cast_names(story: Story) -> list[str]:
+    """The story's named characters: hero, friend, and the pet when the text names it."""
+    f = story.facts
+    names = [f["characters"][0]["name"], f["characters"][1]["name"]]
+    if f.get("animal_name") and _has_word(story.text, f["animal_name"]):
+        names.append(f["animal_name"])
+    return names
+
+
+def _object_word(story: Story) -> str:
+    return story.facts["object"].split()[-1]  # "toy bus" -> "bus": the word after "the toy"
+
+
+def _object_category(word: str) -> str:
+    w = vocab_index().get(("noun", word))
+    if w is None:
+        return "thing"
+    return "toy" if w.category == "vehicle" else w.category
+
+
+@dataclass
+class _Pools:
+    names: list[str]
+    objects: dict[str, list[str]]  # category -> object words
+    places: list[str]
+
+    @classmethod
+    def of(cls, stories: Sequence[Story]) -> _Pools:
+        names, objects, places = set(), {}, set(SETTINGS)
+        for s in stories:
+            names.update(_cast_names(s))
+            w = _object_word(s)
+            objects.setdefault(_object_category(w), set()).add(w)
+            places.add(s.facts["place"])
+        return cls(sorted(names), {k: sorted(v) for k, v in objects.items()}, sorted(places))
+
+
+def _distractors(pool: Iterable[str], story_text: str, rng: random.Random, k: int = N_DISTRACTORS,
+                 fallback: Iterable[str] = ()) -> list[str]:
+    """k words the story never uses (so none of them can be the referent), from `pool` first."""
+    used = _story_words(story_text)
+    fresh = [w for w in pool if w.lower() not in used]
+    picked = rng.sample(fresh, min(k, len(fresh)))
+    if len(picked) < k:
+        extra = [w for w in fallback if w.lower() not in used and w not in picked]
+        picked += rng.sample(extra, min(k - len(picked), len(extra)))
+    return picked
+
+
+# ------------------------------------------------------------------------------ cut points
+# Each finder yields (start offset of the word, answer, detail) for every place the rule allows.
+
+
+def _name_cuts(story: Story):
+    text, names = story.text, _cast_names(story)
+    for answer in names:
+        for m in _word_re(answer).finditer(text):
+            before = text[: m.start()]
+            other = re.search(r"(\w+) and $", before)
+            if not other or other.group(1) not in names or other.group(1) == answer:
+                continue
+            mentioned = {n for n in names if _has_word(before, n)} - {other.group(1)}
+            if mentioned == {answer}:  # said before, and the only other name the story has used
+                yield m.start(), answer, "and"
+
+
+def _definite_cuts(text: str, word: str, determiners: str):
+    for m in _word_re(word).finditer(text):
+        before = text[: m.start()]
+        if re.search(rf"\b(?:{determiners}) (?:[a-z]+ )?$", before, re.I) and _has_word(before, word):
+            yield m.start(), word, "definite"
+
+
+def _object_cuts(story: Story):
+    return _definite_cuts(story.text, _object_word(story), "the|his|her|its|their|my|your")
+
+
+def _place_cuts(story: Story):
+    return _definite_cuts(story.text, story.facts["place"], "the")
+
+
+def _pronoun_slot(word: str, after: str, hero: dict) -> str | None:
+    """Which of the hero's pronoun slots `word` fills here, or None (not the hero's, or unclear)."""
+    w = word.lower()
+    subj, obj, poss = hero["pronoun"], hero["object_pronoun"], hero["possessive"]
+    if w == subj:
+        return "subject"
+    if w == obj == poss:  # "her": object or possessive, told apart by the next word
+        nxt = re.match(r"\s*(\w*)", after).group(1).lower()
+        if nxt in _AMBIGUOUS_AFTER_HER:
+            return None
+        return "object" if nxt in _OBJECT_FOLLOWERS or not nxt else "possessive"
+    return "object" if w == obj else "possessive" if w == poss else None
+
+
+def _others(story: Story) -> list[str]:
+    """Words naming anything but the hero that a pronoun could refer to."""
+    f = story.facts
+    words = [c["kind"] for c in f["characters"][1:]] + [c["name"] for c in f["characters"][1:]]
+    words += [f["animal"], f["food"], _object_word(story), "friend", "sister", "brother", "everyone"]
+    if f.get("animal_name"):
+        words.append(f["animal_name"])
+    return [w.removeprefix("the ") for w in words if w]
+
+
+def _pronoun_cuts(story: Story):
+    text, hero = story.text, story.facts["characters"][0]
+    others = _others(story)
+    hero_forms = {hero["pronoun"], hero["object_pronoun"], hero["possessive"]}
+    for m in re.finditer(r"\b(?:he|she|him|her|his)\b", text, re.I):
+        word, before = m.group(0), text[: m.start()]
+        slot = _pronoun_slot(word, text[m.end():], hero)
+        if slot is None or before.count('"') % 2:  # not the hero's, or inside speech
+            continue
+        win = _window(before)
+        words = _story_words(win)
+        if (not _has_word(win, hero["name"]) or any(_has_word(win, o, re.I) for o in others)
+                or (words & ALL_PRONOUNS) - hero_forms or not _has_word(before, word.lower(), re.I)):
+            continue
+        yield m.start(), word, slot
+
+
+FINDERS = {"name": _name_cuts, "object": _object_cuts, "place": _place_cuts, "pronoun": _pronoun_cuts}
+
+
+def _candidates(kind: str, story: Story, answer: str, detail: str, pools: _Pools,
+                rng: random.Random) -> list[str]:
+    text = story.text
+    if kind == "name":
+        cands = _cast_names(story) + _distractors(pools.names, text, rng)
+    elif kind == "object":
+        same = pools.objects.get(_object_category(answer), [])
+        every = [w for ws in pools.objects.values() for w in ws]
+        cands = [answer] + _distractors(same, text, rng, fallback=every)
+    elif kind == "place":
+        cands = [answer] + _distractors(pools.places, text, rng)
+    else:
+        cands = list(PRONOUN_SETS[detail])
+        if answer[0].isupper():
+            cands = [c.capitalize() for c in cands]
+    return list(dict.fromkeys(cands))  # distinct, order kept
+
+
+def build_probes(stories: Sequence[Story], n: int, seed: int = 0) -> list[Probe]:
+    """Up to `n` probes from storyteller stories (use held-out ones), the kinds taken in turn and each
+    story giving at most one probe of each kind. Deterministic for a given (stories, n, seed)."""
+    stories = [s for s in stories if s.facts and s.facts.get("characters")]
+    pools = _Pools.of(stories)
+    rng = random.Random(seed)
+    by_kind: dict[str, list[Probe]] = {k: [] for k in KINDS}
+    for story in stories:
+        for kind in KINDS:
+            cuts = list(FINDERS[kind](story))
+            if not cuts:
+                continue
+            start, answer, detail = rng.choice(cuts)
+            cands = _candidates(kind, story, answer, detail, pools, rng)
+            by_kind[kind].append(Probe(id=f"{story.id}/{kind}/{start}", kind=kind, prefix=story.text[:start],
+                                       answer=answer, candidates=cands, story_id=story.id, detail=detail))
+    for probes in by_kind.values():
+        rng.shuffle(probes)
+    chosen: list[Probe] = []
+    while len(chosen) < n and any(by_kind.values()):
+        for kind in KINDS:
+            if by_kind[kind] and len(chosen) < n:
+                chosen.append(by_kind[kind].pop())
+    order = {s.id: i for i, s in enumerate(stories)}
+    return sorted(chosen, key=lambda p: (KINDS.index(p.kind), order[p.story_id], p.id))
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def _windows(ids: list[int], n_ctx: int, context: int) -> list[tuple[list[int], int]]:
+    """Split scoring of ids[n_ctx:] into model inputs of at most `context` tokens: (input, how many of
+    its last tokens to score). A sequence that fits is one input; a longer one is cropped from the left,
+    and a target longer than the context is scored in steps of context/2 tokens, each with at least
+    context/2 tokens before it."""
+    if len(ids) <= context:
+        return [(ids, len(ids) - n_ctx)] if len(ids) > n_ctx else []
+    out, pos, step = [], n_ctx, max(1, context // 2)
+    while pos < len(ids):
+        hi = min(len(ids), max(pos + step, context))
+        out.append((ids[max(0, hi - context):hi], hi - pos))
+        pos = hi
+    return out
+
+
+@torch.no_grad()
+def _target_logprobs(model: GPTNeo, pairs: Sequence[tuple[list[int], list[int]]],
+                     batch_size: int) -> list[np.ndarray]:
+    """For each (context ids, target ids): the log-probability of every target token given all before
+    it. Inputs are sorted by length and right-padded; padding comes after every scored position, so
+    under causal attention it changes nothing."""
+    context = model.cfg.context
+    inputs = [(i, w, k) for i, (c, t) in enumerate(pairs) for w, k in _windows(c + t, len(c), context)]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    scored: list[np.ndarray | None] = [None] * len(inputs)
+    order = sorted(range(len(inputs)), key=lambda j: -len(inputs[j][1]))
+    try:
+        for b in range(0, len(order), batch_size):
+            chunk = order[b:b + batch_size]
+            width = len(inputs[chunk[0]][1])
+            idx = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, j in enumerate(chunk):
+                idx[row, : len(inputs[j][1])] = torch.tensor(inputs[j][1])
+            logits, _ = model(idx.to(device))
+            for row, j in enumerate(chunk):
+                ids, k = inputs[j][1], inputs[j][2]
+                n = len(ids)
+                lp = torch.log_softmax(logits[row, n - k - 1 : n - 1].float(), dim=-1)
+                tgt = torch.tensor(ids[n - k :], device=lp.device)
+                scored[j] = lp.gather(1, tgt[:, None]).squeeze(1).cpu().numpy()
+    finally:
+        model.train(was_training)
+    out: list[list[np.ndarray]] = [[] for _ in pairs]
+    for (i, _, _), s in zip(inputs, scored):
+        out[i].append(s)
+    return [np.concatenate(p) if p else np.zeros(0, dtype=np.float32) for p in out]
+
+
+def _probe_pairs(codec: Codec, probe: Probe) -> list[tuple[list[int], list[int]]]:
+    """BPE attaches a space to the word after it (" Lily" is one token, "Lily" another), so the space
+    that ends the prefix moves to the front of each candidate."""
+    prefix, sep = (probe.prefix[:-1], " ") if probe.prefix.endswith(" ") else (probe.prefix, "")
+    ctx = [codec.eot_id, *codec.encode(prefix)]
+    return [(ctx, codec.encode(sep + c)) for c in probe.candidates]
+
+
+def candidate_logprobs(model: GPTNeo, codec: Codec, probes: Sequence[Probe],
+                       batch_size: int = 32) -> list[dict[str, float]]:
+    """log P(candidate | <|endoftext|> + prefix), summed over the candidate's tokens, per probe."""
+    pairs = [pair for p in probes for pair in _probe_pairs(codec, p)]
+    lps = iter(_target_logprobs(model, pairs, batch_size))
+    return [{c: float(next(lps).sum()) for c in p.candidates} for p in probes]
+
+
+def score_probes(model: GPTNeo, codec: Codec, probes: Sequence[Probe], batch_size: int = 32) -> list[dict]:
+    """One row per probe: the model is right when the answer has the highest log-probability of all
+    candidates; `margin` is its lead over the best other candidate (negative when wrong)."""
+    rows = []
+    for p, lp in zip(probes, candidate_logprobs(model, codec, probes, batch_size)):
+        best_other = max(v for c, v in lp.items() if c != p.answer)
+        rows.append({"id": p.id, "kind": p.kind, "correct": lp[p.answer] > best_other, "answer": p.answer,
+                     "predicted": max(lp, key=lp.get), "margin": lp[p.answer] - best_other,
+                     "logprobs": lp})
+    return rows
+
+
+def probe_accuracy(rows: Iterable[dict]) -> dict[str, tuple[float, int]]:
+    """{kind: (accuracy, n)} plus "overall" (over all rows, so kinds weigh by their counts)."""
+    by_kind: dict[str, list[bool]] = {}
+    for r in rows:
+        by_kind.setdefault(r["kind"], []).append(bool(r["correct"]))
+        by_kind.setdefault("overall", []).append(bool(r["correct"]))
+    return {k: (sum(v) / len(v), len(v)) for k, v in by_kind.items()}
+
+
+# ------------------------------------------------------------------------------ hand-written probes
+
+
+def probe_completions(models: dict[str, tuple[GPTNeo, Codec]], prompts: Sequence[EvalPrompt],
+                      max_new_tokens: int = 20) -> list[dict]:
+    """Greedy completion of every prompt by every model; `found` is whether an answer word occurs
+    (None for prompts without answers)."""
+    cfg = SamplingConfig(temperature=0, max_new_tokens=max_new_tokens)
+    rows = []
+    for label, (model, codec) in models.items():
+        texts = complete(model, codec, [p.text for p in prompts], cfg)
+        rows += [{"model": label, "id": p.id, "kind": p.kind, "prompt": p.text, "completion": t,
+                  "found": p.answer_found(t)} for p, t in zip(prompts, texts)]
+    return rows
+
+
+def _cell(text: str) -> str:
+    """One line of printable text (an untrained model writes control bytes), with pipes escaped."""
+    return "".join(ch if ch.isprintable() else " " for ch in text).replace("|", "\\|").strip()
+
+
+def probe_table(rows: Sequence[dict], words: int = 8) -> str:
+    """Markdown: one row per prompt (its last words), one column per model; each cell the completion's
+    first `words` words, with ✓/✗ when the prompt has answers."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    prompts = {r["id"]: r["prompt"] for r in rows}
+    cells = {(r["id"], r["model"]): r for r in rows}
+    lines = ["| prompt | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+    for pid, text in prompts.items():
+        tail = text.split()
+        shown = ("… " if len(tail) > 12 else "") + " ".join(tail[-12:])
+        row = [f"{pid}: {_cell(shown)}"]
+        for m in models:
+            r = cells.get((pid, m))
+            if r is None:
+                row.append("")
+                continue
+            head = " ".join(_cell(r["completion"]).split()[:words])
+            mark = "" if r["found"] is None else " ✓" if r["found"] else " ✗"
+            row.append(head + mark)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ perplexity
+
+
+def _perplexities(model: GPTNeo, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int) -> list[float]:
+    """exp(mean negative log-likelihood of the target tokens); NaN for an empty target."""
+    return [math.exp(-float(lp.mean())) if len(lp) else math.nan
+            for lp in _target_logprobs(model, pairs, batch_size)]
+
+
+def perplexity(model: GPTNeo, codec: Codec, texts: Sequence[str], batch_size: int = 16) -> list[float]:
+    """Per-text perplexity of each whole text, read as a story: conditioned on <|endoftext|>."""
+    return _perplexities(model, [([codec.eot_id], codec.encode(t)) for t in texts], batch_size)
+
+
+def perplexity_of_completions(model: GPTNeo, codec: Codec, completions: Sequence[Completion],
+                              batch_size: int = 16) -> list[float]:
+    """Perplexity of each completion's tokens only, given <|endoftext|> + its beginning (tokenized
+    apart, as the sampler did when it wrote the completion); long beginnings are cropped from the left."""
+    pairs = [([codec.eot_id, *codec.encode(c.beginning)], codec.encode(c.completion)) for c in completions]
+    return _perplexities(model, pairs, batch_size)

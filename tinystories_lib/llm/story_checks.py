@@ -1,0 +1,126 @@
+"""TODO: llm.story_checks (from generate)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tinystories_lib.stories.cleaning import NearDuplicateIndex
+from tinystories_lib.stories.words import word_forms
+
+
+@functools.lru_cache(maxsize=16)  # a story is tokenized by the word check, the digest, then add(): once
+def _tokens(text: str) -> tuple[str, ...]:
+    text = text.lower().replace("\u2019", "'")
+    return tuple(t[:-2] if t.endswith("'s") else t for t in re.findall(r"[a-z]+(?:'[a-z]+)?", text))
+
+
+_cached_word_forms = functools.lru_cache(maxsize=65536)(word_forms)  # ~1,500 prompt words, asked for per story
+
+
+def missing_words(text: str, words: dict[str, str], forms: Callable[[str], set[str]] = word_forms) -> list[str]:
+    """The prompt words (as "slot:word") that the text does not use in any form."""
+    tokens = set(_tokens(text))
+    forms = _cached_word_forms if forms is word_forms else forms
+    missing = []
+    for slot, word in words.items():
+        if " " in word.strip():  # a multi-word entry ("ice cream"): look for the phrase
+            ok = " ".join(_tokens(word)) in " ".join(_tokens(text))
+        else:
+            ok = not tokens.isdisjoint(forms(word))
+        if not ok:
+            missing.append(f"{slot}:{word}")
+    return missing
+
+
+# ------------------------------------------------------------------------------------ validation
+
+# A model declining or talking about itself instead of writing. Only the opening counts for phrases a
+# story character could say ("I'm sorry," said Tom), anywhere for phrases no character would.
+_REFUSAL_START = re.compile(
+    r"^\W*(?:(?:i'm|i am) sorry,? but\b|i apologi[sz]e\b|unfortunately, i\b|"
+    r"i (?:cannot|can't|can not|won't|am unable to|'m unable to) "
+    r"(?:write|create|generate|help|assist|fulfil|comply|provide|produce|do that|complete))",
+    re.IGNORECASE,
+)
+_REFUSAL_ANYWHERE = re.compile(r"\b(as an ai\b|as a language model|i'm an ai|i am an ai)", re.IGNORECASE)
+# Chatty wrappers around the story rather than the story itself.
+_META_START = re.compile(
+    r"^\W*(sure|certainly|of course|absolutely|okay|ok|alright)\b[\s!,.:]|"
+    r"^\W*here('s| is| are) (a|an|the|your|my)\b|^\W*(title|story)\s*:",
+    re.IGNORECASE,
+)
+_META_ANYWHERE = re.compile(
+    r"\b(i hope you (enjoy|like)|let me know if|here is a (short )?story|here's a (short )?story)",
+    re.IGNORECASE,
+)
+# Either kind at once: a good story (nearly all of them) is then scanned once from its start and once
+# throughout, not twice each.
+_SUSPECT_START = re.compile(f"(?:{_REFUSAL_START.pattern})|(?:{_META_START.pattern})", re.IGNORECASE)
+_SUSPECT_ANYWHERE = re.compile(f"(?:{_REFUSAL_ANYWHERE.pattern})|(?:{_META_ANYWHERE.pattern})", re.IGNORECASE)
+
+
+@dataclass
+class StoryValidator:
+    """Checks one generated story; remembers accepted ones for duplicate checks.
+
+    `check` returns None for a good story, else (reason, detail) with reason one of REJECT_REASONS.
+    `near_dup_threshold=None` turns the MinHash check off; `forms` maps a word to its accepted forms
+    (default: `word_forms`, rule based; pass a vocabulary's own inflection table if it has one)."""
+
+    min_words: int = 40
+    max_words: int = 1500
+    near_dup_threshold: float | None = 0.8
+    num_perm: int = 128
+    forms: Callable[[str], set[str]] = word_forms
+    _exact: set = field(default_factory=set, init=False, repr=False)
+    _near: NearDuplicateIndex | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        if self.near_dup_threshold is not None:
+            self._near = NearDuplicateIndex(self.near_dup_threshold, self.num_perm)
+
+    @staticmethod
+    def _digest(text: str) -> str:
+        return hashlib.sha1(" ".join(_tokens(text)).encode()).hexdigest()
+
+    def check(self, text: str, words: dict[str, str] | None) -> tuple[str, str] | None:
+        head = text[:300]
+        if not text.strip():
+            return "empty", ""
+        if _SUSPECT_START.search(head) or _SUSPECT_ANYWHERE.search(text):  # one pass each; which one below
+            if _REFUSAL_START.search(head) or _REFUSAL_ANYWHERE.search(text):
+                return "refusal", head[:80]
+            if _META_START.search(head) or _META_ANYWHERE.search(text):
+                return "meta_text", head[:80]
+        n = len(text.split())
+        if n < self.min_words:
+            return "too_short", f"{n} words < {self.min_words}"
+        if n > self.max_words:
+            return "too_long", f"{n} words > {self.max_words}"
+        missing = missing_words(text, words or {}, self.forms)
+        if missing:
+            return "missing_words", ", ".join(missing)
+        return self.check_duplicate(text)
+
+    def check_duplicate(self, text: str) -> tuple[str, str] | None:
+        """Only the exact and near-duplicate checks against the stories accepted so far."""
+        if self._digest(text) in self._exact:
+            return "exact_duplicate", ""
+        if self._near is not None and self._near.similar(text):
+            return "near_duplicate", f"Jaccard >= {self.near_dup_threshold}"
+        return None
+
+    def add(self, story_id: str, text: str) -> None:
+        """Remember an accepted story, so later copies of it are rejected."""
+        self._exact.add(self._digest(text))
+        if self._near is not None:
+            self._near.add(story_id, text)
+
+
+REJECT_REASONS = (
+    "empty", "refusal", "meta_text", "too_short", "too_long", "missing_words", "exact_duplicate", "near_duplicate",
+)

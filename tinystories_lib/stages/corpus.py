@@ -1,0 +1,134 @@
+"""TODO: stages.corpus (from pipeline)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from tinystories_lib.params import _what
+from tinystories_lib.runs import Run
+from tinystories_lib.stories.records import Story, read_jsonl, write_jsonl
+
+# ---------------------------------------------------------------- corpus
+
+
+def llm_config(ep):
+    """An `LLMConfig` for the client layer from a profile's endpoint section."""
+    from tinystories_lib.llm.client import LLMConfig
+
+    return LLMConfig(base_url=ep.base_url, model=ep.model, api_key_env=ep.api_key_env,
+                     azure_api_version=ep.azure_api_version, max_concurrency=ep.max_concurrency,
+                     timeout_s=ep.timeout_s, price_per_1m_input=ep.price_per_1m_input,
+                     price_per_1m_output=ep.price_per_1m_output, temperature=ep.temperature, max_tokens=ep.max_tokens,
+                     http_client=ep.http_client)
+
+
+def llm_stories_path(run: Run) -> Path:
+    """Where the profile's LLM stories are kept. The key holds only what decides a prompt's story (the seed,
+    the endpoint's model and sampling settings, summaries or not), not `n_stories` or the corpus settings:
+    prompt ids are stable as `n_stories` grows, so raising it pays only for the new prompts, and changing
+    `val_fraction` or `min_chars` pays for nothing."""
+    d = run.params.data
+    key = run.params.section_hash(extra={"llm_stories": _what(d.llm), "summaries": d.llm_summaries})
+    out = run.stage_dir("llm_stories", key) / "stories.jsonl"
+    # Runs before this key was introduced stored the file under the whole data section's key: move it
+    # here instead of paying for its stories again.
+    legacy = run.root / "llm_stories" / run.params.section_hash("data")
+    if not out.exists() and (legacy / "stories.jsonl").exists():
+        for f in legacy.iterdir():
+            os.replace(f, out.parent / f.name)
+        print(f"note: moved the LLM stories of {legacy} to {out.parent} (stories are now keyed by endpoint)")
+    return out
+
+
+def llm_stories(run: Run, progress: bool = True):
+    """Stories written by an LLM from the paper's prompts, into an append-only JSONL keyed by prompt id:
+    interrupt it at any point and run again to finish, nothing lost or duplicated. Returns (path, report,
+    the prompt ids of this profile: the file may hold more, from a run with a larger `n_stories`)."""
+    from tinystories_lib.llm.batch import generate_stories_batch
+    from tinystories_lib.llm.generate import generate_stories
+    from tinystories_lib.llm.runner import estimate_remaining_cost
+    from tinystories_lib.stories.prompts import sample_prompts
+
+    d = run.params.data
+    specs = sample_prompts(d.n_stories, seed=run.params.seed)
+    cfg = llm_config(d.llm)
+    out = llm_stories_path(run)
+    todo, done, est = estimate_remaining_cost(specs, cfg, out, with_summary=d.llm_summaries, batch=d.llm.batch_api)
+    print(f"{len(specs):,} stories with {cfg.model}: {done:,} already done, {todo:,} to generate, estimated cost "
+          f"${est:,.2f}" + (f" (budget ${d.llm.budget_usd:,.2f})" if d.llm.budget_usd is not None else ""), flush=True)
+    if d.llm.batch_api:
+        report = generate_stories_batch(specs, cfg, out, budget_usd=d.llm.budget_usd, with_summary=d.llm_summaries)
+    else:
+        report = generate_stories(specs, cfg, out, budget_usd=d.llm.budget_usd, with_summary=d.llm_summaries,
+                                  progress=progress, processes=d.llm.processes)
+    return out, report, {s.id for s in specs}
+
+
+def _source_stories(run: Run, progress: bool) -> list[Story]:
+    d = run.params.data
+    limit = d.n_stories or None
+    if d.source == "storyteller":
+        from tinystories_lib.stories.storyteller import generate_stories
+
+        return generate_stories(d.n_stories, seed=run.params.seed, progress=progress)
+    if d.source == "llm":
+        out, report, ids = llm_stories(run, progress)
+        print(report.summary(), flush=True)
+        if report.status != "complete":
+            raise RuntimeError(f"story generation is {report.status}: {report.summary()}\n"
+                               "Nothing is lost: run this cell (or the command) again to resume where it stopped.")
+        return [s for s in read_jsonl(out) if s.id in ids]
+    from tinystories_lib.stories.loading import load_corpus
+
+    return load_corpus(d.source, paths=d.paths, hub_name=d.hub_name, hub_split=d.hub_split,
+                       hub_data_files=d.hub_data_files, limit=limit)
+
+
+def corpus(run: Run, progress: bool = True) -> Path:
+    """Stories from the profile's source, cleaned (lengths, exact duplicates) and split train/val."""
+    from tinystories_lib.stories.cleaning import clean, split
+
+    out = run.stage_dir("corpus", run.params.section_hash("data"))
+    if run.is_done(out):
+        return out
+    t0 = time.perf_counter()
+    stories = _source_stories(run, progress)
+    kept, report = clean(stories, min_chars=run.params.data.min_chars, max_chars=run.params.data.max_chars)
+    if len(kept) < 20:
+        raise RuntimeError(f"only {len(kept)} stories survived cleaning (report: {report}); "
+                           "check data.source / data.paths / data.min_chars")
+    train_s, val_s = split(kept, run.params.data.val_fraction, seed=run.params.seed)
+    write_jsonl(train_s, out / "train.jsonl")
+    write_jsonl(val_s, out / "val.jsonl")
+    run.mark_done(out, {"source": run.params.data.source, "n_loaded": len(stories), "n_train": len(train_s),
+                        "n_val": len(val_s), "clean_report": report, "seconds": time.perf_counter() - t0,
+                        "data": asdict(run.params.data)})
+    return out
+
+
+def read_corpus(run: Run, which: str = "train") -> list[Story]:
+    return list(read_jsonl(corpus(run, progress=False) / f"{which}.jsonl"))
+
+
+def diversity_sources(run: Run) -> dict[str, list[Story]]:
+    """The corpus, and beside it (where available) LLM stories made in this run and the real TinyStories
+    files of `data.compare_paths` (relative paths are from the repository root): notebook 01's comparison."""
+    from tinystories_lib.params import REPO_ROOT
+    from tinystories_lib.stories.loading import load_corpus
+
+    d = run.params.data
+    sources = {f"corpus ({d.source})": read_corpus(run, "train")}
+    if d.source != "llm":
+        for path in sorted(run.root.glob("llm_stories/*/stories.jsonl")):
+            sources[f"LLM stories ({path.parent.name})"] = list(read_jsonl(path))[: d.compare_limit]
+    for p in d.compare_paths:
+        path = Path(p) if Path(p).is_absolute() else REPO_ROOT / p
+        if not path.exists():
+            print(f"note: data.compare_paths entry {p} not found; skipped (download a TinyStories file, e.g. "
+                  "TinyStories-valid.txt from the hub, and list its path there)")
+            continue
+        sources[f"TinyStories ({path.name})"] = load_corpus("files", paths=[path], limit=d.compare_limit)
+    return sources

@@ -1,0 +1,231 @@
+"""Notebook 07's stages: TinyStories-Instruct, and the paper's out-of-distribution instruction test.
+
+    instruct_tokens(run)          corpus stories as Instruct records, BPE, shards   runs/<p>/instruct_tokens/<key>/
+    train_instruct_model(run)     a GPT-Neo trained on those records                runs/<p>/models/instruct-<key>/
+    evaluation_sets(run)          instruction headers taken from validation stories
+    complete_sets(run, m, sets)   the model writes a story after each header (cached)
+    grade_all(completions, sets)  exact offline checks, per condition, beside a ceiling and a chance level
+
+Out-of-distribution test: two instruction fields (`instruct.held_out_pair`, by default summary and words)
+never appear together in a training record; evaluation then asks for them together. Every other
+combination of summary, features and words is "in-distribution".
+
+What the offline checks measure, each a share in [0, 1] (they are not the paper's GPT-4 judge):
+  words_used         share of the `Words:` that appear in the story, in any inflection;
+  features_honoured  share of the requested features whose textual cue appears (`FEATURE_CUES`); the
+                     cues are heuristics, so `cue_calibration` measures them on reference stories, and
+                     foreshadowing has no cue: it is listed as not checked, never scored;
+  summary_overlap    share of the summary's content words (names included) that appear in the story.
+Two extra conditions make the numbers readable: "reference stories" grades the validation stories the
+instructions came from (what a story that follows them scores) and "mismatched instructions" grades the
+model's stories against another prompt's instructions (what ignoring the instructions scores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from tinystories_lib.evals.grades import Completion, Grade
+from tinystories_lib.evals.instruct_checks import IN_DIST, OOD, InstructionSet, instruction_sets
+from tinystories_lib.lm.sample import SamplingConfig, complete
+from tinystories_lib.lm.tokenizer import Codec, read_shard, train_bpe, write_shard
+from tinystories_lib.lm.train import TrainConfig, train
+from tinystories_lib.params import ModelParams, Params
+from tinystories_lib.runs import Run
+from tinystories_lib.stages import models
+from tinystories_lib.stages.corpus import corpus, read_corpus
+from tinystories_lib.stories.instruct_format import (
+    FIELDS,
+    FORMAT_VERSION,
+    HEADER_TOKENS,
+    allowed_combos,
+    combo_name,
+    is_held_out,
+    ood_combos,
+    record_fields,
+    story_fields,
+    training_record,
+)
+from tinystories_lib.stories.records import Story
+
+# ---------------------------------------------------------------- which fields a record shows
+
+
+def held_out_pair(p: Params) -> tuple[str, str]:
+    """The two fields never shown together in training (checked by the profile schema)."""
+    return tuple(p.instruct.held_out_pair)
+
+
+# ---------------------------------------------------------------- tokens and model
+
+
+def instruct_codec(records: Sequence[str], vocab_size: int) -> Codec:
+    """A byte-level BPE on the records, with each field label one token; `vocab_size` in all."""
+    base = train_bpe(records, vocab_size - len(HEADER_TOKENS))
+    base.tok.add_tokens(HEADER_TOKENS)
+    return Codec(base.tok)
+
+
+def _tokens_key(run: Run) -> str:
+    return run.params.section_hash("data", "tokenizer", extra={
+        "instruct_format": FORMAT_VERSION, "held_out_pair": sorted(held_out_pair(run.params)),
+        "max_records": run.params.instruct.max_records})
+
+
+def _require_fields(stories: Sequence[Story]) -> None:
+    if not any(story_fields(s) for s in stories):
+        raise ValueError("no story in the corpus has a summary, features or words, so there are no instructions "
+                         "to follow: use data.source storyteller, or the hub's roneneldan/TinyStoriesInstruct")
+
+
+def instruct_tokens(run: Run, progress: bool = True) -> Path:
+    """Every corpus story as an Instruct record (held-out pair never together), a byte-level BPE of
+    `tokenizer.vocab_size` trained on the training records (whatever `tokenizer.kind` says: the field labels
+    must be tokens of their own), and train/val shards. Reused when done."""
+    pair = held_out_pair(run.params)
+    out = run.stage_dir("instruct_tokens", _tokens_key(run))
+    if run.is_done(out):
+        return out
+    t0 = time.perf_counter()
+    corpus(run, progress)
+    train_s, val_s = read_corpus(run, "train"), read_corpus(run, "val")
+    train_s = train_s[: run.params.instruct.max_records or None]
+    _require_fields(train_s)
+    seed = run.params.seed
+    # validation records follow the training rule too: validation loss measures the training distribution
+    train_r = [training_record(s, seed, pair) for s in train_s]
+    val_r = [training_record(s, seed, pair) for s in val_s]
+    shown = [record_fields(r) for r in train_r]
+    codec = instruct_codec(train_r, run.params.tokenizer.vocab_size)
+    codec.save(out)
+    n_train = write_shard(codec, train_r, out / "train.bin", progress, len(train_r))
+    n_val = write_shard(codec, val_r, out / "val.bin", progress, len(val_r))
+    run.mark_done(out, {
+        "vocab_size": codec.vocab_size, "train_tokens": n_train, "val_tokens": n_val,
+        "n_train_records": len(train_r), "held_out_pair": list(pair),
+        "combos": dict(Counter(combo_name(f) for f in shown).most_common()),
+        "held_out_cooccurrences": sum(is_held_out(f, pair) for f in shown),  # 0 by construction; recorded as proof
+        "seconds": time.perf_counter() - t0})
+    return out
+
+
+def example_records(run: Run, n: int = 2) -> list[str]:
+    """The first `n` training records, exactly as they were tokenized."""
+    pair = held_out_pair(run.params)
+    return [training_record(s, run.params.seed, pair) for s in read_corpus(run, "train")[:n]]
+
+
+def instruct_model_params(p: Params) -> ModelParams:
+    """The instruct model's shape (`instruct.*`) at the main model's context and window."""
+    return ModelParams(hidden=p.instruct.hidden, layers=p.instruct.layers, heads=p.instruct.heads,
+                       context=p.model.context, window=p.model.window, dropout=p.model.dropout)
+
+
+def train_instruct_model(run: Run, progress: bool = True) -> models.ModelRun:
+    """Train (or reuse, or resume) the instruct model with the profile's `train.*` settings for
+    `instruct.max_steps` steps."""
+    p = run.params
+    tdir = instruct_tokens(run, progress)  # checks the instruct section first
+    mp = instruct_model_params(p)
+    mcfg = models.model_config(run, mp, Run.artifact(tdir)["vocab_size"])
+    steps = p.instruct.max_steps
+    tcfg = TrainConfig.from_params(p.train, p.seed, max_steps=steps, checkpoint_steps=[],
+                                   warmup_steps=min(p.train.warmup_steps, steps // 5),
+                                   eval_interval=min(p.train.eval_interval, steps))
+    if tcfg.threads == 0:
+        tcfg.threads = os.cpu_count() or 1
+    label = f"instruct-h{mp.hidden}-l{mp.layers}"
+    key = p.section_hash("data", "tokenizer", extra={"tokens": tdir.name, "model": mcfg.to_dict(), "train": asdict(tcfg)})
+    out = run.stage_dir("models", f"instruct-{key}")
+    if not (out / "tokenizer.json").exists():
+        shutil.copy(tdir / "tokenizer.json", out / "tokenizer.json")  # a model directory samples on its own
+    summary = train(mcfg, tcfg, read_shard(tdir / "train.bin"), read_shard(tdir / "val.bin"), out,
+                    progress=progress, desc=label, extra_config={"label": label, "tokens_dir": str(tdir)})
+    return models.ModelRun(label, mp.hidden, mp.layers, mp.heads, out, summary)
+
+
+def _split(n: int, k: int) -> list[int]:
+    return [n // k + (i < n % k) for i in range(k)]
+
+
+def evaluation_sets(run: Run) -> list[InstructionSet]:
+    """`instruct.n_eval` prompts per condition, spread evenly over the condition's combinations, each
+    from a different validation story (never seen in training)."""
+    p = run.params
+    pair = held_out_pair(p)
+    remaining = read_corpus(run, "val")
+    sets: list[InstructionSet] = []
+    for condition, combos in ((IN_DIST, allowed_combos(FIELDS, pair)), (OOD, ood_combos(pair))):
+        for combo, n in zip(combos, _split(p.instruct.n_eval, len(combos))):
+            chosen = instruction_sets(remaining, n, p.seed, combo, condition)
+            used = {s.story_id for s in chosen}
+            remaining = [s for s in remaining if s.id not in used]
+            sets += chosen
+    if not sets:
+        raise ValueError("no validation story has the instruction fields; see instruct_tokens")
+    return sets
+
+
+# ---------------------------------------------------------------- completions
+
+
+def sampling_config(p: Params) -> SamplingConfig:
+    t = p.instruct.temperature
+    return SamplingConfig(max_new_tokens=p.instruct.max_new_tokens, temperature=t,
+                          top_p=p.sample.top_p if t > 0 else 1.0, seed=p.seed)
+
+
+def complete_sets(run: Run, m: models.ModelRun, sets: Sequence[InstructionSet]) -> list[Completion]:
+    """The model's story for each prompt, cached per model and prompt list."""
+    from tinystories_lib.lm.checkpoints import load_model
+
+    key = run.params.section_hash("instruct", "sample", extra=[s.id for s in sets])
+    path = run.stage_dir("instruct_completions", key) / f"{m.dir.name}.jsonl"
+    if path.exists():
+        return [Completion(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    model, codec, cfg = load_model(m.dir), Codec.load(m.dir), sampling_config(run.params)
+    texts: dict[str, str] = {}
+    # one batch per combination: a batch's room for new tokens is set by its longest prompt
+    for combo in dict.fromkeys(s.combo for s in sets):
+        group = [s for s in sets if s.combo == combo]
+        room = model.cfg.context - 1 - max(len(codec.encode(s.prompt)) for s in group)
+        if room < min(cfg.max_new_tokens, 64):
+            print(f"note: {combo_name(combo)} prompts leave {max(room, 0)} of the model's {model.cfg.context} "
+                  "context positions for the story; its checks see only that much")
+        texts.update(zip((s.id for s in group), complete(model, codec, [s.prompt for s in group], cfg,
+                                                              desc=f"instructed: {combo_name(combo)}")))
+    out = [Completion(model=m.label, prompt_id=s.id, beginning=s.prompt, completion=texts[s.id].strip())
+           for s in sets]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(asdict(c)) + "\n" for c in out))
+    tmp.replace(path)
+    return out
+
+
+# ---------------------------------------------------------------- optional LLM judge
+
+
+def judge_grades(run: Run, completions: Sequence[Completion], sets: Sequence[InstructionSet], judge=None) -> list[Grade]:
+    """The paper's GPT-Eval with the instructions shown (`judge.LLMJudge`, grade.judge: llm): grammar,
+    creativity, consistency, plot and instruction_following out of 10, each grade tagged with its
+    condition. The story has no given beginning here, so the judge sees an empty one before `***`."""
+    if judge is None:
+        from tinystories_lib.evals.judge import LLMJudge
+
+        g = run.params.grade
+        judge = LLMJudge(corpus.llm_config(g.llm), cache_path=run.root / "judge_cache.jsonl",
+                         budget_usd=g.llm.budget_usd)
+    by_id = {s.id: s for s in sets}
+    bare = [replace(c, beginning="") for c in completions]
+    grades = judge.grade(bare, instructions={s.id: s.instructions for s in sets})
+    for gr in grades:
+        s = by_id[gr.prompt_id]
+        gr.extra.update(condition=s.condition, combo=combo_name(s.combo))
+    return grades

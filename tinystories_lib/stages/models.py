@@ -1,0 +1,229 @@
+"""The stages of the pipeline, each reusing its artifact when its parameters did not change.
+
+    corpus(run)          stories -> clean -> train/val split         runs/<p>/corpus/<key>/
+    tokens(run)          tokenizer + uint16 shards                    runs/<p>/tokens/<key>/
+    train_model(run,..)  one model (resumes if interrupted)           runs/<p>/models/<label>-<key>/
+    sweep(run)           the hidden size x layers grid                (one train_model per cell)
+Every notebook calls the stages it needs, so each also runs alone: upstream artifacts are built on first
+use and reused afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinystories_lib.lm.model import GPTNeoConfig
+from tinystories_lib.lm.sample import SamplingConfig
+from tinystories_lib.lm.tokenizer import (
+    read_shard,
+)
+from tinystories_lib.lm.train import (
+    TrainConfig,
+    barrier,
+    init_distributed,
+    pick_device,
+    read_metrics,
+    train,
+    what_is_learned,
+)
+from tinystories_lib.params import ModelParams
+from tinystories_lib.runs import Run
+from tinystories_lib.stages.shards import shards
+
+# ---------------------------------------------------------------- models
+
+
+@dataclass
+class ModelRun:
+    label: str
+    hidden: int
+    layers: int
+    heads: int
+    dir: Path
+    summary: dict
+
+    @property
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.dir / "metrics.jsonl")
+
+    @property
+    def val_loss(self) -> float:
+        return self.summary["final_val_loss"]
+
+
+def model_config(run: Run, mp: ModelParams, vocab_size: int) -> GPTNeoConfig:
+    return GPTNeoConfig(vocab_size=vocab_size, context=mp.context, hidden=mp.hidden, layers=mp.layers,
+                        heads=mp.heads, window=mp.window, dropout=mp.dropout)
+
+
+def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, label: str | None = None,
+                stop_after: int | None = None, **train_overrides) -> ModelRun:
+    """Train one model on the profile's tokens, or reuse it: the directory is keyed by every parameter
+    that changes the result, and an interrupted run resumes from its last checkpoint."""
+    p = run.params
+    mp = mp or p.model
+    rank, _ = init_distributed(pick_device(p.train.device).type)
+    if rank == 0:  # under torchrun, one process builds the data; the others wait for it
+        shards(run, progress)
+    barrier()
+    tdir = shards(run, progress=False)
+    meta = Run.artifact(tdir)
+    mcfg = model_config(run, mp, meta["vocab_size"])
+    tcfg = TrainConfig.from_params(p.train, p.seed, **train_overrides)
+    if tcfg.threads == 0:
+        tcfg.threads = os.cpu_count() or 1
+    label = label or f"main-h{mp.hidden}-l{mp.layers}"
+    # Threads change speed, not what is learned: a model trained by a parallel sweep job (fewer threads)
+    # is the same artifact as one trained alone.
+    key = p.section_hash("data", "tokenizer", extra=what_is_learned({"model": mcfg.to_dict(), "train": asdict(tcfg)}))
+    out = run.stage_dir("models", f"{label}-{key}")
+    for name in ("tokenizer.json", "token_map.json"):
+        if rank == 0 and (tdir / name).exists() and not (out / name).exists():
+            shutil.copy(tdir / name, out / name)  # a model directory is self-contained for sampling
+    summary = train(mcfg, tcfg, read_shard(tdir / "train.bin"), read_shard(tdir / "val.bin"), out,
+                    progress=progress, desc=label, stop_after=stop_after,
+                    extra_config={"label": label, "tokens_dir": str(tdir)})
+    return ModelRun(label, mp.hidden, mp.layers, mp.heads, out, summary)
+
+
+def sweep_params(run: Run) -> list[ModelParams]:
+    s, m = run.params.sweep, run.params.model
+    return [ModelParams(hidden=h, layers=n, heads=s.heads, context=m.context, window=m.window, dropout=m.dropout)
+            for n in s.layers for h in s.hidden]
+
+
+def _sweep_label(run: Run, mp: ModelParams) -> str:
+    base = f"h{mp.hidden}-l{mp.layers}"
+    return base if mp.heads == run.params.sweep.heads else f"{base}-a{mp.heads}"
+
+
+def _train_sweep_models(run: Run, shapes: list[ModelParams], progress: bool) -> list[ModelRun]:
+    """Every model of a study with the sweep's training budget; a model trained before (by this or
+    another study, same label and parameters) is reused. Checkpoints at 1/4, 1/2 and 3/4 of training
+    let notebook 04 grade abilities as they emerge. `sweep.jobs` trains several at once."""
+    s = run.params.sweep
+    warmup = min(run.params.train.warmup_steps, s.max_steps // 10)
+    kw = dict(max_steps=s.max_steps, lr=s.lr, min_lr=s.lr / 10, warmup_steps=warmup,
+              checkpoint_steps=sorted({max(1, s.max_steps * q // 4) for q in (1, 2, 3)}),
+              eval_interval=max(1, s.max_steps // 5))
+    labels = [_sweep_label(run, mp) for mp in shapes]
+    slots = sweep_slots(s.jobs, run.params.train.device)
+    if len(slots) > 1 and len(shapes) > 1:
+        return _train_in_parallel(run, shapes, labels, kw, slots, progress)
+    results = []
+    for i, (mp, label) in enumerate(zip(shapes, labels)):
+        if progress:
+            print(f"[{i + 1}/{len(shapes)}] {label}", flush=True)
+        results.append(train_model(run, mp, progress=progress, label=label, **kw))
+    return results
+
+
+def sweep_slots(jobs: int, device: str = "auto") -> list[tuple[str, int]]:
+    """(device, torch threads) for each parallel job: one per CUDA device for jobs=0 (or the first `jobs`
+    devices), else `jobs` CPU jobs sharing the cores. One slot means: train one model at a time here."""
+    import torch
+
+    n_gpu = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    if n_gpu:
+        n = n_gpu if jobs == 0 else min(jobs, n_gpu)
+        return [(f"cuda:{i}", 0) for i in range(n)]
+    n = max(1, jobs)
+    return [("cpu", max(1, (os.cpu_count() or 1) // n))] * n
+
+
+def _train_in_parallel(run: Run, shapes, labels, kw, slots, progress: bool) -> list[ModelRun]:
+    """Train the models in len(slots) worker processes (spawned: safe with CUDA), each pinned to its slot;
+    completed models are reused exactly as in a sequential run, since the artifact keys are the same."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    shards(run, progress)  # build the data once, before the workers look for it
+    ctx = multiprocessing.get_context("spawn")
+    if progress:
+        print(f"training {len(shapes)} models, {len(slots)} at a time on {', '.join(d for d, _ in slots)}", flush=True)
+    results: dict[str, ModelRun] = {}
+    with ctx.Manager() as manager, ProcessPoolExecutor(len(slots), mp_context=ctx) as pool:
+        free = manager.Queue()
+        for slot in slots:
+            free.put(slot)
+        futures = {pool.submit(_sweep_job, run.params, str(run.root.parent), str(run.figures.parent), mp, label, kw,
+                               free): label for mp, label in zip(shapes, labels)}
+        for n_done, fut in enumerate(as_completed(futures), 1):
+            r = fut.result()  # a failed job raises here, with its traceback
+            results[r.label] = r
+            if progress:
+                print(f"[{n_done}/{len(shapes)}] {r.label}: val loss {r.val_loss:.3f}", flush=True)
+    return [results[label] for label in labels]
+
+
+def _sweep_job(params, runs_root: str, figures_root: str, mp: ModelParams, label: str, kw: dict, free) -> ModelRun:
+    """One sweep model in a worker process, on a slot taken from `free` and given back afterwards."""
+    device, threads = free.get()
+    try:
+        import torch
+
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)  # "auto"/"cuda" now means this device; the artifact key is unchanged
+        run = Run(params, runs_root=runs_root, figures_root=figures_root)
+        return train_model(run, mp, progress=False, label=label, **kw, **({"threads": threads} if threads else {}))
+    finally:
+        free.put((device, threads))
+
+
+def sweep(run: Run, progress: bool = True) -> list[ModelRun]:
+    """Train every cell of the hidden size x layers grid (completed cells are reused)."""
+    return _train_sweep_models(run, sweep_params(run), progress)
+
+
+def heads_study(run: Run, progress: bool = True) -> list[ModelRun]:
+    """The number of attention heads at one fixed width and depth (`sweep.heads_study*`)."""
+    s, m = run.params.sweep, run.params.model
+    hidden, layers = s.heads_study_shape
+    shapes = [ModelParams(hidden=hidden, layers=layers, heads=h, context=m.context, window=m.window, dropout=m.dropout)
+              for h in s.heads_study]
+    return _train_sweep_models(run, shapes, progress)
+
+
+def compute_curves(results: list[ModelRun]) -> dict[str, list[tuple[float, float]]]:
+    """(training FLOPs, validation loss) along each model's run, for the loss-vs-compute figure."""
+    curves = {}
+    for r in results:
+        per_token = r.summary["train_flops"] / max(1, r.summary["train_tokens"])
+        curves[r.label] = [(m["tokens"] * per_token, m["val_loss"]) for m in r.metrics if "val_loss" in m]
+    return curves
+
+
+def grid(results: list[ModelRun], value=lambda r: r.val_loss) -> tuple[list[int], list[int], np.ndarray]:
+    """(layers, hidden sizes, values[layers, hidden]) for a heatmap."""
+    hs = sorted({r.hidden for r in results})
+    ls = sorted({r.layers for r in results})
+    vals = np.full((len(ls), len(hs)), np.nan)
+    for r in results:
+        vals[ls.index(r.layers), hs.index(r.hidden)] = value(r)
+    return ls, hs, vals
+
+
+def summary_table(results: list[ModelRun]) -> str:
+    lines = ["| model | params | non-embedding | train tokens | final val loss |", "|---|---:|---:|---:|---:|"]
+    for r in results:
+        s = r.summary
+        lines.append(f"| {r.label} | {s['params'] / 1e6:.3f}M | {s['params_non_embedding'] / 1e6:.3f}M | "
+                     f"{s['train_tokens'] / 1e6:.2f}M | {s['final_val_loss']:.3f} |")
+    return "\n".join(lines)
+
+
+def sampling(run: Run) -> SamplingConfig:
+    """The profile's sampling settings (`sample.*`) for showing stories."""
+    S = run.params.sample
+    return SamplingConfig(max_new_tokens=S.max_new_tokens, temperature=S.temperature, top_k=S.top_k,
+                          top_p=S.top_p, seed=run.params.seed)
+
+
+def best(results: list[ModelRun]) -> ModelRun:
+    """The model with the lowest final validation loss."""
+    return min(results, key=lambda r: r.val_loss)

@@ -1,0 +1,45 @@
+"""TODO: stages.shards (from pipeline)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tinystories_lib.lm.tokenizer import (
+    Codec,
+    fetch_gpt_neo_files,
+    load_gpt2,
+    top_k_codec,
+    train_bpe,
+    write_shard,
+)
+from tinystories_lib.runs import Run
+from tinystories_lib.stages.corpus import corpus
+from tinystories_lib.stories.records import read_jsonl
+
+
+def shards(run: Run, progress: bool = True) -> Path:
+    """Tokenizer trained (or restricted) on the training split, and train/val token shards."""
+    cdir = corpus(run, progress)
+    out = run.stage_dir("tokens", run.params.section_hash("data", "tokenizer"))
+    if run.is_done(out):
+        return out
+    t0 = time.perf_counter()
+    tp = run.params.tokenizer
+    train_texts = [s.text for s in read_jsonl(cdir / "train.jsonl")]
+    val_texts = [s.text for s in read_jsonl(cdir / "val.jsonl")]
+    if tp.kind == "bpe":
+        codec = train_bpe(train_texts, tp.vocab_size)
+    else:
+        files = tp.gpt2_files or fetch_gpt_neo_files()  # None: from the hub (or its cache)
+        codec = top_k_codec(load_gpt2(files), train_texts, tp.vocab_size)
+    codec.save(out)
+    n_train = write_shard(codec, train_texts, out / "train.bin", progress, len(train_texts))
+    n_val = write_shard(codec, val_texts, out / "val.bin", progress, len(val_texts))
+    run.mark_done(out, {"vocab_size": codec.vocab_size, "train_tokens": n_train, "val_tokens": n_val,
+                        "tokens_per_story": n_train / max(1, len(train_texts)), "seconds": time.perf_counter() - t0})
+    return out
+
+
+def codec(run: Run) -> Codec:
+    return Codec.load(shards(run, progress=False))

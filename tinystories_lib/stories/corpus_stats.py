@@ -1,0 +1,90 @@
+"""Corpus statistics for notebook 01: how long, how varied, how repetitive a story collection is."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from tinystories_lib.stories.records import Story
+
+
+def vocab_coverage(stories: Sequence[Story]) -> dict[str, float]:
+    """Share of the prompt vocabulary's nouns, verbs and adjectives used at least once (any inflection)."""
+    from tinystories_lib.stories.prompts import load_vocab
+
+    seen = {w.lower() for s in stories for w in words(s.text)}
+    return {pos: sum(1 for w in entries if w.word in seen or any(f in seen for _, f in w.forms)) / max(1, len(entries))
+            for pos, entries in load_vocab().items()}
+
+
+def near_duplicate_rate(stories: Sequence[Story], threshold: float = 0.8, sample: int = 3000) -> float | None:
+    """Share of stories (in the first `sample`) whose MinHash word-3-gram Jaccard with an earlier one is at
+    least `threshold`; None when datasketch is not installed."""
+    from tinystories_lib.stories.cleaning import clean
+
+    try:
+        _, report = clean(list(stories[:sample]), min_chars=0, max_chars=10**9, near_dup_threshold=threshold)
+    except ImportError:
+        return None
+    return (report.get("near_duplicate", 0) + report.get("exact_duplicate", 0)) / max(1, report["input"])
+
+_WORD = re.compile(r"[A-Za-z']+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+def corpus_stats(stories: Sequence[Story], top_openings: int = 8, sample: int = 2000) -> dict:
+    """Lengths, opening variety, feature coverage, vocabulary use and duplicate rates; distinct n-grams and
+    near-duplicates on the first `sample` stories, so sources of different sizes compare fairly."""
+    n = len(stories)
+    toks = [words(s.text) for s in stories]
+    lengths = [len(t) for t in toks]
+    openings = Counter(" ".join(t[:3]) for t in toks)
+    bigrams, trigrams = Counter(), Counter()
+    for t in toks[:sample]:  # distinct-n falls as a corpus grows: compare sources on equal-size samples
+        low = [w.lower() for w in t]
+        bigrams.update(zip(low, low[1:]))
+        trigrams.update(zip(low, low[1:], low[2:]))
+    features = Counter(f for s in stories for f in s.features)
+    exact = n - len({s.text for s in stories})
+    return {
+        "stories": n,
+        "words_total": int(sum(lengths)),
+        "words_mean": float(np.mean(lengths)) if n else 0.0,
+        "words_p5_p95": [int(np.percentile(lengths, 5)), int(np.percentile(lengths, 95))] if n else [0, 0],
+        "vocabulary": len({w.lower() for t in toks for w in t}),
+        "distinct_2": len(bigrams) / max(1, sum(bigrams.values())),
+        "distinct_3": len(trigrams) / max(1, sum(trigrams.values())),
+        "top_openings": [(o, c / n) for o, c in openings.most_common(top_openings)],
+        "once_upon_a_time": sum(1 for s in stories if s.text.lower().startswith("once upon a time")) / max(1, n),
+        "feature_share": {f: c / n for f, c in sorted(features.items())},
+        "exact_duplicate_rate": exact / max(1, n),
+        "near_duplicate_rate": near_duplicate_rate(stories, sample=sample),
+        "vocab_coverage": vocab_coverage(stories),
+        "lengths": lengths,
+    }
+
+
+def stats_table(stats: dict[str, dict]) -> str:
+    """A markdown table with one column per source."""
+    rows = [("stories", "{:,}", "stories"), ("mean length (words)", "{:.0f}", "words_mean"),
+            ("vocabulary (distinct words)", "{:,}", "vocabulary"), ("distinct bigrams / bigrams (2,000 stories)", "{:.3f}", "distinct_2"),
+            ("distinct trigrams / trigrams (2,000 stories)", "{:.3f}", "distinct_3"), ('share opening "Once upon a time"', "{:.1%}", "once_upon_a_time"),
+            ("exact duplicate rate", "{:.2%}", "exact_duplicate_rate"),
+            ("near-duplicate rate (MinHash, Jaccard >= 0.8, 2,000 stories)", "{:.2%}", "near_duplicate_rate")]
+
+    def cell(s, key, fmt):
+        return "n/a" if s.get(key) is None else fmt.format(s[key])
+
+    head = "| | " + " | ".join(stats) + " |\n|---|" + "---:|" * len(stats) + "\n"
+    body = "".join(f"| {name} | " + " | ".join(cell(s, key, fmt) for s in stats.values()) + " |\n"
+                   for name, fmt, key in rows)
+    for pos in ("noun", "verb", "adjective"):
+        body += f"| prompt vocabulary used: {pos}s | " + " | ".join(
+            f"{s['vocab_coverage'].get(pos, 0):.1%}" for s in stats.values()) + " |\n"
+    return head + body

@@ -1,0 +1,59 @@
+"""The one record type every story source produces (storyteller, LLM, hub, local files)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+EOT = "<|endoftext|>"  # the marker between stories in the published .txt files and in token streams
+
+
+@dataclass
+class Story:
+    """A story and its provenance.
+
+    `words` holds the prompt's three words ({"noun": ..., "verb": ..., "adjective": ...}),
+    `features` the prompt's feature names (e.g. "dialogue", "bad_ending"), `source` where the
+    text came from ("storyteller", an LLM model name, "hub:roneneldan/TinyStories", "file:...").
+    `facts` is filled by the storyteller only: who/what/where/pronouns, for exact probes.
+    """
+
+    id: str
+    text: str
+    source: str
+    prompt: str | None = None
+    words: dict[str, str] | None = None
+    features: list[str] = field(default_factory=list)
+    summary: str | None = None
+    facts: dict | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Story:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+def write_jsonl(stories: Iterable[Story], path: str | Path) -> int:
+    """Write stories to `path` atomically (tmp file + rename). Returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for s in stories:
+            f.write(s.to_json() + "\n")
+            n += 1
+    tmp.replace(path)
+    return n
+
+
+def read_jsonl(path: str | Path) -> Iterator[Story]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield Story.from_dict(json.loads(line))
