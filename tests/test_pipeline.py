@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -85,6 +86,20 @@ def test_rerun_reuses_artifacts(tiny_run):
     reproduce("tiny", only=["02"], runs_root=root / "runs", figures_root=root / "figures", log_output=False)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert {p: p.stat().st_mtime_ns for p in models} == models
+
+
+def test_a_copied_runs_folder_reuses_every_model_in_notebook_03(tiny_run, tmp_path):
+    """A teacher prepares runs/ once and copies it to the class's laptops: nothing is trained again."""
+    root, _ = tiny_run
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    summaries = {p: p.read_bytes() for p in (tmp_path / "runs" / "tiny" / "models").glob("*/summary.json")}
+    assert summaries
+    reproduce("tiny", only=["03"], runs_root=tmp_path / "runs", figures_root=tmp_path / "figures", log_output=False)
+    after = {p: p.read_bytes() for p in (tmp_path / "runs" / "tiny" / "models").glob("*/summary.json")}
+    assert after == summaries  # no model retrained, resumed or rewritten
+    nb = nbformat.read(tmp_path / "runs" / "tiny" / "notebooks" / "03_emergence.ipynb", as_version=4)
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                if o.get("output_type") == "error"]
 
 
 def test_select_notebooks():

@@ -112,7 +112,7 @@ class TrainParams:
     # here. Fast only on CPUs with AMX or AVX512-BF16; part of a model's key, since it changes the result.
     cpu_bf16: bool = False
 
-    HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("threads",)  # speed only: not part of a model's key
+    HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("threads", "device", "compile")  # speed only: not in a model's key
 
 
 @dataclass

@@ -121,7 +121,12 @@ def load_checkpoint(ck: Path, model: GPTNeo, opt) -> int:
 
 
 def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, weights file) of every checkpoint kept, oldest first, plus the final model."""
+    """(step, weights file) of every checkpoint kept, oldest first, ending with the final model once the
+    run has finished: one entry per step (the final weights stand for the checkpoint of the last step)."""
     out_dir = Path(out_dir)
-    found = [(int(p.name[5:]), p / "model.safetensors") for p in sorted((out_dir / "checkpoints").glob("step_*"))]
-    return found
+    found = {int(p.name[5:]): p / "model.safetensors" for p in (out_dir / "checkpoints").glob("step_*")
+             if (p / "model.safetensors").exists()}
+    summary = out_dir / "summary.json"
+    if summary.exists() and (out_dir / "model.safetensors").exists():
+        found[int(json.loads(summary.read_text())["steps"])] = out_dir / "model.safetensors"
+    return sorted(found.items())

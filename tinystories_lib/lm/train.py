@@ -124,9 +124,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def what_is_learned(run_config: dict | None) -> dict | None:
-    """A run's config without the settings that change only its speed (TrainParams.HOW_NOT_WHAT, the
-    torch threads): what decides whether a finished run can be reused, and the artifact key of a model
-    (pipeline.train_model)."""
+    """A run's config without the settings that change only its speed (TrainParams.HOW_NOT_WHAT: threads,
+    device, compile): what decides whether a finished run can be reused, and the artifact key of a model
+    (stages.models.train_model)."""
     if not run_config:
         return run_config
     train = {k: v for k, v in run_config.get("train", {}).items() if k not in TrainParams.HOW_NOT_WHAT}
@@ -210,8 +210,8 @@ def train(
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
-    if cfg.threads and device.type == "cpu":
-        torch.set_num_threads(cfg.threads)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     master = rank == 0
     summary_path = out_dir / "summary.json"
     run_config = {"model": model_cfg.to_dict(), "train": asdict(cfg), "world_size": world, **(extra_config or {})}
@@ -219,6 +219,9 @@ def train(
         done = json.loads(summary_path.read_text())
         if what_is_learned(done.get("config")) == what_is_learned(run_config):
             return done | {"skipped": True}
+        # A finished model is never overwritten: a directory is meant for one configuration.
+        raise ValueError(f"{out_dir} holds a finished model trained with other settings; train into another "
+                         "directory, or delete this one to retrain it")
 
     torch.manual_seed(cfg.seed)
     model = GPTNeo(model_cfg).to(device)
@@ -272,7 +275,7 @@ def train(
     t_last, tokens_last = t_start, 0
     loss_acc = 0.0
     n_acc = 0
-    last_val = None
+    last_val, last_step_evaluated = None, None
     model.train()
     step = start
     try:
@@ -328,7 +331,7 @@ def train(
                         raise TrainingDiverged(
                             f"validation loss became {last_val} at step {step} in {out_dir}; the last good "
                             f"checkpoint is kept. Lower train.lr (now {cfg.lr}) or raise train.warmup_steps.")
-                    row["val_loss"] = last_val
+                    row["val_loss"], last_step_evaluated = last_val, step
                     row["eval_s"] = time.perf_counter() - now
                     t_last = time.perf_counter()  # evaluation time is not training throughput
                 log(row)
@@ -351,11 +354,15 @@ def train(
         if metrics:
             metrics.close()
 
+    if last_step_evaluated != step:
+        # Resumed from the final checkpoint (a kill between it and the final save): evaluate the weights
+        # as the last step would have, so the summary has its loss.
+        last_val = evaluate(model, val_b, cfg.eval_batches, device, autocast)
     summary = {"config": run_config, "steps": step, "final_val_loss": last_val,
                "params": model.num_params(non_embedding=False),
                "params_non_embedding": model.num_params(non_embedding=True),
                "train_tokens": step * tokens_per_step, "train_flops": model.flops_per_token() * step * tokens_per_step,
-               "wall_s_this_session": time.perf_counter() - t_start, "out_dir": str(out_dir)}
+               "wall_s_this_session": time.perf_counter() - t_start}
     if master:
         save_model(model, out_dir)
         _atomic_json(summary_path, summary)

@@ -80,8 +80,7 @@ def completions_over_training(run: Run, m: ModelRun, prompts: list[EvalPrompt]) 
     key = run.params.section_hash("grade", extra=[p.id for p in prompts])
     out_dir = run.stage_dir("completions", key)
     result = []
-    steps = list_checkpoints(m.dir) + [(m.summary["steps"], m.dir / "model.safetensors")]
-    for step, weights in sorted(set(steps)):
+    for step, weights in list_checkpoints(m.dir):
         model = load_model(m.dir, weights=weights)
         result += _complete_with(run, model, m.label, step, prompts, out_dir / f"{m.dir.name}-step{step}.jsonl")
     return result

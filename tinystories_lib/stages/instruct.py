@@ -1,7 +1,7 @@
 """Notebook 07's stages: TinyStories-Instruct, and the paper's out-of-distribution instruction test.
 
     instruct_tokens(run)          corpus stories as Instruct records, BPE, shards   runs/<p>/instruct_tokens/<key>/
-    train_instruct_model(run)     a GPT-Neo trained on those records                runs/<p>/models/instruct-<key>/
+    train_instruct_model(run)     a GPT-Neo trained on those records     runs/<p>/models/instruct-h..-l..-<key>/
     evaluation_sets(run)          instruction headers taken from validation stories
     complete_sets(run, m, sets)   the model writes a story after each header (cached)
     grade_all(completions, sets)  exact offline checks, per condition, beside a ceiling and a chance level
@@ -24,8 +24,6 @@ model's stories against another prompt's instructions (what ignoring the instruc
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -35,8 +33,7 @@ from pathlib import Path
 from tinystories_lib.evals.grades import Completion, Grade
 from tinystories_lib.evals.instruct_checks import IN_DIST, OOD, InstructionSet, instruction_sets
 from tinystories_lib.lm.sample import SamplingConfig, complete
-from tinystories_lib.lm.tokenizer import Codec, read_shard, train_bpe, write_shard
-from tinystories_lib.lm.train import TrainConfig, train
+from tinystories_lib.lm.tokenizer import Codec, train_bpe, write_shard
 from tinystories_lib.params import ModelParams, Params
 from tinystories_lib.runs import Run
 from tinystories_lib.stages import models
@@ -129,26 +126,13 @@ def instruct_model_params(p: Params) -> ModelParams:
 
 
 def train_instruct_model(run: Run, progress: bool = True) -> models.ModelRun:
-    """Train (or reuse, or resume) the instruct model with the profile's `train.*` settings for
-    `instruct.max_steps` steps."""
+    """Train (or reuse, or resume) the instruct model on the Instruct shards: `train_model` with the
+    instruct shape and `instruct.max_steps`, the rest of `train.*` as for the main model."""
     p = run.params
-    tdir = instruct_tokens(run, progress)  # checks the instruct section first
+    tokens = instruct_tokens(run, progress)  # checks the instruct section first
     mp = instruct_model_params(p)
-    mcfg = models.model_config(run, mp, Run.artifact(tdir)["vocab_size"])
-    steps = p.instruct.max_steps
-    tcfg = TrainConfig.from_params(p.train, p.seed, max_steps=steps, checkpoint_steps=[],
-                                   warmup_steps=min(p.train.warmup_steps, steps // 5),
-                                   eval_interval=min(p.train.eval_interval, steps))
-    if tcfg.threads == 0:
-        tcfg.threads = os.cpu_count() or 1
-    label = f"instruct-h{mp.hidden}-l{mp.layers}"
-    key = p.section_hash("data", "tokenizer", extra={"tokens": tdir.name, "model": mcfg.to_dict(), "train": asdict(tcfg)})
-    out = run.stage_dir("models", f"instruct-{key}")
-    if not (out / "tokenizer.json").exists():
-        shutil.copy(tdir / "tokenizer.json", out / "tokenizer.json")  # a model directory samples on its own
-    summary = train(mcfg, tcfg, read_shard(tdir / "train.bin"), read_shard(tdir / "val.bin"), out,
-                    progress=progress, desc=label, extra_config={"label": label, "tokens_dir": str(tdir)})
-    return models.ModelRun(label, mp.hidden, mp.layers, mp.heads, out, summary)
+    return models.train_model(run, mp, progress=progress, label=f"instruct-h{mp.hidden}-l{mp.layers}",
+                              max_steps=p.instruct.max_steps, checkpoint_steps=[], tokens=tokens)
 
 
 def _split(n: int, k: int) -> list[int]:

@@ -1,11 +1,13 @@
-"""The stages of the pipeline, each reusing its artifact when its parameters did not change.
+"""Models: one `train_model` for every model a notebook trains, and the studies built on it.
 
-    corpus(run)          stories -> clean -> train/val split         runs/<p>/corpus/<key>/
-    tokens(run)          tokenizer + uint16 shards                    runs/<p>/tokens/<key>/
-    train_model(run,..)  one model (resumes if interrupted)           runs/<p>/models/<label>-<key>/
-    sweep(run)           the hidden size x layers grid                (one train_model per cell)
-Every notebook calls the stages it needs, so each also runs alone: upstream artifacts are built on first
-use and reused afterwards.
+    train_model(run)       the main model (`model.*`, `train.*`)           runs/<p>/models/main-h..-l..-<key>/
+    sweep(run)             the hidden size x layers grid (`sweep.*`)       runs/<p>/models/h..-l..-<key>/
+    heads_study(run)       attention heads at one shape (`sweep.heads_study*`)
+    stages.instruct        the Instruct model, on its own token shards (train_model with `tokens`)
+A model's directory is keyed by what is learned: the token shards it reads (by their key), its shape and
+the training settings that change the weights; never a path, a thread count or a device. So a finished
+model is reused from wherever the runs folder lies, by a sequential or a parallel sweep alike, and an
+interrupted one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ import numpy as np
 
 from tinystories_lib.lm.model import GPTNeoConfig
 from tinystories_lib.lm.sample import SamplingConfig
-from tinystories_lib.lm.tokenizer import (
-    read_shard,
-)
+from tinystories_lib.lm.tokenizer import read_shard
 from tinystories_lib.lm.train import (
     TrainConfig,
     barrier,
@@ -31,11 +31,9 @@ from tinystories_lib.lm.train import (
     train,
     what_is_learned,
 )
-from tinystories_lib.params import ModelParams
+from tinystories_lib.params import ModelParams, TrainParams
 from tinystories_lib.runs import Run
 from tinystories_lib.stages.shards import shards
-
-# ---------------------------------------------------------------- models
 
 
 @dataclass
@@ -61,33 +59,57 @@ def model_config(run: Run, mp: ModelParams, vocab_size: int) -> GPTNeoConfig:
                         heads=mp.heads, window=mp.window, dropout=mp.dropout)
 
 
+def schedule(train_params: TrainParams, max_steps: int) -> dict:
+    """The warm-up and evaluation cadence for a run of `max_steps`, the same rule for every model: the
+    profile's `train.warmup_steps` and `train.eval_interval`, shortened for short runs so that warm-up is
+    at most a tenth of training and a loss curve has at least five validation points."""
+    return {"max_steps": max_steps,
+            "warmup_steps": min(train_params.warmup_steps, max_steps // 10),
+            "eval_interval": max(1, min(train_params.eval_interval, max_steps // 5))}
+
+
+def quarter_checkpoints(max_steps: int) -> list[int]:
+    """Checkpoints at 1/4, 1/2 and 3/4 of training, for grading abilities as they emerge."""
+    return sorted({max(1, max_steps * q // 4) for q in (1, 2, 3)})
+
+
 def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, label: str | None = None,
-                stop_after: int | None = None, **train_overrides) -> ModelRun:
-    """Train one model on the profile's tokens, or reuse it: the directory is keyed by every parameter
-    that changes the result, and an interrupted run resumes from its last checkpoint."""
+                *, max_steps: int | None = None, lr: float | None = None, min_lr: float | None = None,
+                checkpoint_steps: list[int] | None = None, tokens: Path | None = None,
+                stop_after: int | None = None, threads: int | None = None) -> ModelRun:
+    """Train one model, or reuse it when finished, or resume it when interrupted.
+
+    Defaults are the main model's: shape `model.*`, the profile's shards, and `train.*` (`max_steps`,
+    `lr`, `min_lr`, `checkpoint_steps`); studies pass their own. `tokens` is a shard directory made by a
+    stage (default: `shards(run)`); `threads` pins the torch threads of a parallel job (speed only)."""
     p = run.params
     mp = mp or p.model
-    rank, _ = init_distributed(pick_device(p.train.device).type)
-    if rank == 0:  # under torchrun, one process builds the data; the others wait for it
-        shards(run, progress)
-    barrier()
-    tdir = shards(run, progress=False)
-    meta = Run.artifact(tdir)
-    mcfg = model_config(run, mp, meta["vocab_size"])
-    tcfg = TrainConfig.from_params(p.train, p.seed, **train_overrides)
-    if tcfg.threads == 0:
-        tcfg.threads = os.cpu_count() or 1
+    if tokens is None:
+        rank, _ = init_distributed(pick_device(p.train.device).type)
+        if rank == 0:  # under torchrun, one process builds the data; the others wait for it
+            shards(run, progress)
+        barrier()
+        tokens = shards(run, progress=False)
+    rank = int(os.environ.get("RANK", "0"))
+    mcfg = model_config(run, mp, Run.artifact(tokens)["vocab_size"])
+    steps = max_steps or p.train.max_steps
+    overrides = schedule(p.train, steps)
+    overrides["lr"] = p.train.lr if lr is None else lr
+    overrides["min_lr"] = p.train.min_lr if min_lr is None else min_lr
+    overrides["checkpoint_steps"] = [s for s in (p.train.checkpoint_steps if checkpoint_steps is None
+                                                 else checkpoint_steps) if s < steps]
+    if threads:
+        overrides["threads"] = threads
+    tcfg = TrainConfig.from_params(p.train, p.seed, **overrides)
     label = label or f"main-h{mp.hidden}-l{mp.layers}"
-    # Threads change speed, not what is learned: a model trained by a parallel sweep job (fewer threads)
-    # is the same artifact as one trained alone.
-    key = p.section_hash("data", "tokenizer", extra=what_is_learned({"model": mcfg.to_dict(), "train": asdict(tcfg)}))
+    identity = {"label": label, "tokens": tokens.name}  # the shards' key, not their path
+    key = p.section_hash(extra=what_is_learned({"model": mcfg.to_dict(), "train": asdict(tcfg), **identity}))
     out = run.stage_dir("models", f"{label}-{key}")
     for name in ("tokenizer.json", "token_map.json"):
-        if rank == 0 and (tdir / name).exists() and not (out / name).exists():
-            shutil.copy(tdir / name, out / name)  # a model directory is self-contained for sampling
-    summary = train(mcfg, tcfg, read_shard(tdir / "train.bin"), read_shard(tdir / "val.bin"), out,
-                    progress=progress, desc=label, stop_after=stop_after,
-                    extra_config={"label": label, "tokens_dir": str(tdir)})
+        if rank == 0 and (tokens / name).exists() and not (out / name).exists():
+            shutil.copy(tokens / name, out / name)  # a model directory is self-contained for sampling
+    summary = train(mcfg, tcfg, read_shard(tokens / "train.bin"), read_shard(tokens / "val.bin"), out,
+                    progress=progress, desc=label, stop_after=stop_after, extra_config=identity)
     return ModelRun(label, mp.hidden, mp.layers, mp.heads, out, summary)
 
 
@@ -107,10 +129,7 @@ def _train_sweep_models(run: Run, shapes: list[ModelParams], progress: bool) -> 
     another study, same label and parameters) is reused. Checkpoints at 1/4, 1/2 and 3/4 of training
     let notebook 04 grade abilities as they emerge. `sweep.jobs` trains several at once."""
     s = run.params.sweep
-    warmup = min(run.params.train.warmup_steps, s.max_steps // 10)
-    kw = dict(max_steps=s.max_steps, lr=s.lr, min_lr=s.lr / 10, warmup_steps=warmup,
-              checkpoint_steps=sorted({max(1, s.max_steps * q // 4) for q in (1, 2, 3)}),
-              eval_interval=max(1, s.max_steps // 5))
+    kw = dict(max_steps=s.max_steps, lr=s.lr, min_lr=s.lr / 10, checkpoint_steps=quarter_checkpoints(s.max_steps))
     labels = [_sweep_label(run, mp) for mp in shapes]
     slots = sweep_slots(s.jobs, run.params.train.device)
     if len(slots) > 1 and len(shapes) > 1:
@@ -170,7 +189,7 @@ def _sweep_job(params, runs_root: str, figures_root: str, mp: ModelParams, label
         if device.startswith("cuda"):
             torch.cuda.set_device(device)  # "auto"/"cuda" now means this device; the artifact key is unchanged
         run = Run(params, runs_root=runs_root, figures_root=figures_root)
-        return train_model(run, mp, progress=False, label=label, **kw, **({"threads": threads} if threads else {}))
+        return train_model(run, mp, progress=False, label=label, threads=threads or None, **kw)
     finally:
         free.put((device, threads))
 

@@ -1,0 +1,96 @@
+"""The stages' promises about models: one key for what is learned, reuse wherever the runs folder lies,
+recovery from a kill at the end of training, and each checkpoint completed and graded once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from tinystories_lib.lm.checkpoints import list_checkpoints, load_model
+from tinystories_lib.runs import Run
+from tinystories_lib.stages import grading, instruct, models, summary_table, train_model
+
+FAST = {"data.n_stories": 400, "grade.n_prompts": 3}
+
+
+def _run(root, **over) -> Run:
+    return Run.load("tiny", {**FAST, **over}, runs_root=root / "runs", figures_root=root / "figures")
+
+
+def test_one_schedule_rule_for_every_model():
+    from tinystories_lib.params import TrainParams
+
+    tp = TrainParams(warmup_steps=50, eval_interval=100)
+    assert models.schedule(tp, 450) == {"max_steps": 450, "warmup_steps": 45, "eval_interval": 90}
+    assert models.schedule(tp, 160) == {"max_steps": 160, "warmup_steps": 16, "eval_interval": 32}
+    assert models.schedule(tp, 3) == {"max_steps": 3, "warmup_steps": 0, "eval_interval": 1}
+    assert models.quarter_checkpoints(160) == [40, 80, 120]
+
+
+def test_instruct_model_key_ignores_core_count_and_device(tmp_path, monkeypatch):
+    first = instruct.train_instruct_model(_run(tmp_path), progress=False)
+    assert "skipped" not in first.summary and first.dir.name.startswith("instruct-h32-l2-")
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)  # another machine
+    again = instruct.train_instruct_model(_run(tmp_path, **{"train.device": "cpu", "train.threads": 1}),
+                                          progress=False)
+    assert again.dir == first.dir and again.summary.get("skipped") is True
+
+
+def test_moved_runs_folder_reuses_every_finished_model(tmp_path):
+    a = tmp_path / "a"
+    trained = [train_model(_run(a), progress=False)] + models.sweep(_run(a), progress=False)
+    before = {m.dir.name: (m.dir / "summary.json").read_bytes() for m in trained}
+    shutil.move(a, tmp_path / "b")  # the teacher's runs folder, copied to another laptop
+    b = tmp_path / "b"
+    reused = [train_model(_run(b), progress=False)] + models.sweep(_run(b), progress=False)
+    assert [m.dir.name for m in reused] == [m.dir.name for m in trained]
+    for m in reused:
+        assert m.summary.get("skipped") is True, m.label
+        assert (m.dir / "summary.json").read_bytes() == before[m.dir.name]  # never rewritten
+        assert m.val_loss is not None
+    assert "| main-h32-l2 |" in summary_table(reused)
+
+
+def test_a_finished_model_is_never_overwritten_by_other_settings(tmp_path):
+    m = train_model(_run(tmp_path), progress=False)
+    cfg = json.loads((m.dir / "summary.json").read_text())
+    cfg["config"]["train"]["lr"] = 0.5  # as if the directory held another run
+    (m.dir / "summary.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="finished model trained with other settings"):
+        train_model(_run(tmp_path), progress=False)
+
+
+@pytest.mark.parametrize("lost", [("model.safetensors", "summary.json"), ("summary.json",)])
+def test_a_kill_between_the_final_checkpoint_and_the_final_save_recovers(tmp_path, lost):
+    m = train_model(_run(tmp_path), progress=False)
+    final_loss, steps = m.val_loss, m.summary["steps"]
+    weights = load_model(m.dir).state_dict()
+    for name in lost:  # the final checkpoint was written; the process died before these
+        (m.dir / name).unlink()
+    again = train_model(_run(tmp_path), progress=False)
+    assert again.dir == m.dir and again.summary["steps"] == steps
+    assert again.val_loss == pytest.approx(final_loss, abs=1e-6)
+    recovered = load_model(m.dir).state_dict()
+    assert all(torch.equal(weights[k], recovered[k]) for k in weights)
+    rows = [r for r in again.metrics if r["step"] == steps]
+    assert len(rows) == 1  # the last step is logged once
+    assert summary_table([again])  # formats: no None loss
+
+
+def test_each_checkpoint_is_completed_and_graded_once(tmp_path):
+    run = _run(tmp_path)
+    m = train_model(run, progress=False)
+    kept = list_checkpoints(m.dir)
+    steps = [s for s, _ in kept]
+    assert steps == sorted(set(steps)) and steps[-1] == m.summary["steps"] and {10, 20} <= set(steps)
+    assert kept[-1][1] == m.dir / "model.safetensors"  # the final model stands for its step
+    prompts = grading.eval_prompts(run)
+    items = grading.completions_over_training(run, m, prompts)
+    assert sorted((c.step, c.prompt_id) for c in items) == sorted((s, p.id) for s in steps for p in prompts)
+    series = grading.grades_over_training(run, grading.make_grader(run), [m], prompts)
+    for per_model in series.values():
+        assert [s for s, _ in per_model[m.label]] == steps
