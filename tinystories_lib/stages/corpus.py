@@ -1,4 +1,11 @@
-"""TODO: stages.corpus (from pipeline)."""
+"""The corpus stage: stories from the profile's source, cleaned and split train/val.
+
+    corpus(run)             runs/<p>/corpus/<key>/{train,val}.jsonl, keyed by the `data` section
+    read_corpus(run, which) the stories of one split
+    llm_stories(run)        stories written by an LLM endpoint (`data.source: llm`), paid for once
+    diversity_sources(run)  the corpus beside other story sources, for notebook 01's comparison
+The sources themselves (hub, local files, the storyteller, the LLM client) live in `stories/` and `llm/`
+and take plain arguments; this module is where a profile chooses among them."""
 
 from __future__ import annotations
 

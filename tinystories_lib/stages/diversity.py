@@ -1,4 +1,6 @@
-"""TODO: stages.diversity (from diversity)."""
+"""Notebook 05's stages: the profile's sampling settings for the diversity analyses, and the models'
+completions of the story beginnings and of the manipulated beginnings. The measures themselves
+(`evals.memorization`, `evals.manipulation`) take plain arguments."""
 
 from __future__ import annotations
 

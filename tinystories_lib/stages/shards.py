@@ -1,4 +1,10 @@
-"""TODO: stages.shards (from pipeline)."""
+"""The token stage: the profile's tokenizer and the corpus as uint16 token shards.
+
+    shards(run)   runs/<p>/tokens/<key>/: tokenizer.json (+ token_map.json for GPT-Neo's top-k), train.bin,
+                  val.bin; keyed by the `data` and `tokenizer` sections
+    codec(run)    the tokenizer of those shards
+`tokenizer.kind: bpe` trains a byte-level BPE on the training split; `gpt-neo-top-k` keeps the GPT-Neo
+tokenizer's most frequent tokens, as the paper did."""
 
 from __future__ import annotations
 
