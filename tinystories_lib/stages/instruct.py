@@ -129,10 +129,10 @@ def train_instruct_model(run: Run, progress: bool = True) -> models.ModelRun:
     """Train (or reuse, or resume) the instruct model on the Instruct shards: `train_model` with the
     instruct shape and `instruct.max_steps`, the rest of `train.*` as for the main model."""
     p = run.params
-    tokens = instruct_tokens(run, progress)  # checks the instruct section first
+    shards_dir = instruct_tokens(run, progress)  # checks the instruct section first
     mp = instruct_model_params(p)
     return models.train_model(run, mp, progress=progress, label=f"instruct-h{mp.hidden}-l{mp.layers}",
-                              max_steps=p.instruct.max_steps, checkpoint_steps=[], tokens=tokens)
+                              max_steps=p.instruct.max_steps, checkpoint_steps=[], shards_dir=shards_dir)
 
 
 def _split(n: int, k: int) -> list[int]:

@@ -3,7 +3,7 @@
     train_model(run)       the main model (`model.*`, `train.*`)           runs/<p>/models/main-h..-l..-<key>/
     sweep(run)             the hidden size x layers grid (`sweep.*`)       runs/<p>/models/h..-l..-<key>/
     heads_study(run)       attention heads at one shape (`sweep.heads_study*`)
-    stages.instruct        the Instruct model, on its own token shards (train_model with `tokens`)
+    stages.instruct        the Instruct model, on its own token shards (train_model with `shards_dir`)
 A model's directory is keyed by what is learned: the token shards it reads (by their key), its shape and
 the training settings that change the weights; never a path, a thread count or a device. So a finished
 model is reused from wherever the runs folder lies, by a sequential or a parallel sweep alike, and an
@@ -75,23 +75,23 @@ def quarter_checkpoints(max_steps: int) -> list[int]:
 
 def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, label: str | None = None,
                 *, max_steps: int | None = None, lr: float | None = None, min_lr: float | None = None,
-                checkpoint_steps: list[int] | None = None, tokens: Path | None = None,
+                checkpoint_steps: list[int] | None = None, shards_dir: Path | None = None,
                 stop_after: int | None = None, threads: int | None = None) -> ModelRun:
     """Train one model, or reuse it when finished, or resume it when interrupted.
 
     Defaults are the main model's: shape `model.*`, the profile's shards, and `train.*` (`max_steps`,
-    `lr`, `min_lr`, `checkpoint_steps`); studies pass their own. `tokens` is a shard directory made by a
-    stage (default: `shards(run)`); `threads` pins the torch threads of a parallel job (speed only)."""
+    `lr`, `min_lr`, `checkpoint_steps`); studies pass their own. `shards_dir` is a token shard directory
+    made by a stage (default: `shards(run)`); `threads` pins the torch threads of a parallel job (speed only)."""
     p = run.params
     mp = mp or p.model
-    if tokens is None:
+    if shards_dir is None:
         rank, _ = init_distributed(pick_device(p.train.device).type)
         if rank == 0:  # under torchrun, one process builds the data; the others wait for it
             shards(run, progress)
         barrier()
-        tokens = shards(run, progress=False)
+        shards_dir = shards(run, progress=False)
     rank = int(os.environ.get("RANK", "0"))
-    mcfg = model_config(run, mp, Run.artifact(tokens)["vocab_size"])
+    mcfg = model_config(run, mp, Run.artifact(shards_dir)["vocab_size"])
     steps = max_steps or p.train.max_steps
     overrides = schedule(p.train, steps)
     overrides["lr"] = p.train.lr if lr is None else lr
@@ -102,13 +102,13 @@ def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, 
         overrides["threads"] = threads
     tcfg = TrainConfig.from_params(p.train, p.seed, **overrides)
     label = label or f"main-h{mp.hidden}-l{mp.layers}"
-    identity = {"label": label, "tokens": tokens.name}  # the shards' key, not their path
+    identity = {"label": label, "shards": shards_dir.name}  # the shards' key, not their path
     key = p.section_hash(extra=what_is_learned({"model": mcfg.to_dict(), "train": asdict(tcfg), **identity}))
     out = run.stage_dir("models", f"{label}-{key}")
     for name in ("tokenizer.json", "token_map.json"):
-        if rank == 0 and (tokens / name).exists() and not (out / name).exists():
-            shutil.copy(tokens / name, out / name)  # a model directory is self-contained for sampling
-    summary = train(mcfg, tcfg, read_shard(tokens / "train.bin"), read_shard(tokens / "val.bin"), out,
+        if rank == 0 and (shards_dir / name).exists() and not (out / name).exists():
+            shutil.copy(shards_dir / name, out / name)  # a model directory is self-contained for sampling
+    summary = train(mcfg, tcfg, read_shard(shards_dir / "train.bin"), read_shard(shards_dir / "val.bin"), out,
                     progress=progress, desc=label, stop_after=stop_after, extra_config=identity)
     return ModelRun(label, mp.hidden, mp.layers, mp.heads, out, summary)
 
