@@ -1,4 +1,12 @@
-"""TODO: lm.checkpoints (from train)."""
+"""Weights on disk: the final model and the training checkpoints of a run directory, safetensors only.
+
+    save_model / load_model    config.json + model.safetensors (the tied output weight left out, as HF does)
+    save_checkpoint            checkpoints/step_NNNNNN/ written to a temporary directory and renamed, then
+                               checkpoints/latest.json points at it; non-finite weights are refused, so
+                               `latest` always names good weights
+    latest_checkpoint / load_checkpoint   what a resume reads (model, optimizer, RNG state)
+    list_checkpoints           every kept step, ending with the final model
+Nothing is unpickled on load."""
 
 from __future__ import annotations
 

@@ -4,12 +4,15 @@ A run lives in one directory:
     config.json          model + training config (what `load_model` reads)
     model.safetensors    the final weights (written when the run completes)
     metrics.jsonl        one row per log/eval step: loss, val_loss, lr, tokens, tokens/s, wall time
-    checkpoints/step_NNNNNN/  model + optimizer (safetensors) + state.json, written to a temporary
-                         directory and renamed; `checkpoints/latest` names the newest.
+    summary.json         the finished run: steps, final validation loss, sizes, FLOPs (written last)
+    checkpoints/step_NNNNNN/  model + optimizer + RNG state (lm.checkpoints); `checkpoints/latest.json` names
+                         the newest.
 Resume is exact: batch k is drawn from an RNG seeded by (seed, k), so the data order needs no state
 beyond the step, and the optimizer and RNG states are in the checkpoint. Nothing is unpickled on load.
 Under `torchrun`, the same entry point trains with DistributedDataParallel: each rank takes its slice of
 the same global batch, so N processes see exactly what one process with N times the batch would.
+A finished run is reused when its config says the same thing is learned (`what_is_learned`), and never
+overwritten by another configuration.
 """
 
 from __future__ import annotations

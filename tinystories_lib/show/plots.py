@@ -456,7 +456,7 @@ _INSTRUCT_COLORS = {"in-distribution": "C0", "out-of-distribution": "C1", "refer
 def instruction_bars(rows: list[dict], title: str = "Instruction following, in and out of distribution"):
     """Grouped bars: one group per check (words used, features honoured, summary overlap), one bar per
     condition, 95% confidence intervals as error bars and n above each bar; shares in [0, 1]. `rows`:
-    {"condition", "dimension", "mean", "ci95", "n"} (`instruct_eval.by_condition`). Missing cells stay empty."""
+    {"condition", "dimension", "mean", "ci95", "n"} (`evals.instruct_checks.by_condition`). Missing cells stay empty."""
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
     dims = list(dict.fromkeys(r["dimension"] for r in rows))
     cell = {(r["condition"], r["dimension"]): r for r in rows}

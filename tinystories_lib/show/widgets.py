@@ -63,7 +63,7 @@ def stream_tokens(model: GPTNeo, prompt: list[int], max_new_tokens: int = 150, t
 
 
 def _model_sources(models) -> dict[str, object]:
-    """label -> model directory or loaded GPTNeo, from a dict or from `pipeline.ModelRun`s."""
+    """label -> model directory or loaded GPTNeo, from a dict or from `stages.ModelRun`s."""
     if isinstance(models, Mapping):
         return dict(models)
     if isinstance(models, GPTNeo):
@@ -139,7 +139,7 @@ class Sampler(W.VBox):
 
 
 def sampler(models: Mapping[str, object] | Sequence, codec: Codec, **kw) -> Sampler:
-    """A story sampler over `models` ({label: model dir or GPTNeo} or `pipeline.ModelRun`s)."""
+    """A story sampler over `models` ({label: model dir or GPTNeo} or `stages.ModelRun`s)."""
     return Sampler(models, codec, **kw)
 
 
