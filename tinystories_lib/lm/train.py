@@ -4,7 +4,8 @@ A run lives in one directory:
     config.json          model + training config (what `load_model` reads)
     model.safetensors    the final weights (written when the run completes)
     metrics.jsonl        one row per log/eval step: loss, val_loss, lr, tokens, tokens/s, wall time
-    summary.json         the finished run: steps, final validation loss, sizes, FLOPs (written last)
+    summary.json         the finished run: steps, final validation loss (and bits per byte over the whole
+                         validation shard), sizes, FLOPs (written last)
     checkpoints/step_NNNNNN/  model + optimizer + RNG state (lm.checkpoints); `checkpoints/latest.json` names
                          the newest.
 Resume is exact: batch k is drawn from an RNG seeded by (seed, k), so the data order needs no state
@@ -38,6 +39,7 @@ from tinystories_lib.lm.checkpoints import (
     save_model,
 )
 from tinystories_lib.lm.model import GPTNeo, GPTNeoConfig
+from tinystories_lib.lm.scoring import bits_per_byte, shard_nll
 from tinystories_lib.params import TrainParams
 
 
@@ -199,10 +201,13 @@ def train(
     desc: str = "training",
     stop_after: int | None = None,
     extra_config: dict | None = None,
+    val_bytes: int | None = None,
 ) -> dict:
     """Train (or resume, or skip if finished) a model in `out_dir`. Returns a summary dict.
 
-    `stop_after` ends the run early at that step with a checkpoint, exactly as an interruption would."""
+    `stop_after` ends the run early at that step with a checkpoint, exactly as an interruption would.
+    `val_bytes` (the UTF-8 bytes of the validation text, `scoring.text_bytes`) adds bits per byte: an
+    estimate beside each validation loss, and the whole validation shard scored at the end."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, local_rank, world = _dist_info()
@@ -335,6 +340,8 @@ def train(
                             f"validation loss became {last_val} at step {step} in {out_dir}; the last good "
                             f"checkpoint is kept. Lower train.lr (now {cfg.lr}) or raise train.warmup_steps.")
                     row["val_loss"], last_step_evaluated = last_val, step
+                    if val_bytes:  # the same loss per byte, at the shard's bytes per token
+                        row["val_bpb"] = last_val / math.log(2) * len(val_data) / val_bytes
                     row["eval_s"] = time.perf_counter() - now
                     t_last = time.perf_counter()  # evaluation time is not training throughput
                 log(row)
@@ -366,6 +373,9 @@ def train(
                "params_non_embedding": model.num_params(non_embedding=True),
                "train_tokens": step * tokens_per_step, "train_flops": model.flops_per_token() * step * tokens_per_step,
                "wall_s_this_session": time.perf_counter() - t_start}
+    if val_bytes:
+        nll, n = shard_nll(model, val_data, cfg.batch_size, device)
+        summary |= {"val_bpb": bits_per_byte(nll, val_bytes), "val_loss_full": nll / n, "val_bytes": val_bytes}
     if master:
         save_model(model, out_dir)
         _atomic_json(summary_path, summary)

@@ -33,6 +33,7 @@ from pathlib import Path
 from tinystories_lib.evals.grades import Completion, Grade
 from tinystories_lib.evals.instruct_checks import IN_DIST, OOD, InstructionSet, instruction_sets
 from tinystories_lib.lm.sample import SamplingConfig, complete
+from tinystories_lib.lm.scoring import text_bytes
 from tinystories_lib.lm.tokenizer import Codec, train_bpe, write_shard
 from tinystories_lib.params import ModelParams, Params
 from tinystories_lib.runs import Run
@@ -105,7 +106,7 @@ def instruct_tokens(run: Run, progress: bool = True) -> Path:
     n_train = write_shard(codec, train_r, out / "train.bin", progress, len(train_r))
     n_val = write_shard(codec, val_r, out / "val.bin", progress, len(val_r))
     run.mark_done(out, {
-        "vocab_size": codec.vocab_size, "train_tokens": n_train, "val_tokens": n_val,
+        "vocab_size": codec.vocab_size, "train_tokens": n_train, "val_tokens": n_val, "val_bytes": text_bytes(val_r),
         "n_train_records": len(train_r), "held_out_pair": list(pair),
         "combos": dict(Counter(combo_name(f) for f in shown).most_common()),
         "held_out_cooccurrences": sum(is_held_out(f, pair) for f in shown),  # 0 by construction; recorded as proof

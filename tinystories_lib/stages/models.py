@@ -53,6 +53,11 @@ class ModelRun:
     def val_loss(self) -> float:
         return self.summary["final_val_loss"]
 
+    @property
+    def val_bpb(self) -> float | None:
+        """Bits per byte over the whole validation shard (None for a model trained before it was kept)."""
+        return self.summary.get("val_bpb")
+
 
 def model_config(run: Run, mp: ModelParams, vocab_size: int) -> GPTNeoConfig:
     return GPTNeoConfig(vocab_size=vocab_size, context=mp.context, hidden=mp.hidden, layers=mp.layers,
@@ -91,7 +96,8 @@ def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, 
         barrier()
         shards_dir = shards(run, progress=False)
     rank = int(os.environ.get("RANK", "0"))
-    mcfg = model_config(run, mp, Run.artifact(shards_dir)["vocab_size"])
+    meta = Run.artifact(shards_dir)
+    mcfg = model_config(run, mp, meta["vocab_size"])
     steps = max_steps or p.train.max_steps
     overrides = schedule(p.train, steps)
     overrides["lr"] = p.train.lr if lr is None else lr
@@ -109,7 +115,8 @@ def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, 
         if rank == 0 and (shards_dir / name).exists() and not (out / name).exists():
             shutil.copy(shards_dir / name, out / name)  # a model directory is self-contained for sampling
     summary = train(mcfg, tcfg, read_shard(shards_dir / "train.bin"), read_shard(shards_dir / "val.bin"), out,
-                    progress=progress, desc=label, stop_after=stop_after, extra_config=identity)
+                    progress=progress, desc=label, stop_after=stop_after, extra_config=identity,
+                    val_bytes=meta.get("val_bytes"))
     return ModelRun(label, mp.hidden, mp.layers, mp.heads, out, summary)
 
 
@@ -228,11 +235,13 @@ def grid(results: list[ModelRun], value=lambda r: r.val_loss) -> tuple[list[int]
 
 
 def summary_table(results: list[ModelRun]) -> str:
-    lines = ["| model | params | non-embedding | train tokens | final val loss |", "|---|---:|---:|---:|---:|"]
+    lines = ["| model | params | non-embedding | train tokens | final val loss | val bits per byte |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in results:
         s = r.summary
         lines.append(f"| {r.label} | {s['params'] / 1e6:.3f}M | {s['params_non_embedding'] / 1e6:.3f}M | "
-                     f"{s['train_tokens'] / 1e6:.2f}M | {s['final_val_loss']:.3f} |")
+                     f"{s['train_tokens'] / 1e6:.2f}M | {s['final_val_loss']:.3f} | "
+                     + (f"{r.val_bpb:.3f} |" if r.val_bpb is not None else "- |"))
     return "\n".join(lines)
 
 

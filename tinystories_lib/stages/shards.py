@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tinystories_lib.lm.scoring import text_bytes
 from tinystories_lib.lm.tokenizer import (
     Codec,
     fetch_gpt_neo_files,
@@ -43,6 +44,7 @@ def shards(run: Run, progress: bool = True) -> Path:
     n_train = write_shard(codec, train_texts, out / "train.bin", progress, len(train_texts))
     n_val = write_shard(codec, val_texts, out / "val.bin", progress, len(val_texts))
     run.mark_done(out, {"vocab_size": codec.vocab_size, "train_tokens": n_train, "val_tokens": n_val,
+                        "val_bytes": text_bytes(val_texts),
                         "tokens_per_story": n_train / max(1, len(train_texts)), "seconds": time.perf_counter() - t0})
     return out
 
