@@ -80,7 +80,7 @@ PROFILED_HIDDEN = named_config("1M").hidden  # the profiled model's; ops on (voc
 CATEGORIES = [  # (label, test on (op name, input shapes)); first match wins
     ("lm_head matmuls (logits, d/dhidden, d/dweight)", lambda n, s: n in ("aten::mm", "aten::addmm", "aten::addmm_",
                                                                          "aten::linear") and VOCAB in s),
-    # the chunked loss (model.output_and_loss): logsumexp, softmax - onehot in place, on (rows, vocab) chunks
+    # the chunked loss (lm.chunked_loss.output_and_loss): logsumexp, softmax - onehot in place, on (rows, vocab) chunks
     ("cross-entropy (softmax over the vocabulary, fwd + bwd)", lambda n, s: "log_softmax" in n or "nll_loss" in n
      or (VOCAB in s and PROFILED_HIDDEN not in s and n != "aten::copy_")),
     ("attention (SDPA flash kernel, fwd + bwd)", lambda n, s: "scaled_dot_product" in n),

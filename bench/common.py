@@ -210,7 +210,7 @@ def start(args: argparse.Namespace, name: str, torch_threads: bool = True) -> di
         from tinystories_lib.lm.allocator import keep_freed_memory
 
         # Set before anything runs, so ours and the baseline in this process share it (TINYSTORIES_MALLOC=default: off).
-        info["allocator"] = "glibc keeps freed memory (perf.py)" if keep_freed_memory() else "default"
+        info["allocator"] = "glibc keeps freed memory (lm.allocator)" if keep_freed_memory() else "default"
         info["small_op_us"] = round(small_op_us())
     print(f"== {name}{' (--quick)' if args.quick else ''}")
     for k, v in info.items():

@@ -146,3 +146,46 @@ def test_cpu_bf16_autocast_stays_close_to_fp32():
         assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.99
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the loss-only path agrees
         assert abs(m(x, x)[1] - l16) < 1e-5
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("heads", [4, 8])  # head_dim 8, and 4 (keys and values stored transposed)
+def test_cached_decode_gives_the_full_forwards_logits(heads):
+    """lm/kvcache.py against the plain forward: a prompt, then one token at a time past the local window,
+    with a left-padded row; on CPU every decode step also reads padded (masked) cache slots."""
+    from tinystories_lib.lm.kvcache import KVCache
+
+    m = tiny(heads=heads).double()
+    x = torch.randint(0, 97, (2, 30))
+    pad = 3  # row 1 holds x[1, :27] after 3 padding slots: its positions start at its first real token
+    idx = torch.cat([x[:1], torch.cat([torch.zeros(1, pad, dtype=torch.long), x[1:, : 30 - pad]], 1)])
+    pos = (torch.arange(30)[None] - torch.tensor([[0], [pad]])).clamp(min=0)
+    valid = torch.ones(2, 30, dtype=torch.bool)
+    valid[1, :pad] = False
+    full = [m(x[:1])[0][0], m(x[1:, : 30 - pad])[0][0]]
+    cache = KVCache(m.cfg, 2, 30, "cpu", torch.float64)
+    assert cache.min_decode_keys > 30  # so every decode step reads all 30 slots, unwritten ones masked
+    got = [m.forward_cached(idx[:, :10], pos[:, :10], valid[:, :10], cache)]
+    for t in range(10, 30):
+        got.append(m.forward_cached(idx[:, t : t + 1], pos[:, t : t + 1], valid[:, : t + 1], cache))
+    got = torch.stack(got, 1)  # (2, 21, vocab): logits after tokens 0..9, 10, ..., 29
+    torch.testing.assert_close(got[0], full[0][9:], rtol=0, atol=1e-10)
+    torch.testing.assert_close(got[1], full[1][9 - pad :], rtol=0, atol=1e-10)
+
+
+def test_attention_is_sdpa_and_fp32_under_cpu_autocast():
+    """lm/cpu_autocast.py against F.scaled_dot_product_attention, causal and with a mask."""
+    from tinystories_lib.lm.cpu_autocast import attention, cpu_autocast_dtype
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 10, 8).unbind(0)
+    mask = (torch.rand(10, 10) < 0.6) | torch.eye(10, dtype=torch.bool)
+    for m in (None, mask):
+        plain = F.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=m is None, scale=1.0)
+        assert cpu_autocast_dtype() is None and torch.equal(attention(q, k, v, m, scale=1.0), plain)
+        qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()  # what the projections give under autocast
+        fp32 = F.scaled_dot_product_attention(qb.float(), kb.float(), vb.float(), attn_mask=m, is_causal=m is None)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert cpu_autocast_dtype() == torch.bfloat16
+            y = attention(qb, kb, vb, m)
+        assert y.dtype == torch.float32 and torch.equal(y, fp32)

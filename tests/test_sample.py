@@ -113,31 +113,6 @@ def test_sampling_never_draws_a_filtered_token():
     assert counts[0] > counts[1] > counts[2] * 0.5  # follows the distribution's order
 
 
-def reference_threshold(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Nucleus threshold the textbook way: sort descending, keep until the mass reaches top_p."""
-    desc = torch.sort(probs, dim=-1, descending=True).values
-    keep = (desc.cumsum(-1) - desc) < top_p  # mass before this token is still short of top_p
-    return desc.masked_fill(~keep, float("inf")).amin(-1, keepdim=True)
-
-
-@pytest.mark.parametrize("scale", [0.5, 3.0, 12.0])  # flat (full sort), mixed, peaked (top-64 fast path)
-@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
-def test_top_p_threshold_matches_the_textbook_sort(scale, top_p):
-    from tinystories_lib.lm.sample import _top_p_threshold
-
-    torch.manual_seed(int(scale * 10))
-    probs = (torch.randn(40, 3000) * scale).softmax(-1)
-    ours, ref = _top_p_threshold(probs, top_p), reference_threshold(probs, top_p)
-    # The same token set in every row, except where the two ways of summing in float32 land on either side
-    # of top_p at the boundary token: at most one token apart there.
-    differ = ((probs >= ours) != (probs >= ref)).sum(-1)
-    assert (differ == 0).float().mean() >= 0.9 and differ.max() <= 1
-    # And ours is the nucleus: it reaches top_p, and dropping its smallest kept token would not.
-    kept = probs * (probs >= ours)
-    assert (kept.sum(-1) >= top_p - 1e-5).all()
-    assert (kept.sum(-1) - ours.squeeze(-1) < top_p + 1e-5).all()
-
-
 def test_sampler_draws_follow_the_nucleus_distribution():
     from tinystories_lib.lm.sample import sample_next
 
@@ -147,24 +122,6 @@ def test_sampler_draws_follow_the_nucleus_distribution():
     freq = torch.bincount(draws, minlength=300).float() / len(draws)
     expected = torch.tensor([0.4, 0.3, 0.2]) / 0.9  # 0.4 + 0.3 < 0.85 <= 0.9: three tokens, renormalised
     assert freq[3:].sum() == 0 and torch.allclose(freq[:3], expected, atol=0.015)
-
-
-@pytest.mark.parametrize("V", [7, 128, 300, 3000])
-def test_two_level_inverse_cdf_equals_searchsorted_over_cumsum(V):
-    from tinystories_lib.lm.sample import _block_cdf, _first_above
-
-    torch.manual_seed(V)
-    values = torch.rand(64, V, dtype=torch.float64) * (torch.rand(64, V) < 0.7)  # zeros inside rows too
-    total = values.sum(-1, keepdim=True)
-    for x in (torch.rand(64, 1, dtype=torch.float64) * total, torch.zeros(64, 1, dtype=torch.float64),
-              -torch.ones(64, 1, dtype=torch.float64)):  # anywhere below the row's total
-        expected = torch.searchsorted(values.cumsum(-1), x, right=True).clamp(max=V - 1)
-        assert torch.equal(_first_above(values, _block_cdf(values), x), expected)
-    # float32 near the top of the mass: whatever the rounding, the index found holds a nonzero value
-    v32 = values.float()
-    x = torch.nextafter(v32.sum(-1, keepdim=True), torch.zeros(64, 1))
-    picked = _first_above(v32, _block_cdf(v32), x)
-    assert (v32.gather(-1, picked) > 0).all()
 
 
 def test_redraws_that_run_out_fall_back_to_the_masked_distribution():

@@ -4,9 +4,9 @@ PyTorch frees every intermediate tensor as soon as it is dead, and glibc hands l
 the kernel (munmap, or trimming the heap top). The next decode step's tensors of the same size then
 page-fault fresh zeroed pages, which are expensive on a VM. `keep_freed_memory()` asks glibc (mallopt) to
 serve blocks up to 32 MiB from its heap and not to trim it, so freed memory is reused instead; PyTorch's
-CPU tuning guide gets the same effect by preloading jemalloc or tcmalloc. Measured on the 2-vCPU VM
-(BENCHMARKS.md): +24% for the 1M model's batched sampling; no measurable change to a training step. It
-costs no extra peak memory: memory freed below the peak stays mapped.
+CPU tuning guide gets the same effect by preloading jemalloc or tcmalloc. It speeds up batched sampling
+and leaves a training step as it was (BENCHMARKS.md, sections 1 and 2). It costs no extra peak memory:
+memory freed below the peak stays mapped.
 
 Called by `sample.generate` (and by the benchmarks, for ours and the baseline alike); idempotent; a no-op
 where the C library is not glibc. Set TINYSTORIES_MALLOC=default in the environment to leave it alone.

@@ -1,22 +1,34 @@
-"""TODO: lm.chunked_loss (from model)."""
+"""The output layer and next-token cross-entropy fused and chunked, for training and evaluating on CPU.
+
+The plain loss builds the (B*T, vocab) logits, then their log-softmax, and in backward a gradient of the
+same size: three passes over the largest tensor of a small model's step, and the memory to hold them.
+`output_and_loss` instead computes, a few hundred rows at a time, the logits, their logsumexp and the
+loss, and (when gradients are wanted) turns those logits in place into softmax - onehot, the gradient of
+the loss with respect to them, which it multiplies straight into the gradients of the hidden states and
+of the output weight. Backward then only scales the two gradients kept from the forward pass. So the full
+logits are never held, and each chunk's logits are made and read once. Why this pays on CPU and what it
+saves: BENCHMARKS.md, section 1.
+
+It is the same loss and the same gradients as F.cross_entropy(F.linear(x, weight)), to float64 rounding
+(tests/test_model.py). GPUs, `torch.compile` (whose graphs fuse the loss themselves), other reductions
+and callers that want the logits take the plain path.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from tinystories_lib.lm.cpu_autocast import cpu_autocast_dtype
+
 
 def output_and_loss(x, weight, targets=None, reduction: str = "mean"):
     """(logits, loss) of the output layer `weight` (vocab, hidden) on hidden states x (B, T, hidden), loss
     being next-token cross-entropy with targets (B, T), -1 ignored.
 
-    The mean loss on CPU never builds the (B*T, vocab) logits: `_ChunkedCrossEntropy` computes the loss
-    and its gradients a few hundred rows at a time (logits None then). For the 1M model (hidden 64, vocab
-    10k, 4,096 tokens a step) the output layer and loss took 2.5x less time this way, forward and backward
-    on 2 CPU threads, and the 164 MB of logits, their log-softmax and their gradient are never held.
-    Under CPU autocast (`train.cpu_bf16`) the chunks' three matmuls run in bf16, the softmax in fp32.
-    Other reductions, GPUs (bf16 autocast; compiled graphs fuse the loss themselves) and `torch.compile`
-    take the plain path."""
+    The mean loss on CPU takes the chunked path (logits None then); under CPU autocast (`train.cpu_bf16`)
+    the chunks' three matmuls run in its dtype, the softmax in fp32. Everything else is the plain
+    F.linear + F.cross_entropy."""
     if targets is None or reduction != "mean" or x.device.type != "cpu" or _compiling():
         logits = F.linear(x, weight)
         if targets is None:
@@ -35,18 +47,6 @@ def output_and_loss(x, weight, targets=None, reduction: str = "mean"):
 def _compiling() -> bool:
     compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
     return bool(compiling and compiling())
-
-
-def cpu_autocast_dtype() -> torch.dtype | None:
-    """The dtype CPU autocast runs matmuls in, or None when it is off (torch 2.2-2.3 spell it differently)."""
-    try:
-        on = torch.is_autocast_enabled("cpu")  # torch >= 2.4
-    except TypeError:
-        on = torch.is_autocast_cpu_enabled()
-    if not on:
-        return None
-    get = getattr(torch, "get_autocast_dtype", None)
-    return get("cpu") if get is not None else torch.get_autocast_cpu_dtype()
 
 
 def _chunk_rows(vocab: int) -> int:

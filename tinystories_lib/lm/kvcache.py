@@ -1,4 +1,19 @@
-"""TODO: lm.kvcache (from model)."""
+"""The KV cache for sampling, and attention over it.
+
+Sampling feeds a model the prompt once and then one token at a time. `KVCache` keeps every layer's keys
+and values, so each step computes q, k, v for the new tokens only and attends over what is stored. The
+models' `forward_cached` (GPT-Neo in lm/model.py, the Llama variant in lm/interop/llama.py) use it; their
+plain `forward` does not. Everything here is for decoding speed on CPU, where a step at batch 50 is a few
+dozen small ops and their fixed costs dominate (BENCHMARKS.md, section 2):
+  - a decode step's attention is two matmuls over a cache laid out for them (`cached_attention`), not SDPA;
+  - small heads (head_dim < 8) store keys and values transposed, so those matmuls read contiguous rows;
+  - on CPU a short cache is read over at least `min_decode_keys` slots, the unwritten ones masked out,
+    because ATen multiplies matrices of fewer than 400 products in a plain loop instead of calling BLAS;
+  - weights derived for sampling (GPT-Neo's fused q/k/v projection, the transposed output layer) are made
+    once per generation (`derived`).
+None of this changes the result: a cached decode gives the same logits as the full forward on the same
+tokens (tests/test_model.py, tests/test_sample.py, tests/test_llama.py).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +24,12 @@ _ATEN_SMALL_BMM = 400  # ATen's CPU bmm loops in plain C++ below this many produ
 
 
 class KVCache:
-    """Preallocated keys and values for every layer, for any config with `layers`, `kv_heads` and
-    `head_dim` (GPT-Neo and the Llama variant). Keys and values are (batch, kv_heads, max_len, head_dim),
-    except when heads are small (head_dim < 8, the 1M model's 4): both are then stored transposed,
-    (batch, kv_heads, head_dim, max_len), so that a decode step's two matmuls run over contiguous rows of
-    the cache (3-4x faster each on CPU at head_dim 4). At larger head sizes writing a transposed column
-    costs more than it saves."""
+    """Preallocated keys and values for every layer, for any config with `layers`, `heads`, `kv_heads`
+    and `head_dim` (GPT-Neo and the Llama variant). Keys and values are (batch, kv_heads, max_len,
+    head_dim), except when heads are small (head_dim < 8, the 1M model's 4): both are then stored
+    transposed, (batch, kv_heads, head_dim, max_len), so that a decode step's two matmuls run over
+    contiguous rows of the cache. At larger head sizes writing a transposed column costs more than it
+    saves."""
 
     def __init__(self, cfg, batch: int, max_len: int, device, dtype):
         self.transposed = cfg.head_dim < 8
@@ -23,11 +38,11 @@ class KVCache:
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
         self.capacity = max_len
-        self.length = 0  # tokens already stored
+        self.length = 0  # tokens already stored; the model's forward_cached advances it
         # A decode step's matmuls multiply (group x D) by (D x L) and (D x L) by (L x group) for each batch
-        # item and head. On CPU, ATen multiplies matrices with fewer than 400 products in a plain loop, up
-        # to 7x slower than its BLAS path (1M, L = 99: 437 us against 61 us at L = 100), so short caches
-        # are read over at least this many slots, the unwritten ones masked out.
+        # item and head. On CPU, ATen multiplies matrices with fewer than 400 products in a plain loop,
+        # much slower than its BLAS path, so short caches are read over at least this many slots, the
+        # unwritten ones masked out.
         group = cfg.heads // cfg.kv_heads
         self.min_decode_keys = -(-_ATEN_SMALL_BMM // (cfg.head_dim * group)) if torch.device(device).type == "cpu" else 0
         self._derived: dict = {}
@@ -46,11 +61,37 @@ class KVCache:
             self._derived[key] = make()
         return self._derived[key]
 
+    def fused_linear(self, key, x, *linears: torch.nn.Linear) -> tuple[torch.Tensor, ...]:
+        """The outputs of several bias-free linear layers on the same x, as one matmul with their weights
+        concatenated (once per generation, under `key`): one call instead of three for q, k and v."""
+        w = self.derived(key, lambda: torch.cat([lin.weight for lin in linears]))
+        return F.linear(x, w).split([lin.out_features for lin in linears], dim=-1)
+
+    def output_logits(self, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The output layer on the last hidden states h (B, hidden): h @ weight^T, with weight^T made
+        contiguous once per generation, which beats F.linear at decode batch sizes on CPU."""
+        return h @ self.derived("lm_head_t", lambda: weight.t().contiguous())
+
+    def masks(self, key_valid: torch.Tensor, n_new: int, dtype, window: int | None = None):
+        """Additive attention masks (B, 1, n_new, attended(n_new)) for the `n_new` tokens stored after
+        `length`: (causal, local), local None without `window`. `key_valid` (B, length + n_new) marks the
+        real (non-padding) tokens. Causal is over cache slots, not position ids (left-padded rows share
+        slots); local also hides keys `window` or more slots back, as GPT-Neo's local layers do."""
+        t0, L = self.length, self.attended(n_new)
+        q_pos = torch.arange(t0, t0 + n_new, device=key_valid.device)
+        k_pos = torch.arange(L, device=key_valid.device)
+        key_valid = F.pad(key_valid, (0, L - key_valid.size(1)))  # slots not written yet: after q, masked
+        d = q_pos[:, None] - k_pos[None, :]
+        causal = (d >= 0)[None, None] & key_valid[:, None, None, :]
+        # A row whose every key is masked (all padding so far) would give NaN; let it see itself.
+        diag = (d == 0)[None, None]
+        local = None if window is None else decode_mask((causal & (d < window)[None, None]) | diag, dtype)
+        return decode_mask(causal | diag, dtype), local
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Store k, v (B, kv_heads, T, D) after the cached tokens; return the keys of the first
         `attended(T)` slots as a (B, kv_heads, D, L) view, and their values as (B, kv_heads, L, D), or as
-        (B, kv_heads, D, L) when `transposed` (cached_attention's `values_transposed`). `length` advances
-        in forward_cached."""
+        (B, kv_heads, D, L) when `transposed` (cached_attention's `values_transposed`)."""
         t0, T = self.length, k.size(2)
         L = self.attended(T)
         if self.transposed:
@@ -61,13 +102,19 @@ class KVCache:
         self.v[layer][:, :, t0 : t0 + T] = v
         return self.k[layer][:, :, :L].transpose(-1, -2), self.v[layer][:, :, :L]
 
+    def attend(self, layer: int, q, k, v, mask, scale: float) -> torch.Tensor:
+        """Store this step's k, v (B, kv_heads, T, D) in `layer`, then attend q (B, heads, T, D) over the
+        attended slots with the additive `mask` from `masks`; returns (B, heads, T, D)."""
+        kt, v = self.update(layer, k, v)
+        return cached_attention(q, kt, v, mask, scale, values_transposed=self.transposed)
+
 
 def cached_attention(q, kt, v, mask, scale: float, values_transposed: bool = False):
     """Attention of q (B, H, T, D) over cached keys kt (B, Hkv, D, L) and values v (B, Hkv, L, D), or
     (B, Hkv, D, L) if `values_transposed`; each key/value head serves H // Hkv consecutive query heads
     (grouped-query attention when Hkv < H). `mask` is additive (0 or -inf), broadcastable to (B, H, T, L).
-    One new token (decoding) takes two matmuls, 2-3x faster than SDPA on CPU for one query; longer inputs
-    (the prompt) go through SDPA."""
+    One new token (decoding) takes two matmuls, cheaper than SDPA on CPU for a single query; longer
+    inputs (the prompt) go through SDPA."""
     B, H, T, D = q.shape
     Hkv = kt.size(1)
     if T == 1:

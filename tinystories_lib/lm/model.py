@@ -7,19 +7,23 @@ What makes it GPT-Neo (and the TinyStories checkpoints `roneneldan/TinyStories-*
   - attention scores are NOT divided by sqrt(head_dim); q/k/v projections have no bias, the output
     projection has one; the MLP is Linear -> GELU (tanh approximation, "gelu_new") -> Linear.
 Parameter names follow Hugging Face's GPTNeoForCausalLM so checkpoints convert by name.
+
+The speed tricks live in their own modules, each tested against the plain computation: lm/kvcache.py
+(sampling's KV cache and attention over it, behind `cache=` and `forward_cached`), lm/chunked_loss.py
+(the output layer fused with the loss) and lm/cpu_autocast.py (attention kept in fp32 under CPU autocast).
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tinystories_lib.lm.chunked_loss import cpu_autocast_dtype, output_and_loss
-from tinystories_lib.lm.kvcache import KVCache, cached_attention, decode_mask
+from tinystories_lib.lm.chunked_loss import output_and_loss
+from tinystories_lib.lm.cpu_autocast import attention
+from tinystories_lib.lm.kvcache import KVCache
 
 
 @dataclass
@@ -61,25 +65,6 @@ class GPTNeoConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-# The published TinyStories models (hidden, layers); all use 16 heads, context 512, window 256.
-NAMED_CONFIGS = {
-    "1M": (64, 8),
-    "3M": (128, 8),
-    "8M": (256, 8),
-    "28M": (512, 8),
-    "33M": (768, 4),
-    "1Layer-21M": (1024, 1),
-    "2Layers-33M": (1024, 2),
-}
-
-
-def named_config(name: str, vocab_size: int = 50257, **overrides) -> GPTNeoConfig:
-    hidden, layers = NAMED_CONFIGS[name]
-    kw = dict(vocab_size=vocab_size, context=512, hidden=hidden, layers=layers, heads=16, window=256)
-    kw.update(overrides)
-    return GPTNeoConfig(**kw)
-
-
 class SelfAttention(nn.Module):
     def __init__(self, cfg: GPTNeoConfig, local: bool):
         super().__init__()
@@ -94,28 +79,17 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, mask=None, cache: KVCache | None = None, layer: int = 0):
         B, T, C = x.shape
-        H = self.heads
-        if cache is not None:  # sampling: one fused q/k/v projection, attention over the cache
-            w = cache.derived(("qkv", layer), lambda: torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]))
-            q, k, v = F.linear(x, w).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
-            kt, v = cache.update(layer, k, v)
-            # GPT-Neo does not scale attention scores: scale=1.0.
-            y = cached_attention(q, kt, v, mask, scale=1.0, values_transposed=cache.transposed)
+        if cache is None:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        else:  # sampling: the three projections as one matmul
+            q, k, v = cache.fused_linear(("qkv", layer), x, self.q_proj, self.k_proj, self.v_proj)
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        # GPT-Neo does not scale attention scores: scale=1.0.
+        if cache is not None:  # sampling: store this step's k, v and attend over the cache
+            y = cache.attend(layer, q, k, v, mask, scale=1.0)
             return self.out_proj(y.transpose(1, 2).reshape(B, T, C))
-        q = self.q_proj(x).view(B, T, H, C // H).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, H, C // H).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, H, C // H).transpose(1, 2)
         p = self.dropout if self.training else 0.0
-        # Under CPU autocast only the matmuls go to bf16: SDPA's CPU kernel is slower in bf16 (BENCHMARKS).
-        fp32_attention = x.device.type == "cpu" and cpu_autocast_dtype() is not None
-        if fp32_attention:
-            q, k, v = q.float(), k.float(), v.float()
-        with torch.autocast("cpu", enabled=False) if fp32_attention else nullcontext():
-            # GPT-Neo does not scale attention scores: scale=1.0.
-            if mask is None:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, scale=1.0)
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=1.0)
+        y = attention(q, k, v, mask, dropout_p=p, scale=1.0)  # SDPA, causal when mask is None
         y = y.transpose(1, 2).reshape(B, T, C)
         return F.dropout(self.out_proj(y), p, self.training)
 
@@ -209,26 +183,16 @@ class GPTNeo(nn.Module):
         return output_and_loss(x, self.lm_head.weight, targets, reduction)
 
     def forward_cached(self, idx, position_ids, key_valid, cache: KVCache):
-        """Incremental forward for sampling: `idx` (B, T) new tokens at `position_ids` (B, T);
-        `key_valid` (B, cache.length + T) marks real (non-padding) tokens. Returns logits of the
+        """Incremental forward for sampling (lm/kvcache.py): `idx` (B, T) new tokens at `position_ids`
+        (B, T); `key_valid` (B, cache.length + T) marks real (non-padding) tokens. Returns logits of the
         last position only, (B, vocab)."""
-        B, T = idx.shape
-        t0, L = cache.length, cache.attended(T)
+        T = idx.size(1)
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)
-        q_pos = torch.arange(t0, t0 + T, device=idx.device)
-        k_pos = torch.arange(L, device=idx.device)
-        key_valid = F.pad(key_valid, (0, L - key_valid.size(1)))  # slots not written yet: after q, masked
-        d = q_pos[:, None] - k_pos[None, :]
-        causal = (d >= 0)[None, None] & key_valid[:, None, None, :]
-        local = causal & (d < self.cfg.window)[None, None]
-        # A row whose every key is masked (all padding so far) would give NaN; let it see itself.
-        diag = (d == 0)[None, None]
-        causal, local = decode_mask(causal | diag, x.dtype), decode_mask(local | diag, x.dtype)
+        causal, local = cache.masks(key_valid, T, x.dtype, window=self.cfg.window)
         for i, block in enumerate(self.transformer.h):
             x = block(x, local if block.attn.attention.local else causal, cache, i)
-        cache.length = t0 + T
-        # x @ W^T with W^T made contiguous once is ~1.4x faster than F.linear at decode batch sizes.
-        return self.transformer.ln_f(x[:, -1]) @ cache.derived("lm_head_t", lambda: self.lm_head.weight.t().contiguous())
+        cache.length += T
+        return cache.output_logits(self.transformer.ln_f(x[:, -1]), self.lm_head.weight)
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward), 6N plus attention, as in the PaLM appendix."""
@@ -236,6 +200,25 @@ class GPTNeo(nn.Module):
         n = self.num_params(non_embedding=True) + cfg.vocab_size * cfg.hidden
         attn = sum(min(cfg.context, cfg.window) if t == "local" else cfg.context for t in cfg.attention_types)
         return 6 * n + 6 * cfg.hidden * attn
+
+
+# The published TinyStories models (hidden, layers); all use 16 heads, context 512, window 256.
+NAMED_CONFIGS = {
+    "1M": (64, 8),
+    "3M": (128, 8),
+    "8M": (256, 8),
+    "28M": (512, 8),
+    "33M": (768, 4),
+    "1Layer-21M": (1024, 1),
+    "2Layers-33M": (1024, 2),
+}
+
+
+def named_config(name: str, vocab_size: int = 50257, **overrides) -> GPTNeoConfig:
+    hidden, layers = NAMED_CONFIGS[name]
+    kw = dict(vocab_size=vocab_size, context=512, hidden=hidden, layers=layers, heads=16, window=256)
+    kw.update(overrides)
+    return GPTNeoConfig(**kw)
 
 
 def describe(cfg: GPTNeoConfig) -> str:

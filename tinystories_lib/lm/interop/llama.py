@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tinystories_lib.lm.chunked_loss import output_and_loss
-from tinystories_lib.lm.kvcache import KVCache, cached_attention, decode_mask
+from tinystories_lib.lm.kvcache import KVCache
 
 BOS_ID, EOS_ID = 1, 2  # llama2.c / SentencePiece convention: 0 = <unk>
 
@@ -123,8 +123,7 @@ class Attention(nn.Module):
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:  # keys are cached after rotation, so they never need their position again
-            kt, v = cache.update(layer, k, v)
-            y = cached_attention(q, kt, v, mask, scale=self.head_dim**-0.5, values_transposed=cache.transposed)
+            y = cache.attend(layer, q, k, v, mask, scale=self.head_dim**-0.5)
         else:
             # Grouped-query attention: each kv head serves n_heads // n_kv_heads consecutive query heads.
             rep = self.n_heads // self.n_kv_heads
@@ -199,21 +198,13 @@ class Llama(nn.Module):
     def forward_cached(self, idx, position_ids, key_valid, cache: KVCache):
         """Same contract as GPTNeo.forward_cached: new tokens `idx` (B, T) at `position_ids` (B, T),
         `key_valid` (B, cache.length + T) marks non-padding keys; returns last-position logits (B, vocab)."""
-        B, T = idx.shape
-        t0, L = cache.length, cache.attended(T)
-        q_pos = torch.arange(t0, t0 + T, device=idx.device)
-        k_pos = torch.arange(L, device=idx.device)
-        key_valid = F.pad(key_valid, (0, L - key_valid.size(1)))  # slots not written yet: after q, masked
-        # Causal over cache slots (not position ids: padded rows share slots), minus padding keys; a row
-        # whose keys are all padding so far would give NaN, so every query sees at least itself.
-        d = q_pos[:, None] - k_pos[None, :]
-        mask = decode_mask(((d >= 0)[None, None] & key_valid[:, None, None, :]) | (d == 0)[None, None],
-                           self.output.weight.dtype)
+        T = idx.size(1)
+        mask, _ = cache.masks(key_valid, T, self.output.weight.dtype)  # causal over cache slots, minus padding
         cos, sin = self._rope(position_ids)
         x = self.tok_embeddings(idx)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, cache, i)
-        cache.length = t0 + T
+        cache.length += T
         return self.output(self.norm(x[:, -1]))
 
 
