@@ -143,7 +143,10 @@ class SampleParams:
 @dataclass
 class GradeParams:
     judge: Literal["offline", "llm"] = "offline"
-    n_prompts: int = 30  # from the shipped evaluation set (0 = all)
+    # The evaluation set: "kit" (shipped with the package), "paper" (the paper's `Evaluation prompts.yaml`
+    # from the hub, cached), or the path of a YAML file in either format (relative to the repository root).
+    prompts: str = "kit"
+    n_prompts: int = 30  # how many of the set's prompts, every kind represented (0 = all)
     completions_per_prompt: int = 1
     temperature: float = 0.0  # 0 = greedy
     max_new_tokens: int = 120
@@ -245,6 +248,11 @@ class Params:
         d = self.to_dict()
         d.pop("description")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A path from a profile: absolute, or relative to the repository root."""
+    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
 
 
 def _what(obj: Any) -> Any:
@@ -405,6 +413,8 @@ def _check_values(p: Params) -> None:
     need(0.0 <= p.model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {p.model.dropout}")
     need(0.0 < p.sample.top_p <= 1.0, "sample.top_p", f"must be in (0, 1], got {p.sample.top_p}")
     need(p.sample.temperature >= 0, "sample.temperature", f"must be >= 0 (0 = greedy), got {p.sample.temperature}")
+    need(p.grade.prompts in ("kit", "paper") or resolve_path(p.grade.prompts).is_file(), "grade.prompts",
+         f"{p.grade.prompts!r} is neither kit, paper nor an existing file (paths are from {REPO_ROOT})")
     need(p.grade.temperature >= 0, "grade.temperature", f"must be >= 0 (0 = greedy), got {p.grade.temperature}")
     need(p.grade.completions_per_prompt == 1 or p.grade.temperature > 0, "grade.completions_per_prompt",
          f"{p.grade.completions_per_prompt} completions per prompt with grade.temperature 0 (greedy) would be "

@@ -123,7 +123,7 @@ def read_corpus(run: Run, which: str = "train") -> list[Story]:
 def diversity_sources(run: Run) -> dict[str, list[Story]]:
     """The corpus, and beside it (where available) LLM stories made in this run and the real TinyStories
     files of `data.compare_paths` (relative paths are from the repository root): notebook 01's comparison."""
-    from tinystories_lib.params import REPO_ROOT
+    from tinystories_lib.params import resolve_path
     from tinystories_lib.stories.loading import load_corpus
 
     d = run.params.data
@@ -132,7 +132,7 @@ def diversity_sources(run: Run) -> dict[str, list[Story]]:
         for path in sorted(run.root.glob("llm_stories/*/stories.jsonl")):
             sources[f"LLM stories ({path.parent.name})"] = list(read_jsonl(path))[: d.compare_limit]
     for p in d.compare_paths:
-        path = Path(p) if Path(p).is_absolute() else REPO_ROOT / p
+        path = resolve_path(p)
         if not path.exists():
             print(f"note: data.compare_paths entry {p} not found; skipped (download a TinyStories file, e.g. "
                   "TinyStories-valid.txt from the hub, and list its path there)")

@@ -12,20 +12,38 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from tinystories_lib.evals.eval_prompts import EvalPrompt, load_eval_prompts
+from tinystories_lib.evals.eval_prompts import (
+    EvalPrompt,
+    fetch_paper_eval_yaml,
+    load_eval_prompts,
+    load_paper_eval_yaml,
+)
 from tinystories_lib.evals.grades import Completion, Grade, Grader
 from tinystories_lib.lm.checkpoints import list_checkpoints, load_model
 from tinystories_lib.lm.sample import SamplingConfig, complete
+from tinystories_lib.params import resolve_path
 from tinystories_lib.runs import Run
 from tinystories_lib.stages.corpus import read_corpus
 from tinystories_lib.stages.models import ModelRun, grid
 from tinystories_lib.stages.shards import codec
 
 
+def prompt_set(choice: str) -> list[EvalPrompt]:
+    """The evaluation set a profile names in `grade.prompts`: "kit", "paper" (the hub's file, cached by
+    huggingface_hub) or a YAML file, in the kit's format (`prompts:`) or the hub's (a list of beginnings)."""
+    if choice == "kit":
+        return load_eval_prompts()
+    path = fetch_paper_eval_yaml() if choice == "paper" else resolve_path(choice)
+    with open(path, encoding="utf-8") as f:
+        kit_format = isinstance(yaml.safe_load(f), dict)
+    return load_eval_prompts(path) if kit_format else load_paper_eval_yaml(path)
+
+
 def eval_prompts(run: Run) -> list[EvalPrompt]:
-    """The shipped evaluation set, cut to `grade.n_prompts` with every probe kind represented."""
-    prompts = load_eval_prompts()
+    """The profile's evaluation set (`grade.prompts`), cut to `grade.n_prompts` with every kind represented."""
+    prompts = prompt_set(run.params.grade.prompts)
     n = run.params.grade.n_prompts
     if not n or n >= len(prompts):
         return prompts
