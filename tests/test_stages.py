@@ -94,3 +94,34 @@ def test_each_checkpoint_is_completed_and_graded_once(tmp_path):
     series = grading.grades_over_training(run, grading.make_grader(run), [m], prompts)
     for per_model in series.values():
         assert [s for s, _ in per_model[m.label]] == steps
+
+
+def _txt(path, texts):
+    path.write_text("".join(t + "\n<|endoftext|>\n" for t in texts))
+    return path
+
+
+def test_validation_from_its_own_file_never_in_training(tmp_path):
+    from tinystories_lib.stages import read_corpus
+    from tinystories_lib.stories.prompts import sample_prompts
+    from tinystories_lib.stories.storyteller import Storyteller
+
+    teller = Storyteller(seed=3)
+    texts = [teller.tell(spec).text for spec in sample_prompts(60, seed=3)]
+    train_file = _txt(tmp_path / "train.txt", texts[:50])
+    val_file = _txt(tmp_path / "valid.txt", texts[40:])  # 10 of them also in the training file
+    run = _run(tmp_path, **{"data.source": "files", "data.paths": [str(train_file)], "data.n_stories": 0,
+                            "data.val_source": "files", "data.val_paths": [str(val_file)]})
+    train, val = read_corpus(run, "train"), read_corpus(run, "val")
+    assert sorted(s.text for s in val) == sorted(texts[40:])
+    assert sorted(s.text for s in train) == sorted(texts[:40])
+    assert Run.artifact(run.root / "corpus" / run.params.section_hash("data"))["train_dropped_as_in_validation"] == 10
+
+
+def test_a_validation_source_without_files_is_a_profile_error(tmp_path):
+    from tinystories_lib.params import ParamsError
+
+    with pytest.raises(ParamsError, match="data.val_paths"):
+        _run(tmp_path, **{"data.val_source": "files"})
+    with pytest.raises(ParamsError, match="data.val_paths: nowhere.txt not found"):
+        _run(tmp_path, **{"data.val_source": "files", "data.val_paths": ["nowhere.txt"]})

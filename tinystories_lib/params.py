@@ -65,6 +65,15 @@ class DataParams:
     hub_name: str = "roneneldan/TinyStories"
     hub_split: str = "train"
     hub_data_files: str | None = None  # e.g. "TinyStoriesV2-GPT4-train.txt" for the GPT-4-only V2 corpus
+    hub_revision: str | None = None  # a commit or tag of the hub dataset, to pin what is downloaded
+    # Where validation stories come from: "split" holds out `val_fraction` of the source; "files" reads
+    # `val_paths` (e.g. the official TinyStories-valid.txt); "hub" reads `val_hub_split` (or the file
+    # `val_hub_data_files`) of `hub_name`. A training story whose text is also a validation story is dropped.
+    val_source: Literal["split", "files", "hub"] = "split"
+    val_paths: list[str] = field(default_factory=list)
+    val_hub_split: str = "validation"
+    val_hub_data_files: str | None = None  # e.g. "TinyStoriesV2-GPT4-valid.txt"
+    val_limit: int = 0  # the first N validation stories (0 = all)
     val_fraction: float = 0.05
     min_chars: int = 50
     max_chars: int = 4000
@@ -413,6 +422,11 @@ def _check_values(p: Params) -> None:
     need(0.0 <= p.model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {p.model.dropout}")
     need(0.0 < p.sample.top_p <= 1.0, "sample.top_p", f"must be in (0, 1], got {p.sample.top_p}")
     need(p.sample.temperature >= 0, "sample.temperature", f"must be >= 0 (0 = greedy), got {p.sample.temperature}")
+    need(p.data.val_source != "files" or bool(p.data.val_paths), "data.val_paths",
+         "data.val_source files needs data.val_paths: the files holding the validation stories")
+    for path in p.data.val_paths:
+        need(resolve_path(path).exists(), "data.val_paths", f"{path} not found (paths are from {REPO_ROOT})")
+    need(p.data.val_limit >= 0, "data.val_limit", f"must be >= 0 (0 = all), got {p.data.val_limit}")
     need(p.grade.prompts in ("kit", "paper") or resolve_path(p.grade.prompts).is_file(), "grade.prompts",
          f"{p.grade.prompts!r} is neither kit, paper nor an existing file (paths are from {REPO_ROOT})")
     need(p.grade.temperature >= 0, "grade.temperature", f"must be >= 0 (0 = greedy), got {p.grade.temperature}")

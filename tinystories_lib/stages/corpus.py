@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from tinystories_lib.params import _what
+from tinystories_lib.params import _what, resolve_path
 from tinystories_lib.runs import Run
 from tinystories_lib.stories.records import Story, read_jsonl, write_jsonl
 
@@ -90,13 +90,29 @@ def _source_stories(run: Run, progress: bool) -> list[Story]:
         return [s for s in read_jsonl(out) if s.id in ids]
     from tinystories_lib.stories.loading import load_corpus
 
-    return load_corpus(d.source, paths=d.paths, hub_name=d.hub_name, hub_split=d.hub_split,
-                       hub_data_files=d.hub_data_files, limit=limit)
+    return load_corpus(d.source, paths=[resolve_path(p) for p in d.paths], hub_name=d.hub_name,
+                       hub_split=d.hub_split, hub_data_files=d.hub_data_files, hub_revision=d.hub_revision,
+                       limit=limit)
+
+
+def _validation_stories(run: Run) -> list[Story] | None:
+    """The separate validation source (`data.val_source` files or hub), or None for a held-out split."""
+    from tinystories_lib.stories.loading import load_corpus
+
+    d = run.params.data
+    limit = d.val_limit or None
+    if d.val_source == "files":
+        return load_corpus("files", paths=[resolve_path(p) for p in d.val_paths], limit=limit)
+    if d.val_source == "hub":
+        return load_corpus("hub", hub_name=d.hub_name, hub_split="train" if d.val_hub_data_files else d.val_hub_split,
+                           hub_data_files=d.val_hub_data_files, hub_revision=d.hub_revision, limit=limit)
+    return None
 
 
 def corpus(run: Run, progress: bool = True) -> Path:
-    """Stories from the profile's source, cleaned (lengths, exact duplicates) and split train/val."""
-    from tinystories_lib.stories.cleaning import clean, split
+    """Stories from the profile's source, cleaned (lengths, exact duplicates) and split train/val, or with
+    validation stories from their own source (`data.val_source`)."""
+    from tinystories_lib.stories.cleaning import clean, normalize_text, split
 
     out = run.stage_dir("corpus", run.params.section_hash("data"))
     if run.is_done(out):
@@ -107,12 +123,23 @@ def corpus(run: Run, progress: bool = True) -> Path:
     if len(kept) < 20:
         raise RuntimeError(f"only {len(kept)} stories survived cleaning (report: {report}); "
                            "check data.source / data.paths / data.min_chars")
-    train_s, val_s = split(kept, run.params.data.val_fraction, seed=run.params.seed)
+    extra = {}
+    separate = _validation_stories(run)
+    if separate is None:
+        train_s, val_s = split(kept, run.params.data.val_fraction, seed=run.params.seed)
+    else:
+        val_s, val_report = clean(separate, min_chars=run.params.data.min_chars, max_chars=run.params.data.max_chars)
+        if not val_s:
+            raise RuntimeError(f"no validation story survived cleaning (report: {val_report}); check data.val_*")
+        held = {normalize_text(s.text) for s in val_s}
+        train_s = [s for s in kept if normalize_text(s.text) not in held]  # never train on a validation story
+        extra = {"val_source": run.params.data.val_source, "val_clean_report": val_report,
+                 "train_dropped_as_in_validation": len(kept) - len(train_s)}
     write_jsonl(train_s, out / "train.jsonl")
     write_jsonl(val_s, out / "val.jsonl")
     run.mark_done(out, {"source": run.params.data.source, "n_loaded": len(stories), "n_train": len(train_s),
                         "n_val": len(val_s), "clean_report": report, "seconds": time.perf_counter() - t0,
-                        "data": asdict(run.params.data)})
+                        "data": asdict(run.params.data), **extra})
     return out
 
 
