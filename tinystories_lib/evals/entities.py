@@ -1,4 +1,12 @@
-"""TODO: evals.entities (from metrics)."""
+"""Who a story is about: names found by capitalisation, and whether a completion keeps them.
+
+`entity_report` / `entity_consistency` compare a completion with its beginning: the names it keeps or
+brings in, and whether its gendered pronouns agree with a single named character. `common_words` learns
+from a corpus which capitalised words are only sentence openers ("Suddenly"), so they are not taken for
+names. The offline grader (`evals.offline`) scores with it and the manipulation check
+(`evals.manipulation`) finds the name to swap with it; the stop lists (`_STARTERS`) are shared with
+`evals.text_metrics`, which asks whether a completion restarts instead of finishing a sentence.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tinystories_lib.stories.words import split_words
+from tinystories_lib.stories.words import base_word, capitalised, split_words
 
 # --- names and pronouns ---------------------------------------------------------------------------
 
@@ -34,14 +42,6 @@ _FEMALE = {"she", "her", "hers", "herself"}
 _MALE = {"he", "him", "his", "himself"}
 
 
-def _base_name(tok: str) -> str:
-    return tok[:-2] if tok.endswith("'s") else tok
-
-
-def _is_capitalised(word: str) -> bool:
-    return word[:1].isupper() and word[:1].isalpha() and not word.isupper()
-
-
 def common_words(stories: Iterable[str]) -> set[str]:
     """Lowercase words that the stories write in lower case more often than capitalised in mid-sentence:
     "guess", "sun", "riding" are, "lily" and "max" are not. Lets `entity_report` see that a capitalised
@@ -53,8 +53,8 @@ def common_words(stories: Iterable[str]) -> set[str]:
         for tok in split_words(text, lower=False):
             if tok.islower():
                 lower[tok] += 1
-            elif _is_capitalised(tok) and prev is not None and prev not in _SENTENCE_OPENERS:
-                capital_mid[_base_name(tok).lower()] += 1
+            elif capitalised(tok) and prev is not None and prev not in _SENTENCE_OPENERS:
+                capital_mid[base_word(tok).lower()] += 1
             prev = tok
     return {w for w, n in lower.items() if n > capital_mid[w]}
 
@@ -65,9 +65,9 @@ def _names(toks: list[str], prev: str | None, lower_seen: set[str]) -> list[str]
     Contractions ("I'm", "Don't") never count."""
     found = []
     for tok in toks:
-        base = _base_name(tok)
+        base = base_word(tok)
         at_start = prev is None or prev in _SENTENCE_OPENERS
-        if (_is_capitalised(base) and "'" not in base and base.lower() not in _NOT_NAMES
+        if (capitalised(base) and "'" not in base and base.lower() not in _NOT_NAMES
                 and not (at_start and base.lower() in lower_seen)):
             found.append(base)
         prev = tok

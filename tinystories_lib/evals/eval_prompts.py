@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from tinystories_lib.stories.words import split_words
+from tinystories_lib.stories.words import words
 
 KINDS = ("story", "knowledge", "reasoning", "context_tracking")
 
@@ -44,8 +44,9 @@ class EvalPrompt:
 
 
 def _words(text: str) -> list[str]:
-    """Lowercased words without punctuation, so "band-aid" matches "band aid" too."""
-    return [t for t in split_words(text) if t[0].isalnum()]
+    """Lowercased words without punctuation, so "band-aid" matches "band aid" too; numbers count, an
+    answer may be one."""
+    return words(text, digits=True)
 
 
 def _contains(words: list[str], phrase: list[str]) -> bool:

@@ -1,4 +1,12 @@
-"""TODO: evals.grade_tables (from metrics)."""
+"""Tables of grades, whoever graded them, and the JSONL log they are kept in.
+
+`aggregate` turns `Grade` records (LLM judge or offline grader) into one row per (model, grader, step,
+dimension) with mean, 95% interval and counts (failures counted, never dropped); `grades_table` prints
+them shaped like the paper's table, always with a grader column so offline scores are never mistaken for
+the judge's, and `age_table` / `age_distribution` the judge's age guesses. `append_grades_jsonl` and
+`read_grades_jsonl` keep grades across runs (a line left torn by a killed run is skipped with a
+warning). Apart from the graders so that any mix of grades tabulates alike.
+"""
 
 from __future__ import annotations
 

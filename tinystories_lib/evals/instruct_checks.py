@@ -1,4 +1,19 @@
-"""TODO: evals.instruct_checks (from instruct_eval)."""
+"""Offline checks of Instruct models: does a story do what its instructions asked?
+
+Evaluation prompts come from validation stories (`instruction_sets`: the record header of the fields of
+one combination, ending at `Story:`; the Instruct stage samples the model on them), and what the model
+writes after them is graded without a judge on three dimensions (notebook 07):
+- words_used: the share of the requested words the story uses in some inflection (`stories.words`);
+- features_honoured: the share of requested features whose textual cue (`FEATURE_CUES`) the story shows;
+  foreshadowing has no cue and is left out; `cue_calibration` measures how far each cue can be trusted;
+- summary_overlap: the share of the summary's content words (names included) that the story uses.
+`grade_all` grades the model's stories in and out of distribution beside two references: the stories the
+instructions came from (the ceiling of the checks) and the model's stories against another prompt's
+instructions (`mismatched_grades`, chance). `by_condition` and `conditions_table` sum up.
+
+Kept apart from the stage (`stages.instruct`, which trains and samples) and from the record format
+(`stories.instruct_format`) because these are pure functions of texts, testable without a model.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +34,7 @@ from tinystories_lib.stories.instruct_format import (
     story_fields,
 )
 from tinystories_lib.stories.records import Story
-from tinystories_lib.stories.words import split_words, stem, uses_word, words
+from tinystories_lib.stories.words import base_word, sentences, stem, uses_word, words
 
 IN_DIST, OOD = "in-distribution", "out-of-distribution"
 REFERENCE, MISMATCHED = "reference stories", "mismatched instructions"
@@ -91,7 +106,7 @@ def words_used(text: str, words_asked: dict[str, str]) -> dict[str, bool]:
 
 
 def _last_sentences(text: str, k: int = 3) -> str:
-    return " ".join(re.split(r'(?<=[.!?"”])\s+', text.strip())[-k:])
+    return " ".join(sentences(text)[-k:])
 
 
 _NEGATIVE = re.compile(r"\b(sad|sadly|cried|cry|crying|lost|broke|broken|hurt|spoiled|gone|upset|angry|anymore"
@@ -134,8 +149,10 @@ _STOPWORDS = frozenset(
 
 
 def content_words(text: str) -> set[str]:
-    """Stems of the words that carry a summary's content: not stopwords, not punctuation, not one letter."""
-    return {stem(t) for t in split_words(text) if t.isalpha() and len(t) > 1 and t not in _STOPWORDS}
+    """Stems of the words that carry a summary's content: not stopwords, not contractions ("didn't"), not
+    one letter. A possessive counts as its owner ("Lily's" -> "lily")."""
+    bases = (base_word(w) for w in words(text))
+    return {stem(w) for w in bases if "'" not in w and len(w) > 1 and w not in _STOPWORDS}
 
 
 def summary_overlap(text: str, summary: str) -> float:
@@ -143,7 +160,7 @@ def summary_overlap(text: str, summary: str) -> float:
     wanted = content_words(summary)
     if not wanted:
         return float("nan")
-    have = {stem(t) for t in split_words(text)}
+    have = {stem(w) for w in words(text)}
     return len(wanted & have) / len(wanted)
 
 

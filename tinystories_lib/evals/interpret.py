@@ -1,8 +1,8 @@
-"""The paper's Section 7 (interpretability), measured rather than only pictured.
+"""The paper's Section 7 (interpretability) for attention heads, measured rather than only pictured.
 
 Attention heads. The paper shows attention maps of small models and finds two kinds of heads: ones that
 attend by distance (to the last few tokens) and ones that attend by meaning (to the names and the object
-a story is about). Here every head gets numbers pooled over the queries of validation stories:
+a story is about). Here every head gets numbers pooled over the queries of validation stories (`head_scores`):
   - `distance_score`: attention mass on the last `recent` tokens (the query token included), over queries
     at positions >= `recent` (earlier ones have nothing else to look at); uniform attention gives ~0.06
     on a 256-token story;
@@ -18,26 +18,19 @@ share), "mixed" when both hold, "other" when neither (diffuse heads, start-token
 round numbers picked by judgment (there are no labelled heads to fit them on); the tables show the raw
 numbers beside the verdict.
 
-MLP neurons. The paper lists the tokens that most activate a neuron and finds neurons with a role (e.g. one
-that fires on the protagonist's name). `top_activating_contexts` shows the top contexts of a neuron (one per
-story, so a name repeated in one story cannot fill the list); `neuron_selectivity` scores every neuron of a
-layer by how much its top-k activating tokens agree, by word and by word class (name, pronoun, story noun,
-function word, punctuation, other), for the trained model, the same architecture at random initialisation,
-and chance (k random tokens). A neuron "has a role" when at least DOMINANT of its top tokens share one
-class other than the catch-all "other"; a role neuron can agree on the class without agreeing on the word
-(different names from different stories).
+Stories as tokens. `story_tokens` / `prepare` cut a story to the model's context and label each token
+with the word it belongs to (`stories.words`), its word class (name, pronoun, story noun, function word,
+punctuation, other) and whether it names an entity. The MLP-neuron analysis (`evals.neurons`) reads the
+same labels, so one tokenisation serves both.
 
 Limits: entity tokens and word classes come from storyteller facts, so stories without facts add nothing to
 entity scores and have only pronoun/function/punctuation/other classes; classes are word lists, not a
-tagger; storyteller text is templated, so some neurons fire on a template's fixed spot ("The moral of the
-story"), which raises word agreement more than it would on real TinyStories; a neuron's top contexts are
-its maxima and say nothing about the rest of its range.
+tagger.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +41,7 @@ import torch
 from tinystories_lib.lm.model import GPTNeo
 from tinystories_lib.lm.tokenizer import Codec
 from tinystories_lib.stories.records import Story
+from tinystories_lib.stories.words import base_word, word_spans, words
 
 RECENT = 3  # tokens counted as "recent" by the distance score (the query itself included)
 DISTANCE_MIN = 0.3  # a distance head puts at least 30% of its mass on the last RECENT tokens
@@ -60,7 +54,6 @@ FUNCTION_WORDS = frozenset(
     "there was were is are be been am do did does had has have not no very too all as if just".split())
 CLASSES = ("name", "pronoun", "story noun", "function word", "punctuation", "other")
 ROLES = CLASSES[:-1]  # "other" (any word outside the lists) is a catch-all, not a role
-_WORD = re.compile(r"[A-Za-z]+")
 
 
 # ---------------------------------------------------------------- attention
@@ -79,7 +72,7 @@ def _eval_mode(model: torch.nn.Module):
 @contextlib.contextmanager
 def _one_thread():
     """Run the per-story passes on one CPU thread: they are too small to split, and on a shared or busy CPU
-    handing each small op between threads costs far more than the op (40x measured on 2 busy cores)."""
+    handing each small op between threads costs far more than the op (see BENCHMARKS.md)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -158,7 +151,8 @@ class StoryTokens:
     story_id: str
     ids: list[int]
     pieces: list[str]  # the text of each token
-    words: list[str]  # the lowercased word a token belongs to ("" for the start token, spaces, punctuation)
+    words: list[str]  # the lowercased word a token belongs to ("" for the start token, spaces, punctuation;
+    # a possessive's "'s" is a word of its own, so "Tom" in "Tom's" is still the name)
     classes: list[str]  # word class of each token ("start" for the start token)
     entity: np.ndarray  # bool: the token is part of a character name, the pet's name or the story object
 
@@ -182,23 +176,27 @@ def token_pieces(codec: Codec, ids: list[int]) -> list[str]:
 
 
 def _token_words(pieces: list[str]) -> list[str]:
-    """The (lowercased) word each token overlaps, "" when it holds no letters."""
+    """The (lowercased) word each token overlaps, "" when it holds no letters. A possessive "'s" counts
+    as a word of its own: the BPE gives it its own token, and the name before it stays the name."""
     text = "".join(pieces)
     word_of_char = [-1] * len(text)
-    words = []
-    for m in _WORD.finditer(text):
-        word_of_char[m.start():m.end()] = [len(words)] * (m.end() - m.start())
-        words.append(m.group().lower())
+    found: list[str] = []
+    for start, end, word in word_spans(text):
+        base = base_word(word)
+        for a, b, w in ((start, start + len(base), base), (start + len(base), end, word[len(base):])):
+            if a < b:
+                word_of_char[a:b] = [len(found)] * (b - a)
+                found.append(w)
     out, pos = [], 0
     for p in pieces:
         hit = next((w for w in word_of_char[pos:pos + len(p)] if w >= 0), -1)
-        out.append(words[hit] if hit >= 0 else "")
+        out.append(found[hit] if hit >= 0 else "")
         pos += len(p)
     return out
 
 
 def _fact_words(phrases) -> set[str]:
-    return {w.lower() for p in phrases if p for w in _WORD.findall(str(p))} - FUNCTION_WORDS
+    return {base_word(w) for p in phrases if p for w in words(str(p))} - FUNCTION_WORDS
 
 
 def entity_words(story: Story) -> set[str]:
@@ -234,12 +232,12 @@ def word_class(word: str, names: set[str], nouns: set[str]) -> str:
 def story_tokens(codec: Codec, story: Story, max_len: int) -> StoryTokens:
     ids = codec.encode(story.text)[: max_len - 1]
     pieces = token_pieces(codec, ids)
-    words = _token_words(pieces)
+    token_words = _token_words(pieces)
     names, nouns = _class_words(story)
     ents = entity_words(story)
-    return StoryTokens(story.id, [codec.eot_id, *ids], ["<|endoftext|>", *pieces], ["", *words],
-                       ["start", *(word_class(w, names, nouns) for w in words)],
-                       np.array([False, *(w in ents for w in words)]))
+    return StoryTokens(story.id, [codec.eot_id, *ids], ["<|endoftext|>", *pieces], ["", *token_words],
+                       ["start", *(word_class(w, names, nouns) for w in token_words)],
+                       np.array([False, *(w in ents for w in token_words)]))
 
 
 def prepare(codec: Codec, stories: Sequence[Story | StoryTokens], max_len: int) -> list[StoryTokens]:

@@ -1,4 +1,10 @@
-"""TODO: evals.intervals (from metrics)."""
+"""Confidence intervals for the means in every table: `mean_ci` (mean, half-width of the t interval,
+bounds, n) and `t_critical`.
+
+Student's t quantiles are computed here (bisection on the exact finite series of the t distribution's
+CDF, a Cornish-Fisher expansion for large df) rather than taken from scipy, which the kit does not
+otherwise need.
+"""
 
 from __future__ import annotations
 

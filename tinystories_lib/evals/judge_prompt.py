@@ -1,4 +1,13 @@
-"""TODO: evals.judge_prompt (from judge)."""
+"""The GPT-Eval prompt and the parsing of its replies, apart from the client that sends it.
+
+The paper's two turns word for word (`TURN1_INTRO`, `TURN1_QUESTION`, `TURN2`), our Instruct extension
+(`TURN1_INSTRUCTIONS`, `TURN2_INSTRUCTIONS`) and the format reminder, as text (`turn1_text`, ...) and as
+chat messages (`turn1_messages`, ...). `parse_grade` reads a grading reply, free text or JSON, into
+scores out of 10 and an age group A-F (`parse_age_group`), telling the scale hints and the echoed age
+options of the question apart from the judge's answer. Pure functions of strings, so the prompt and the
+parser are tested without an endpoint; `evals.judge` runs the conversation. Bump `PROMPT_VERSION` when
+the prompt text changes: it keys the judge's cache.
+"""
 
 from __future__ import annotations
 

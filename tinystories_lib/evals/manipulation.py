@@ -1,31 +1,22 @@
-"""Notebook 05: are the models creative, or do they copy their training stories? (the paper's Section 4)
+"""Notebook 05, second half: do the models compose from their prompt, or replay stories they have seen?
+(the paper's Section 4)
 
-Two measurements, each stated exactly:
+The manipulation check. A validation story is cut right before its hero's name (or its object) is
+mentioned a second time (`story_beginning`), and in that beginning the word is swapped, every occurrence,
+for another child's name of the same gender (another object) from the training stories (`manipulate`,
+`word_pool`). A model that composes from its prompt goes on with the new word; one that reproduces stories
+it has seen has no reason to. The old word is not in the manipulated prompt at all, so a completion naming
+it got it from training associations, not from the context. `follows_manipulation` is the test per
+completion, `follow_rates` the rates per kind, `manipulation_check` the whole check for one model.
+The other half, copying from the training set, is `evals.memorization`.
 
-- Memorization. Each completion (the generated text only, never the beginning) is matched with the
-  training story that shares most of its word bigrams (`NgramIndex`, Rouge-2 precision); against that story
-  we also report Rouge-L precision (longest common subsequence / completion length). A completion copied
-  from a story scores near 1 on both; a new story made of common phrases scores lower. Because children's
-  stories share many phrases, the scale only means something next to a baseline: chunks of training stories,
-  as long as the completions, matched against the REST of the training set (`self_similarity_baseline`).
-  Completions far above that baseline are copying more than the corpus copies from itself.
-- The manipulation check. A validation story is cut right before its hero's name (or its object) is
-  mentioned a second time, and in that beginning the word is swapped, every occurrence, for another child's
-  name of the same gender (another object) from the training stories. A model that composes from its prompt
-  goes on with the new word; one that reproduces stories it has seen has no reason to. The old word is not
-  in the manipulated prompt at all, so a completion naming it got it from training associations, not from
-  the context. `follows_manipulation` is the test per completion, `follow_rates` the rates per kind.
-
-Limits: the nearest story is found by Rouge-2, so its Rouge-L is not the maximum over the corpus; searches
-score at most `max_candidates` stories (rarest shared bigrams first) and say when the result is approximate.
-Swaps are whole-word: plurals ("kites") and irregular forms are left alone, and "a/an" is fixed only right
-before the new word.
+Words are found as `stories.words.find_word` finds them: whole words, a name only capitalised, an object
+in any case. Limits: swaps are whole-word, so plurals ("kites") and irregular forms are left alone, and
+"a/an" is fixed only right before the new word.
 """
-
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -33,13 +24,12 @@ from tinystories_lib.evals.entities import entity_report
 from tinystories_lib.evals.memorization import side_by_side
 from tinystories_lib.lm.sample import SamplingConfig, complete
 from tinystories_lib.stories.records import Story
-from tinystories_lib.stories.words import SENTENCE_END
+from tinystories_lib.stories.words import SENTENCE_END, capitalised, find_word, word_spans, words
 
 # ---------------------------------------------------------------- the manipulation check
 
 KINDS = ("name", "object")
 _GENDERS = ("boy", "girl")  # children only: their names are proper names, and pronouns stay right
-_NAME_RE = re.compile(r"[A-Z][a-z]+")
 
 
 @dataclass
@@ -54,36 +44,38 @@ class Manipulation:
     story_id: str = ""
 
 
-def _pattern(word: str) -> re.Pattern:
-    # A lowercase word (an object) matches in any case, "Kite" at a sentence start too; a name matches
-    # only capitalised, so the name "Rose" is not confused with the flower.
-    return re.compile(rf"\b{re.escape(word)}\b", re.IGNORECASE if word.islower() else 0)
-
-
 def mentions(text: str, word: str) -> bool:
-    """Whether `word` occurs in `text` as a whole word (any case for lowercase words)."""
-    return _pattern(word).search(text) is not None
+    """Whether `word` occurs in `text` as a whole word: a lowercase word (an object) in any case, "Kite"
+    at a sentence start too; a name only capitalised, so the name "Rose" is not confused with the flower."""
+    return bool(find_word(text, word))
+
+
+def _replace(text: str, spans: list[tuple[int, int]], make) -> str:
+    """`text` with each (start, end) span replaced by `make(the text of the span)`."""
+    out, last = [], 0
+    for start, end in spans:
+        out += [text[last:start], make(text[start:end])]
+        last = end
+    return "".join(out) + text[last:]
 
 
 def _fix_articles(text: str, word: str) -> str:
     """'a' or 'an' right before `word`, whichever its first letter calls for."""
     article = "an" if word[:1].lower() in "aeiou" else "a"
-
-    def repl(m: re.Match) -> str:
-        a = article.capitalize() if m.group(1)[0].isupper() else article
-        return f"{a}{m.group(2)}{m.group(3)}"
-
-    return re.sub(rf"\b(an|a)(\s+)({re.escape(word)})\b", repl, text, flags=re.IGNORECASE)
+    starts = {start for start, _ in find_word(text, word)}
+    spans = word_spans(text, lower=False, digits=True)  # the same words `find_word` walks
+    articles = [(a, b) for (a, b, w), (nxt, _, _) in zip(spans, spans[1:])
+                if nxt in starts and w.lower() in ("a", "an") and text[b:nxt].isspace()]
+    return _replace(text, articles, lambda a: article.capitalize() if a[0].isupper() else article)
 
 
 def swap_word(text: str, old: str, new: str) -> str:
     """`text` with every whole-word occurrence of `old` replaced by `new` (possessives too: "Tom's" ->
     "Ben's"), keeping a capital first letter where `old` had one, and "a/an" before it fixed."""
+    def cased(found: str) -> str:
+        return new[:1].upper() + new[1:] if found[:1].isupper() else new
 
-    def repl(m: re.Match) -> str:
-        return new[:1].upper() + new[1:] if m.group(0)[:1].isupper() else new
-
-    return _fix_articles(_pattern(old).sub(repl, text), new)
+    return _fix_articles(_replace(text, find_word(text, old), cased), new)
 
 
 def follows_manipulation(completion: str, new_word: str, old_word: str) -> bool:
@@ -101,7 +93,9 @@ def word_pool(stories: Sequence[Story]) -> dict[str, list[str]]:
     for f in facts:
         for ch in f.get("characters", []):
             name = ch.get("name", "")
-            if ch.get("gender") in names and _NAME_RE.fullmatch(name) and name.lower() not in nouns:
+            # one capitalised word without an apostrophe, the kind of name `entity_report` finds
+            one_name = words(name, lower=False) == [name] and capitalised(name) and "'" not in name
+            if ch.get("gender") in names and one_name and name.lower() not in nouns:
                 names[ch["gender"]].add(name)
     objects = {f["object"] for f in facts if f.get("object")}
     return {**{g: sorted(v) for g, v in names.items()}, "object": sorted(objects)}
@@ -150,7 +144,7 @@ def story_beginning(text: str, word: str, max_sentences: int = 6) -> str | None:
     """The story up to (not including) the second mention of `word`, so the word is known and a model
     that follows the story is about to name it again; None when there is no second mention within the
     first `max_sentences` sentences. The cut falls mid-sentence or between sentences, wherever the word is."""
-    found = [m.start() for m in _pattern(word).finditer(text)]
+    found = [start for start, _ in find_word(text, word)]
     ends = [m.end() for m in SENTENCE_END.finditer(text)]
     limit = ends[max_sentences - 1] if len(ends) >= max_sentences else len(text)
     if len(found) < 2 or found[1] >= limit:

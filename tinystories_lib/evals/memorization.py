@@ -1,4 +1,19 @@
-"""TODO: evals.diversity (from diversity)."""
+"""Notebook 05, first half: do the models copy their training stories? (the paper's Section 4)
+
+Memorization. Each completion (the generated text only, never the beginning) is matched with the training
+story that shares most of its word bigrams (`evals.ngram_index.NgramIndex`, Rouge-2 precision); against
+that story we also report Rouge-L precision (longest common subsequence / completion length).
+A completion copied from a story scores near 1 on both; a new story made of common phrases scores lower.
+Because children's stories share many phrases, the scale only means something next to a baseline: chunks
+of training stories, as long as the completions, matched against the REST of the training set
+(`self_similarity_baseline`). Completions far above that baseline are copying more than the corpus copies
+from itself. `memorization_scores` / `score_models` score, `means_table` sums up, `closest_pairs` and
+`format_pair` show the nearest copies side by side. The other half, the manipulation check, is
+`evals.manipulation`.
+
+Limits: the nearest story is found by Rouge-2, so its Rouge-L is not the maximum over the corpus; searches
+score at most `max_candidates` stories (rarest shared bigrams first) and say when the result is approximate.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +29,8 @@ from tinystories_lib.evals.eval_prompts import EvalPrompt, load_eval_prompts
 from tinystories_lib.evals.intervals import mean_ci
 from tinystories_lib.evals.ngram_index import NgramIndex
 from tinystories_lib.evals.text_metrics import rouge_l_precision
-from tinystories_lib.stories.words import split_words
+from tinystories_lib.stories.words import SENTENCE_END
+from tinystories_lib.stories.words import words as text_words  # `words` is a word count here
 
 # ---------------------------------------------------------------- completions
 
@@ -71,7 +87,8 @@ def _chunk(text: str, words: int | None) -> str:
     ws = text.split()
     if words is None or len(ws) <= words:
         return text
-    first_end = next((i + 1 for i, w in enumerate(ws) if w.rstrip("\"'”’").endswith((".", "!", "?"))), 0)
+    end = SENTENCE_END.search(text)
+    first_end = len(text[: end.end()].split()) if end else 0
     start = min(first_end, len(ws) - words)
     return " ".join(ws[start : start + words])
 
@@ -133,8 +150,9 @@ def means_table(scores: dict[str, list[dict]], baseline: Sequence[dict], copy_th
 # ---------------------------------------------------------------- closest pairs
 
 
-def _word_key(word: str) -> str:
-    return "".join(split_words(word))
+def _word_key(chunk: str) -> str:
+    """A whitespace-separated chunk as its words, so "water." meets "water" and "Tom’s" meets "tom's"."""
+    return " ".join(text_words(chunk, digits=True))
 
 
 def aligned_excerpt(completion: str, story: str) -> str:

@@ -1,4 +1,21 @@
-"""TODO: evals.neurons (from interpret)."""
+"""The paper's Section 7 for MLP neurons: which tokens make a neuron fire, and whether neurons have roles.
+
+The paper lists the tokens that most activate a neuron and finds neurons with a role (e.g. one that fires
+on the protagonist's name). `top_activating_contexts` shows the top contexts of a neuron (one per story, so
+a name repeated in one story cannot fill the list); `neuron_selectivity` scores every neuron of a layer by
+how much its top-k activating tokens agree, by word and by word class (`evals.interpret.word_class`), for
+the trained model, the same architecture at random initialisation (`random_like`) and chance (k random
+tokens). A neuron "has a role" when at least DOMINANT of its top tokens share one class other than the
+catch-all "other"; a role neuron can agree on the class without agreeing on the word (different names from
+different stories). `selectivity_table` and `contexts_markdown` print the results.
+
+Kept apart from the attention heads (`evals.interpret`, whose `StoryTokens` and hooks it reuses) because
+it scans activations, not attention maps, and caches one scan per model for both entry points.
+
+Limits: storyteller text is templated, so some neurons fire on a template's fixed spot ("The moral of the
+story"), which raises word agreement more than it would on real TinyStories; a neuron's top contexts are
+its maxima and say nothing about the rest of its range.
+"""
 
 from __future__ import annotations
 

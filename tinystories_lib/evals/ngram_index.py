@@ -1,4 +1,12 @@
-"""TODO: evals.ngram_index (from metrics)."""
+"""The nearest training story of a text: an inverted index of word bigrams over the training set.
+
+`NgramIndex(train_texts)` finds, for any text, the training stories with the highest Rouge-2 precision of
+the text against them (`search`, `nearest`, `novelty`), exactly when it can prove it and approximately
+(flagged) past `max_candidates`; `save` / `load` keep a built index. It tokenises with
+`stories.words.split_words`, as the Rouge functions of `evals.text_metrics` do, so its scores are theirs.
+The offline grader's novelty and the memorization check (`evals.memorization`) both search it; it also
+keeps `common_words` of the corpus for the grader's name finding (`evals.entities`).
+"""
 
 from __future__ import annotations
 
@@ -41,9 +49,9 @@ class NgramIndex:
     far, so it can match at most the bigrams left. Once the k-th best score reaches that bound the answer
     is exact and the walk stops; it also stops after `max_candidates` stories, and then `exact` is False.
 
-    Building tokenises every story once (the slow part: about 15 s for 100k stories of 120 words on one
-    CPU core) and then makes two chunked passes over the token array, so peak memory is a small multiple
-    of the posting lists' size rather than of all (bigram, story) pairs.
+    Building tokenises every story once (the slow part, see BENCHMARKS.md) and then makes two chunked
+    passes over the token array, so peak memory is a small multiple of the posting lists' size rather than
+    of all (bigram, story) pairs.
     """
 
     def __init__(
@@ -148,8 +156,8 @@ class NgramIndex:
         V, q = len(self.vocab), len(qkeys)
         firsts, row_of = np.unique(qkeys // V, return_inverse=True)
         if (len(firsts) + 1) * V <= self.DENSE_TABLE_MAX:
-            # A query has ~100 bigrams: a dense (query first word x vocab) table of query bigram positions
-            # answers each story bigram with two gathers, 1.7x faster than searchsorted over ~1M keys.
+            # A query has few bigrams: a dense (query first word x vocab) table of query bigram positions
+            # answers each story bigram with two gathers, cheaper than a searchsorted over all the keys.
             first_row = np.full(V, -1, np.int64)  # -1 picks the table's last row: all -1 (no such bigram)
             first_row[firsts] = np.arange(len(firsts))
             table = np.full((len(firsts) + 1, V), -1, np.int32)

@@ -1,4 +1,4 @@
-"""Offline measures of generated stories, and the tables built from grades.
+"""Offline measures of generated stories, as grades.
 
 These are NOT the paper's GPT-4 grades. The paper asks GPT-4 to score grammar, creativity, consistency and
 plot; nothing offline can do that. What this module measures instead is narrow and stated exactly:
@@ -8,9 +8,10 @@ plot; nothing offline can do that. What this module measures instead is narrow a
 - completes_sentence: whether a completion closes the sentence the beginning left open;
 - non_repetition: 1 - the share of repeated 4-grams (catches degenerate loops);
 - distinct_2: share of distinct word bigrams (lexical variety).
-`OfflineGrader` turns these into `Grade` records scored 0..10 so they can sit beside the judge's tables.
-
-Text is split into word tokens: lowercased, with each punctuation mark a token of its own.
+`OfflineGrader` turns these into `Grade` records scored 0..10 so they can sit beside the judge's tables
+(`evals.grade_tables`). The measures themselves are `evals.text_metrics`, `evals.entities` and
+`evals.ngram_index`; text is split into word tokens by `stories.words.split_words`: lowercased, with each
+punctuation mark a token of its own.
 """
 
 from __future__ import annotations

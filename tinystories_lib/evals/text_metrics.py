@@ -1,4 +1,13 @@
-"""TODO: evals.text_metrics (from metrics)."""
+"""Text measures on word tokens: variety, looping, overlap with a reference, finishing a sentence.
+
+    distinct_n, repetition_rate            lexical variety and degenerate loops
+    rouge2_precision, rouge_l_precision    overlap of a candidate with one reference (via lcs_length)
+    ends_mid_sentence, completes_sentence  a beginning leaves a sentence open; a completion closes it
+
+Pure functions of strings, tokenised by `stories.words.split_words` (lowercased words, each punctuation
+mark a token of its own), shared by the offline grader (`evals.offline`), the memorization check
+(`evals.memorization`) and the training-set search (`evals.ngram_index`), which all need the same tokens.
+"""
 
 from __future__ import annotations
 

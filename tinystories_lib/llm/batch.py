@@ -1,4 +1,12 @@
-"""TODO: llm.batch (from llm, generate)."""
+"""The Batch API: requests answered within a day at the batch discount, resumable after a kill.
+
+`run_batch` sends any set of chat requests (custom_id -> messages) as one batch: build the JSONL, upload,
+create, poll, download, parse by custom_id (`build_batch_jsonl`, `parse_batch_output`); the batch id is
+saved to a state file as soon as it exists, so a killed run resumes polling instead of paying twice
+(`forget_batch` once the results are merged). The judge uses it as is; `generate_stories_batch` runs
+corpus generation through it with the same validation and output files as the online path
+(`llm.generate`).
+"""
 
 from __future__ import annotations
 
@@ -224,9 +232,6 @@ async def run_batch(
             outcome.errors[cid] = errors.get(cid, f"no result in batch {batch_id} (status {batch.status})")
     return outcome
 
-
-
-log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ Batch API

@@ -5,14 +5,14 @@ Any OpenAI-compatible endpoint works: OpenAI, Azure OpenAI (`azure_api_version`)
 
 * `LLMConfig`: endpoint, model, prices and limits. It never holds the API key, only the *name* of the
   environment variable to read it from, so configs can be saved, printed and committed safely.
-* `LLMClient`: async chat completions with bounded concurrency, one retry policy (exponential backoff
-  with jitter, `Retry-After` honoured), malformed-reply detection, usage/cost accounting and a budget cap.
-* Batch API helpers (`run_batch`): build the JSONL, upload, create, poll, download, parse by custom_id;
-  the batch id is saved to a state file so a killed run resumes polling instead of paying twice.
-* Append-only JSONL helpers shared by generation and the judge cache (flushed per line, fsync on a background thread, torn tail repair).
-* `run_async`: run a coroutine from a script or from inside Jupyter's running event loop.
+* `LLMClient`: async chat completions with bounded concurrency, one retry policy (`with_retries`:
+  exponential backoff with jitter, `Retry-After` honoured), malformed-reply detection, usage/cost
+  accounting and a budget cap; `chat_body` / `chat_result_from_response` are shared with the Batch API.
+* `map_concurrently` and `run_async`: a fixed pool of workers over many items, and running a coroutine
+  from a script or from inside Jupyter's running event loop.
 
-The `openai` package is an optional extra, imported only when a client is made.
+The errors, JSONL files and Batch API are `llm.errors`, `llm.jsonl` and `llm.batch`. The `openai` package
+is an optional extra, imported only when a client is made.
 """
 
 from __future__ import annotations
@@ -448,8 +448,8 @@ class LLMClient:
             self._in_flight[id(client)] += 1
             try:
                 # The client's generic POST to the same route as chat.completions.create, with the reply
-                # read as bytes: the typed path spends ~2.5 ms of CPU per request converting the request
-                # and the reply, which caps one event loop below 300 requests/s. Errors, auth, Azure
+                # read as bytes: the typed path spends enough CPU converting the request and the reply to
+                # cap the requests one event loop can make (see BENCHMARKS.md). Errors, auth, Azure
                 # routing are the client's own, unchanged.
                 raw = await client.post("/chat/completions", body=body, cast_to=bytes)
             finally:
@@ -503,7 +503,7 @@ def run_async(coro: Awaitable[T]) -> T:
 
 def _run_on_new_loop(coro: Awaitable[T]) -> T:
     """asyncio.run on uvloop's event loop when it is installed (the `llm` extra, not on Windows): the
-    loop's own CPU per request is a large part of what caps one process near 300 requests/s."""
+    loop's own CPU per request is a large part of what caps the requests one process can make."""
     try:
         import uvloop
     except ImportError:

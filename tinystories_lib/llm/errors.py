@@ -1,4 +1,11 @@
-"""TODO: llm.errors (from llm)."""
+"""The errors of the LLM layer, and how they are reported.
+
+`LLMError` and its kinds (`MissingAPIKey`, `MalformedReply`, `BudgetExceeded`, `BatchError`,
+`BatchPending`), `describe_error` (a short label to count failures by) and `error_detail` (an error's text
+with the API key redacted). `import_openai` says how to install the optional client. A module of its own
+so the client, the Batch API path, generation and the judge raise and catch the same classes without
+importing each other.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ def import_openai():
 
 
 class LLMError(RuntimeError):
-    """Base class for the errors this module raises."""
+    """Base class for the errors the LLM layer (`tinystories_lib.llm`) raises."""
 
 
 class MissingAPIKey(LLMError):

@@ -5,14 +5,16 @@
     print(report.summary())
 
 Guarantees:
-* The output is append-only JSONL, one `Story` per line, flushed line by line (fsynced in the background). On start the
-  ids already written (and already rejected) are skipped, and a torn last line left by a kill is cut
-  off, so kill the process at any moment, run again, and every prompt id ends up exactly once.
-* Each story is validated (the prompt's three words in some inflection, length, refusals and chatty
-  meta-text, exact and near duplicates). Invalid stories go to a rejects JSONL with their reason: kept,
-  but out of the corpus. Requests that fail after retries are counted by reason and retried next run.
-* `generate_stories_batch` does the same through the Batch API at the batch discount; the batch id is
-  recorded next to the output so a killed run resumes polling instead of paying twice.
+* The output is append-only JSONL, one `Story` per line, flushed line by line (fsynced in the
+  background, `llm.jsonl`). On start the ids already written (and already rejected) are skipped, and a
+  torn last line left by a kill is cut off, so kill the process at any moment, run again, and every
+  prompt id ends up exactly once.
+* Each story is validated (`llm.story_checks`: the prompt's three words in some inflection, length,
+  refusals and chatty meta-text, exact and near duplicates). Invalid stories go to a rejects JSONL with
+  their reason: kept, but out of the corpus. Requests that fail after retries are counted by reason and retried next run.
+* `tinystories_lib.llm.batch.generate_stories_batch` does the same through the Batch API at the batch
+  discount; the batch id is recorded next to the output so a killed run resumes polling instead of
+  paying twice.
 
 Specs are `tinystories_lib.stories.prompts.PromptSpec`s or anything with the same attributes: `id`, `noun`,
 `verb`, `adjective`, `features`, `render()` (the generation prompt) and optionally `words`.

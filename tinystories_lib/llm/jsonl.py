@@ -1,4 +1,12 @@
-"""TODO: llm.jsonl (from llm)."""
+"""Append-only JSONL files that survive a kill: the generated corpus, its rejects and the judge's cache.
+
+    JsonlAppender(path)     one record per line, flushed at once, fsynced on a background thread
+    repair_jsonl_tail(path) cut off the torn last line a killed writer left
+    read_jsonl_records(path) the records, skipping (with a warning) lines that are not JSON objects
+
+Resuming a run means reading what earlier runs wrote, so these are the whole persistence story of the
+LLM layer (`llm.runner`, `llm.process_shards`, `llm.batch`, `evals.judge`), kept free of any client.
+"""
 
 from __future__ import annotations
 
@@ -70,8 +78,8 @@ class JsonlAppender:
     """Append one JSON record per line. Every line is flushed to the OS at once, so killing the process
     loses at most the line being written (which `repair_jsonl_tail` removes on the next start). fsync, which
     only matters if the machine itself goes down, runs on a background thread at most every `fsync_every_s`
-    after a write, and once more on close: during a generation run here an fsync took about 5 ms on average
-    and up to 140 ms, and on the event loop each one stalled every request in flight."""
+    after a write, and once more on close: on the event loop each fsync stalled every request in flight
+    (timings in BENCHMARKS.md)."""
 
     def __init__(self, path: str | Path, fsync_every_s: float = 0.25):
         self.path = Path(path)

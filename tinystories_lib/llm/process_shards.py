@@ -1,4 +1,10 @@
-"""TODO: llm.process_shards (from generate)."""
+"""Corpus generation spread over several client processes (`generate_stories(..., processes=k)`).
+
+One event loop can only make so many requests; `generate_sharded` spawns `k` client processes, each
+running the single-process loop (`llm.runner.agenerate_stories`) on its share of the prompts and writing
+its own shard file, while this process merges the shards into the output as they grow and runs the
+duplicate checks across all of them. A kill at any moment leaves shards the next run merges first.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """One generation run's machinery, shared by the single-process, sharded and Batch API paths: the
-report, the resumable working state (`_prepare`), the messages, the cost estimate, and the
-async single-process loop `agenerate_stories`. The entry point is `generate.generate_stories`."""
+report (`GenerationReport`), the resumable working state (`_prepare`), the messages, the cost estimate
+(`estimate_remaining_cost`), and the async single-process loop `agenerate_stories`. The entry points are
+`tinystories_lib.llm.generate.generate_stories` and `tinystories_lib.llm.batch.generate_stories_batch`."""
 
 from __future__ import annotations
 
@@ -328,8 +329,8 @@ async def agenerate_stories(
 
 class _DeferredChecks:
     """Validation and writing of replies, run just after the worker that received a reply has sent its
-    next request. Replies arrive in bursts; checking each one (~0.4 ms) before the next request goes out
-    would delay every request behind it in the burst. Checks still run one at a time, in arrival order, on
+    next request. Replies arrive in bursts; checking each one before the next request goes out would
+    delay every request behind it in the burst. Checks still run one at a time, in arrival order, on
     the event loop (so two copies of a story cannot both be accepted); `drain` finishes any left over."""
 
     def __init__(self, run: _Run, out: JsonlAppender, rejects: JsonlAppender, bar):

@@ -1,4 +1,12 @@
-"""TODO: llm.story_checks (from generate)."""
+"""Checks of one LLM-written story before it joins the corpus: `StoryValidator`.
+
+A generated story is rejected (with one of `REJECT_REASONS`) when it is empty, a refusal or chatty
+meta-text around the story, too short or too long, missing one of the prompt's words in every form
+(`missing_words`), or an exact or near copy of a story accepted earlier. Kept apart from the request
+loops (`llm.runner`, `llm.batch`, `llm.process_shards`) because all of them validate alike, and from the
+client because the checks are about stories: words are `stories.words`'s, near copies
+`stories.cleaning.NearDuplicateIndex`'s.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +17,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tinystories_lib.stories.cleaning import NearDuplicateIndex
-from tinystories_lib.stories.words import word_forms
+from tinystories_lib.stories.words import base_word, uses_phrase, uses_word, word_forms
+from tinystories_lib.stories.words import words as text_words  # `words` names the prompt's words here
 
 
 @functools.lru_cache(maxsize=16)  # a story is tokenized by the word check, the digest, then add(): once
 def _tokens(text: str) -> tuple[str, ...]:
-    text = text.lower().replace("\u2019", "'")
-    return tuple(t[:-2] if t.endswith("'s") else t for t in re.findall(r"[a-z]+(?:'[a-z]+)?", text))
-
-
-_cached_word_forms = functools.lru_cache(maxsize=65536)(word_forms)  # ~1,500 prompt words, asked for per story
+    """The text's lower-cased words, possessives dropped ("Tom's" -> "tom")."""
+    return tuple(map(base_word, text_words(text)))
 
 
 def missing_words(text: str, words: dict[str, str], forms: Callable[[str], set[str]] = word_forms) -> list[str]:
-    """The prompt words (as "slot:word") that the text does not use in any form."""
-    tokens = set(_tokens(text))
-    forms = _cached_word_forms if forms is word_forms else forms
+    """The prompt words (as "slot:word") that the text does not use in any form. A multi-word entry ("ice
+    cream") must appear as that phrase, its last word in any form."""
+    tokens = _tokens(text)
+    token_set = set(tokens)
     missing = []
     for slot, word in words.items():
-        if " " in word.strip():  # a multi-word entry ("ice cream"): look for the phrase
-            ok = " ".join(_tokens(word)) in " ".join(_tokens(text))
+        if " " in word.strip():
+            ok = uses_phrase(list(tokens), word)
+        elif forms is word_forms:
+            ok = uses_word(token_set, word)  # with the forms cached per word
         else:
-            ok = not tokens.isdisjoint(forms(word))
+            ok = not token_set.isdisjoint(forms(word))
         if not ok:
             missing.append(f"{slot}:{word}")
     return missing

@@ -1,4 +1,15 @@
-"""TODO: stories.cleaning (from corpus)."""
+"""Cleaning a story collection and splitting it for training.
+
+    normalize_text(text)          NFC, straight quotes, single spaces, at most one blank line
+    clean(stories)                normalise, drop empty / too short / too long / duplicate stories
+    NearDuplicateIndex            MinHash LSH over word 3-grams: near-copies of stories seen before
+    split(stories, val_fraction)  a train/val split by id hash, stable as the corpus grows
+
+Apart from the loaders (`stories.loading`) because it applies to stories from any source: the corpus
+stage cleans and splits whatever it loaded (hub, LLM or storyteller stories), and the generation
+validator (`llm.story_checks`) reuses `NearDuplicateIndex` to reject near-copies as they arrive.
+`NearDuplicateIndex` needs datasketch (`pip install 'tinystories-lab[data]'`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +23,7 @@ from dataclasses import replace
 
 from tinystories_lib.stories.loading import _require
 from tinystories_lib.stories.records import Story
+from tinystories_lib.stories.words import words
 
 # ---------------------------------------------------------------------------------------------------------
 # Cleaning and splitting
@@ -38,7 +50,8 @@ def clean(
 
     The first of a group of duplicates is kept. Near-duplicates (MinHash LSH over word 3-grams, estimated
     Jaccard >= `near_dup_threshold`, needs datasketch) are skipped when the threshold is None.
-    The defaults fit TinyStories: stories in the V1 sample are 278-3,635 characters.
+    The defaults lie well outside the lengths of real TinyStories stories, so they drop only fragments
+    and runaway texts.
     Returns (kept, report); report counts input, kept and each reason for dropping.
     """
     report = Counter({k: 0 for k in ("input", "empty", "too_short", "too_long", "exact_duplicate")})
@@ -111,18 +124,18 @@ class NearDuplicateIndex:
         return m
 
     def _shingle_hashes(self, text: str, n: int = 3):
-        """32-bit hashes of the text's word n-grams (lower case, `\\w+` words), with repeats."""
+        """32-bit hashes of the text's word n-grams (lower case, numbers counted as words), with repeats."""
         import numpy as np
 
-        words = re.findall(r"\w+", text.lower())
-        if len(words) < n:  # one shingle: the whole (short) text
-            return np.array([zlib.crc32(" ".join(words).encode("utf-8"))], dtype=np.uint64)
+        toks = words(text, digits=True)
+        if len(toks) < n:  # one shingle: the whole (short) text
+            return np.array([zlib.crc32(" ".join(toks).encode("utf-8"))], dtype=np.uint64)
         table = self._word_hashes
         if len(table) > 1_000_000:  # bounded, for corpora with unbounded vocabularies (ids, numbers)
             table.clear()
         h = np.fromiter(
-            (table[w] if w in table else table.setdefault(w, zlib.crc32(w.encode("utf-8"))) for w in words),
-            dtype=np.uint64, count=len(words),
+            (table[w] if w in table else table.setdefault(w, zlib.crc32(w.encode("utf-8"))) for w in toks),
+            dtype=np.uint64, count=len(toks),
         )
         mix = np.array(_MIX, dtype=np.uint64)
         mixed = h[: len(h) - n + 1] * mix[0]

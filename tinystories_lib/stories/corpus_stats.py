@@ -1,21 +1,26 @@
-"""Corpus statistics for notebook 01: how long, how varied, how repetitive a story collection is."""
+"""Corpus statistics for notebook 01: how long, how varied, how repetitive a story collection is.
+
+`corpus_stats` measures one collection (lengths, openings, distinct n-grams, feature shares, duplicate
+rates, how much of the prompt vocabulary it uses); `stats_table` sets several side by side. Words are
+`stories.words.words`, so lengths and vocabulary count the same words as every other check.
+"""
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
 from tinystories_lib.stories.records import Story
+from tinystories_lib.stories.words import base_word, words
 
 
 def vocab_coverage(stories: Sequence[Story]) -> dict[str, float]:
     """Share of the prompt vocabulary's nouns, verbs and adjectives used at least once (any inflection)."""
     from tinystories_lib.stories.prompts import load_vocab
 
-    seen = {w.lower() for s in stories for w in words(s.text)}
+    seen = {base_word(w) for s in stories for w in words(s.text)}  # "the dog's bone" uses "dog"
     return {pos: sum(1 for w in entries if w.word in seen or any(f in seen for _, f in w.forms)) / max(1, len(entries))
             for pos, entries in load_vocab().items()}
 
@@ -31,18 +36,12 @@ def near_duplicate_rate(stories: Sequence[Story], threshold: float = 0.8, sample
         return None
     return (report.get("near_duplicate", 0) + report.get("exact_duplicate", 0)) / max(1, report["input"])
 
-_WORD = re.compile(r"[A-Za-z']+")
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text)
-
 
 def corpus_stats(stories: Sequence[Story], top_openings: int = 8, sample: int = 2000) -> dict:
     """Lengths, opening variety, feature coverage, vocabulary use and duplicate rates; distinct n-grams and
     near-duplicates on the first `sample` stories, so sources of different sizes compare fairly."""
     n = len(stories)
-    toks = [words(s.text) for s in stories]
+    toks = [words(s.text, lower=False) for s in stories]  # as written: openings keep their capitals
     lengths = [len(t) for t in toks]
     openings = Counter(" ".join(t[:3]) for t in toks)
     bigrams, trigrams = Counter(), Counter()

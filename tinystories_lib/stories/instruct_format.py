@@ -54,7 +54,7 @@ _HEADER = re.compile(r"^(summary|features|words|random sentence|story):[ \t]?(.*
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Splitting a stream into documents (shared with corpus.py: plain TinyStories files use the same separator)
+# Splitting a stream into documents (stories.loading splits plain TinyStories files with it too)
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -172,7 +172,7 @@ def instruct_records(stories: Iterable[Story], seed: int = 0) -> Iterator[str]:
 
 
 def write_instruct_file(stories: Iterable[Story], path: str | Path, seed: int = 0) -> int:
-    """Write `instruct_records` to a text file in the published layout (what `corpus.load_corpus` and
+    """Write `instruct_records` to a text file in the published layout (what `loading.load_corpus` and
     `parse_records` read back); returns the number of records."""
     n = 0
     path = Path(path)

@@ -5,11 +5,11 @@ Forms:
              files): stories separated by `<|endoftext|>` lines. `load_txt` streams them.
   * .json  – `TinyStories_all_data` shards (data00.json ...): a JSON list of records
              {story, instruction: {prompt, words, features}, summary, source}. JSONL is accepted too,
-             including our own `records.write_jsonl` output.
+             including our own `stories.records.write_jsonl` output.
   * .parquet – the hub's default config (column `text`).
   * the hub itself through `datasets` (`load_hub`), with a clear `HubUnavailableError` when offline.
 
-`clean` normalises and de-duplicates; `split` makes a train/val split that is stable as the corpus grows.
+`load_corpus` picks the loader for a source; cleaning and the train/val split are `stories.cleaning`'s.
 `datasets`, `pyarrow` and `datasketch` are optional (`pip install 'tinystories-lab[data]'`) and are
 imported only by the functions that need them.
 """

@@ -2,13 +2,18 @@
 
     split_words(text)   words and punctuation marks, in order ("Tom's bed." -> "tom's", "bed", ".")
     words(text)         the words alone (letters and inner apostrophes), for counting and matching
-    SENTENCE_END        where a sentence ends: . ! or ? with its closing quote
+    word_spans(text)    the same words with where each one is in the text
+    base_word(word)     a word without its possessive ("Tom's" -> "Tom")
+    capitalised(word)   written with a capital first letter ("Tom", not "tom", "TOM" or "I")
+    find_word(text, w)  where a word or phrase occurs as whole words, for swapping or cutting at it
+    SENTENCE_END        where a sentence ends: . ! or ? with its closing quote (sentences(text) splits)
     stem(word)          a light suffix stripper, for matching "likes" with "liked"
     word_forms(word)    a word's inflections (rules, a table of irregulars, the prompt vocabulary's own)
     uses_word(...)      whether a text uses a word in some form (uses_phrase for "ice cream")
 
 Every module that splits text into words (grading, generation checks, probes, diversity,
 interpretability, corpus statistics) calls these, so "a word" means the same thing everywhere.
+Curly apostrophes count as straight ones: "Tom’s" and "Tom's" are the same word.
 """
 
 from __future__ import annotations
@@ -20,16 +25,19 @@ from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
-# A word: letters/digits with inner apostrophes ("don't", "Tom's"); any other non-space is a mark.
+# A token: letters/digits with inner apostrophes ("don't", "Tom's"); any other non-space is a mark.
 _TOKEN_RE = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
+# A word: letters with inner apostrophes; with digits, "3" and "R2D2" are words too. Underscores, which
+# `\w` would take, are not letters: "snake_case" is two words.
 _WORD_RE = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
+_WORD_DIGITS_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 
 # Where a sentence of a story ends: . ! or ? with its closing quote, before a space or the end.
 SENTENCE_END = re.compile(r"[.!?][\"'”’]?(?=\s|$)")
 
 
 def _plain_apostrophes(text: str) -> str:
-    return text.replace("’", "'")
+    return text.replace("’", "'")  # one character for one: offsets into the text stay right
 
 
 def split_words(text: str, lower: bool = True) -> list[str]:
@@ -38,15 +46,65 @@ def split_words(text: str, lower: bool = True) -> list[str]:
     return [t.lower() for t in toks] if lower else toks
 
 
-def words(text: str, lower: bool = True) -> list[str]:
-    """The words of a text (letters with inner apostrophes; no digits, no marks)."""
-    found = _WORD_RE.findall(_plain_apostrophes(text))
-    return [w.lower() for w in found] if lower else found
+def words(text: str, lower: bool = True, digits: bool = False) -> list[str]:
+    """The words of a text: letters with inner apostrophes ("don't", "Tom's"), no marks, and no digits
+    unless `digits` (for matching where a number is as good as a word: answers, duplicate checks)."""
+    rx = _WORD_DIGITS_RE if digits else _WORD_RE
+    # Lower-casing the text before the search rather than each word after it: faster, which counts in the
+    # generation loop that checks every story as it arrives, and the same words but for the rare letter
+    # whose lower case is two characters ("İ").
+    return rx.findall(_plain_apostrophes(text).lower() if lower else _plain_apostrophes(text))
+
+
+def word_spans(text: str, lower: bool = True, digits: bool = False) -> list[tuple[int, int, str]]:
+    """`words`, each with where it is: (start, end, word), `text[start:end]` being the word as written
+    (with its own apostrophe)."""
+    rx = _WORD_DIGITS_RE if digits else _WORD_RE
+    return [(m.start(), m.end(), m.group().lower() if lower else m.group())
+            for m in rx.finditer(_plain_apostrophes(text))]
 
 
 def base_word(word: str) -> str:
     """A word without its possessive ("Tom's" -> "Tom")."""
-    return word[:-2] if word.lower().endswith("'s") else word
+    return word[:-2] if word.endswith(("'s", "'S")) else word
+
+
+def capitalised(word: str) -> bool:
+    """Whether a word is written with a capital first letter and not in capitals throughout: "Tom" and
+    "McGee" are, "tom", "TOM" and "I" are not. How names are told from other words without a tagger."""
+    return word[:1].isupper() and word[:1].isalpha() and not word.isupper()
+
+
+@functools.lru_cache(maxsize=64)  # one text is searched for many words (a swap checks every candidate)
+def _indexed(text: str, fold: bool) -> tuple[tuple[tuple[int, int, str], ...], dict[str, list[int]]]:
+    """The text's word spans, and where each word (or, for a possessive, its base too) is among them."""
+    spans = tuple(word_spans(text, lower=fold, digits=True))
+    at: dict[str, list[int]] = {}
+    for i, (_, _, w) in enumerate(spans):
+        at.setdefault(w, []).append(i)
+        if (b := base_word(w)) != w:
+            at.setdefault(b, []).append(i)
+    return spans, at
+
+
+def find_word(text: str, word: str) -> list[tuple[int, int]]:
+    """Where `word`, or a phrase ("toy car"), occurs in `text` as whole words: (start, end) of each
+    occurrence. A possessive stays outside the span ("Tom" is found in "Tom's" as "Tom"), so replacing
+    the span keeps it; the words of a phrase may be apart by spaces only. A lowercase word is found in
+    any case ("kite" in "Kite flew"); one with capitals only as written, so the name "Rose" is not found
+    in "a red rose". Digits are part of words here ("Tom" is not found in "Tom2")."""
+    fold = word.islower()
+    want = words(word, lower=fold, digits=True)
+    if not want:
+        return []
+    spans, at = _indexed(text, fold)
+    n, out = len(want), []
+    for last in at.get(want[-1], ()):  # where the last word is; the words before it must match exactly
+        group = spans[max(0, last - n + 1) : last + 1]
+        if (len(group) == n and [w for _, _, w in group[:-1]] == want[:-1]
+                and all(text[a[1] : b[0]].isspace() for a, b in zip(group, group[1:]))):
+            out.append((group[0][0], group[-1][0] + len(want[-1])))
+    return out
 
 
 def sentences(text: str) -> list[str]:
@@ -116,7 +174,7 @@ _VOWELS = set("aeiou")
 def _vocab_forms() -> dict[str, set[str]]:
     """Inflections listed by the prompt vocabulary (`prompts.vocab_index`), when it is installed."""
     try:
-        from .prompts import vocab_index
+        from tinystories_lib.stories.prompts import vocab_index
 
         index = vocab_index()
     except Exception as e:  # the vocabulary is optional here: the rules below still apply
@@ -166,6 +224,13 @@ def uses_word(text_words: Iterable[str], word: str) -> bool:
 
 
 def uses_phrase(text_words: list[str], phrase: str) -> bool:
-    """Whether the words of `phrase` appear in order, next to each other, in `text_words`."""
+    """Whether the words of `phrase` appear in order, next to each other, in `text_words` (a text's
+    lower-cased `words`), its last word in any form: "ice cream" is used by "ice creams", not by "nice
+    creamy"."""
     p = words(phrase)
-    return " ".join(p) in " ".join(text_words) if p else False
+    if not p:
+        return False
+    head, n = p[:-1], len(p)
+    last = _cached_word_forms(p[-1])
+    tw = list(text_words)
+    return any(tw[i + n - 1] in last and tw[i : i + n - 1] == head for i in range(len(tw) - n + 1))
