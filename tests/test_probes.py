@@ -11,8 +11,13 @@ from tinystories_lib.evals.grades import Completion
 from tinystories_lib.evals.probes import (
     KINDS,
     PRONOUN_SETS,
+    _next_word,
+    _Pools,
     _pronoun_slot,
+    _window,
     _windows,
+    _word_set,
+    _word_spans,
     build_probes,
     perplexity,
     perplexity_of_completions,
@@ -23,7 +28,7 @@ from tinystories_lib.evals.probes import (
 )
 from tinystories_lib.lm.model import GPTNeo, GPTNeoConfig
 from tinystories_lib.lm.tokenizer import train_bpe
-from tinystories_lib.stories.storyteller import generate_stories
+from tinystories_lib.stories.storyteller import generate_stories, lexicon
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +110,19 @@ def test_her_is_told_apart_as_object_or_possessive():
     assert _pronoun_slot("Her", " mom came.", girl) == "possessive"
     assert _pronoun_slot("her", " sad face", girl) is None
     assert _pronoun_slot("his", " mom", girl) is None
+
+
+def test_words_are_read_by_the_word_layer():
+    """Offsets of words as stories.words reads them; a possessive mentions its owner; the next word
+    after a pronoun counts only when spaces alone come between."""
+    text = 'Tom\u2019s kite and Lily\'s hat.\n"Hi!" said Sue. Then she ran.'
+    spans = _word_spans(text)
+    assert [w for _, _, w in spans][:3] == ["Tom's", "kite", "and"]
+    assert all(text[a:b].replace("\u2019", "'") == w for a, b, w in spans)
+    assert {"Tom", "Lily", "Sue"} <= _word_set(text, lower=False) and "tom" in _word_set(text)
+    assert _next_word("  a cookie.") == "a" and _next_word(". Then") == "" and _next_word("") == ""
+    assert _window(text[: text.index("she")]) == ' said Sue. Then '  # the sentence before, and this one
+    assert _Pools.of([]).places == sorted(lexicon().settings)  # distractor places: the storyteller's settings
 
 
 # ------------------------------------------------------------------ scoring

@@ -10,15 +10,9 @@ import pytest
 
 from tinystories_lib.stories.prompts import FEATURES, PromptSpec, sample_prompts, vocab_index
 from tinystories_lib.stories.records import Story
-from tinystories_lib.stories.storyteller import (
-    MAX_WORDS,
-    MIN_WORDS,
-    SLOTS,
-    Storyteller,
-    _Context,
-    _World,
-    generate_stories,
-)
+from tinystories_lib.stories.storyteller import MAX_WORDS, MIN_WORDS, Storyteller, generate_stories, lexicon
+from tinystories_lib.stories.storyteller.templates import PLOTS, SLOTS, Context
+from tinystories_lib.stories.storyteller.world import World
 
 N_BIG = 100_000  # the issue's floor: at least 100,000 distinct stories from different prompts (~20 s)
 
@@ -154,9 +148,9 @@ def test_articles_agree(stories):
 
 def test_every_template_renders():
     """Each template, in each wording, fills from a context that has every key a story can have."""
-    ctx = _Context()
+    ctx = Context()
     for i, noun in enumerate(["ball", "foot", "tree", "sun", "farmer", "park", "wall", "cake", "wing"]):
-        world = _World(PromptSpec(f"p{i}", noun, "hang", "cute", FEATURES), random.Random(i))
+        world = World(PromptSpec(f"p{i}", noun, "hang", "cute", FEATURES), random.Random(i))
         ctx.update(world.context())
     ctx["moral"] = "it is good to share"
     n = 0
@@ -168,6 +162,44 @@ def test_every_template_renders():
                 assert "{" not in out and "}" not in out
                 n += 1
     assert n > 500
+
+
+def test_lexicon_is_the_word_lists_of_the_data_file():
+    """The public accessor: read once, lists in the file's order as tuples, classes as sets, read-only pairs."""
+    lex = lexicon()
+    assert lexicon() is lex
+    assert lex.settings[0] == "park" and isinstance(lex.settings, tuple) and len(set(lex.settings)) == len(lex.settings)
+    assert isinstance(lex.water_animals, frozenset) and "fish" in lex.water_animals
+    assert lex.parents["mom"] == "she" and lex.siblings["brother"] == "boy"
+    with pytest.raises(TypeError):
+        lex.parents["mom"] = "he"  # type: ignore[index]
+    idx = vocab_index()
+    assert all(("noun", w) in idx for w in lex.settings + lex.default_foods + lex.pets)
+
+
+def test_stories_use_the_data_files(stories):
+    """Every plot the world can choose has its beats in plots.yaml, and what stories say comes from the lists."""
+    assert set(PLOTS) == {s.facts["plot"] for s in stories} == {"lost", "want", "help", "broken", "scared",
+                                                              "gift", "share"}
+    lex = lexicon()
+    names = set(lex.girls) | set(lex.boys) | set(lex.pet_names)
+    assert all(s.facts["hero"] in names for s in stories)
+    assert all(s.facts["place"] in lex.settings or s.facts["place"] == s.words["noun"] for s in stories)
+
+
+def test_data_files_ship_with_the_package():
+    """pyproject's package-data covers every data file, so an installed wheel has them."""
+    tomllib = pytest.importorskip("tomllib")
+    from pathlib import Path
+
+    import tinystories_lib.stories.storyteller as st
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    pkg = Path(st.__file__).parent
+    files = sorted(p.relative_to(pkg) for p in (pkg / "data").iterdir())
+    assert {f.name for f in files} == {"words.yaml", "templates.yaml", "plots.yaml", "foreshadowing.yaml"}
+    assert all(any(f.match(g) for g in globs[st.__name__]) for f in files)
 
 
 def test_deterministic_per_seed_and_id():

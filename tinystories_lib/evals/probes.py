@@ -32,9 +32,9 @@ answers) by several models, side by side. `perplexity`/`perplexity_of_completion
 
 from __future__ import annotations
 
+import functools
 import math
 import random
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -48,7 +48,8 @@ from tinystories_lib.lm.sample import SamplingConfig, complete
 from tinystories_lib.lm.tokenizer import Codec
 from tinystories_lib.stories.prompts import vocab_index
 from tinystories_lib.stories.records import Story
-from tinystories_lib.stories.storyteller import SETTINGS
+from tinystories_lib.stories.storyteller import lexicon
+from tinystories_lib.stories.words import SENTENCE_END, base_word, split_words, word_spans, words
 
 KINDS = ("name", "object", "place", "pronoun")
 N_DISTRACTORS = 3  # per probe: 4 candidates for object/place, 5-6 for names
@@ -83,25 +84,33 @@ class Probe:
 
 
 # ------------------------------------------------------------------------------ text helpers
+# Words are what the one word layer (`stories.words`) says they are; a possessive is a mention of its
+# owner ("Tom's" mentions Tom, "the kite's string" the kite).
 
 
-def _word_re(word: str, flags: int = 0) -> re.Pattern:
-    return re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", flags)
+def _word_set(text: str, lower: bool = True) -> set[str]:
+    """The words of `text`, possessives dropped ("Tom's" -> "tom"), lower-cased unless `lower` is False."""
+    return {base_word(w) for w in words(text, lower=lower)}
 
 
-def _has_word(text: str, word: str, flags: int = 0) -> bool:
-    return _word_re(word, flags).search(text) is not None
+@functools.lru_cache(maxsize=16)  # each finder reads the same story
+def _word_spans(text: str) -> tuple[tuple[int, int, str], ...]:
+    """(start, end, word) for each word of `text` in order (`words.word_spans`, case kept)."""
+    return tuple(word_spans(text, lower=False))
 
 
-def _story_words(text: str) -> set[str]:
-    return {w.lower() for w in re.findall(r"[A-Za-z]+", text)}
+def _next_word(after: str) -> str:
+    """The word that follows after spaces only, lower-cased ("" when a mark or the end comes first)."""
+    head = after.lstrip()
+    toks = split_words(head.split(None, 1)[0]) if head else []
+    return toks[0] if toks and (toks[0][0].isalnum() or toks[0][0] == "_") else ""
 
 
 def _window(before: str) -> str:
     """The previous sentence plus the current one up to the cut: where a pronoun's referent is. (At a
     sentence start the last boundary is the end of `before`, so this is just the sentence before.)"""
-    starts = [m.end() for m in re.finditer(r"[.!?][\"']?\s+|\n", before)]
-    return before[starts[-2]:] if len(starts) >= 2 else before
+    ends = [m.end() for m in SENTENCE_END.finditer(before)]
+    return before[ends[-2]:] if len(ends) >= 2 else before
 
 
 # ------------------------------------------------------------------------------ distractor pools
@@ -111,7 +120,7 @@ def _cast_names(story: Story) -> list[str]:
     """The story's named characters: hero, friend, and the pet when the text names it."""
     f = story.facts
     names = [f["characters"][0]["name"], f["characters"][1]["name"]]
-    if f.get("animal_name") and _has_word(story.text, f["animal_name"]):
+    if f.get("animal_name") and f["animal_name"] in _word_set(story.text, lower=False):
         names.append(f["animal_name"])
     return names
 
@@ -135,7 +144,7 @@ class _Pools:
 
     @classmethod
     def of(cls, stories: Sequence[Story]) -> _Pools:
-        names, objects, places = set(), {}, set(SETTINGS)
+        names, objects, places = set(), {}, set(lexicon().settings)
         for s in stories:
             names.update(_cast_names(s))
             w = _object_word(s)
@@ -147,7 +156,7 @@ class _Pools:
 def _distractors(pool: Iterable[str], story_text: str, rng: random.Random, k: int = N_DISTRACTORS,
                  fallback: Iterable[str] = ()) -> list[str]:
     """k words the story never uses (so none of them can be the referent), from `pool` first."""
-    used = _story_words(story_text)
+    used = _word_set(story_text)
     fresh = [w for w in pool if w.lower() not in used]
     picked = rng.sample(fresh, min(k, len(fresh)))
     if len(picked) < k:
@@ -161,31 +170,55 @@ def _distractors(pool: Iterable[str], story_text: str, rng: random.Random, k: in
 
 
 def _name_cuts(story: Story):
+    """A name right after "<other name> and ", where the other name is the only other one said so far."""
     text, names = story.text, _cast_names(story)
+    spans = _word_spans(text)
     for answer in names:
-        for m in _word_re(answer).finditer(text):
-            before = text[: m.start()]
-            other = re.search(r"(\w+) and $", before)
-            if not other or other.group(1) not in names or other.group(1) == answer:
-                continue
-            mentioned = {n for n in names if _has_word(before, n)} - {other.group(1)}
-            if mentioned == {answer}:  # said before, and the only other name the story has used
-                yield m.start(), answer, "and"
+        said: set[str] = set()  # words before the current one, possessives dropped
+        for i, (start, _, w) in enumerate(spans):
+            if (base_word(w) == answer and i >= 2 and spans[i - 1][2] == "and"
+                    and text[spans[i - 1][1]:start] == " " and text[spans[i - 2][1]:spans[i - 1][0]] == " "):
+                other = spans[i - 2][2]
+                if other in names and other != answer and {n for n in names if n in said} - {other} == {answer}:
+                    yield start, answer, "and"
+            said.add(base_word(w))
 
 
-def _definite_cuts(text: str, word: str, determiners: str):
-    for m in _word_re(word).finditer(text):
-        before = text[: m.start()]
-        if re.search(rf"\b(?:{determiners}) (?:[a-z]+ )?$", before, re.I) and _has_word(before, word):
-            yield m.start(), word, "definite"
+DETERMINERS = frozenset({"the", "his", "her", "its", "their", "my", "your"})
+
+
+def _after_determiner(text: str, spans: Sequence[tuple[int, int, str]], i: int,
+                      determiners: frozenset[str]) -> bool:
+    """Whether word i comes right after a determiner, or after a determiner and one more word
+    ("the kite", "his red kite"), single spaces between."""
+    def spaced(j: int) -> bool:  # one space between word j and word j + 1
+        return text[spans[j][1]:spans[j + 1][0]] == " "
+
+    if i < 1 or not spaced(i - 1):
+        return False
+    prev = spans[i - 1][2]
+    if prev.lower() in determiners:
+        return True
+    return i >= 2 and prev.isalpha() and spaced(i - 2) and spans[i - 2][2].lower() in determiners
+
+
+def _definite_cuts(text: str, word: str, determiners: frozenset[str]):
+    """`word` after a determiner (+ at most one word), where the story has said it before."""
+    spans = _word_spans(text)
+    said = False
+    for i, (start, _, w) in enumerate(spans):
+        if base_word(w) == word:
+            if said and _after_determiner(text, spans, i, determiners):
+                yield start, word, "definite"
+            said = True
 
 
 def _object_cuts(story: Story):
-    return _definite_cuts(story.text, _object_word(story), "the|his|her|its|their|my|your")
+    return _definite_cuts(story.text, _object_word(story), DETERMINERS)
 
 
 def _place_cuts(story: Story):
-    return _definite_cuts(story.text, story.facts["place"], "the")
+    return _definite_cuts(story.text, story.facts["place"], frozenset({"the"}))
 
 
 def _pronoun_slot(word: str, after: str, hero: dict) -> str | None:
@@ -195,7 +228,7 @@ def _pronoun_slot(word: str, after: str, hero: dict) -> str | None:
     if w == subj:
         return "subject"
     if w == obj == poss:  # "her": object or possessive, told apart by the next word
-        nxt = re.match(r"\s*(\w*)", after).group(1).lower()
+        nxt = _next_word(after)
         if nxt in _AMBIGUOUS_AFTER_HER:
             return None
         return "object" if nxt in _OBJECT_FOLLOWERS or not nxt else "possessive"
@@ -205,28 +238,34 @@ def _pronoun_slot(word: str, after: str, hero: dict) -> str | None:
 def _others(story: Story) -> list[str]:
     """Words naming anything but the hero that a pronoun could refer to."""
     f = story.facts
-    words = [c["kind"] for c in f["characters"][1:]] + [c["name"] for c in f["characters"][1:]]
-    words += [f["animal"], f["food"], _object_word(story), "friend", "sister", "brother", "everyone"]
+    names = [c["kind"] for c in f["characters"][1:]] + [c["name"] for c in f["characters"][1:]]
+    names += [f["animal"], f["food"], _object_word(story), "friend", "sister", "brother", "everyone"]
     if f.get("animal_name"):
-        words.append(f["animal_name"])
-    return [w.removeprefix("the ") for w in words if w]
+        names.append(f["animal_name"])
+    return [w.removeprefix("the ") for w in names if w]
+
+
+_HERO_PRONOUNS = frozenset({"he", "she", "him", "her", "his"})
 
 
 def _pronoun_cuts(story: Story):
     text, hero = story.text, story.facts["characters"][0]
-    others = _others(story)
+    others = {o.lower() for o in _others(story)}
     hero_forms = {hero["pronoun"], hero["object_pronoun"], hero["possessive"]}
-    for m in re.finditer(r"\b(?:he|she|him|her|his)\b", text, re.I):
-        word, before = m.group(0), text[: m.start()]
-        slot = _pronoun_slot(word, text[m.end():], hero)
-        if slot is None or before.count('"') % 2:  # not the hero's, or inside speech
-            continue
-        win = _window(before)
-        words = _story_words(win)
-        if (not _has_word(win, hero["name"]) or any(_has_word(win, o, re.I) for o in others)
-                or (words & ALL_PRONOUNS) - hero_forms or not _has_word(before, word.lower(), re.I)):
-            continue
-        yield m.start(), word, slot
+    said: set[str] = set()  # lower-cased words before the current one, possessives dropped
+    for start, _, w in _word_spans(text):
+        word = base_word(w)
+        low = word.lower()
+        if low in _HERO_PRONOUNS:
+            before = text[:start]
+            slot = _pronoun_slot(word, text[start + len(word):], hero)
+            if slot is not None and not before.count('"') % 2:  # the hero's, and outside speech
+                win = _window(before)
+                win_words = _word_set(win)
+                if (hero["name"] in _word_set(win, lower=False) and not win_words & others
+                        and not (win_words & ALL_PRONOUNS) - hero_forms and low in said):
+                    yield start, word, slot
+        said.add(low)
 
 
 FINDERS = {"name": _name_cuts, "object": _object_cuts, "place": _place_cuts, "pronoun": _pronoun_cuts}
