@@ -1,6 +1,6 @@
 """Data preparation throughput: storyteller stories/s and pretokenization tokens/s.
 
-1. `storyteller.generate_stories(n, seed)` for n = 10k stories (2k with --quick): stories/s (and words/s).
+1. `storyteller.tell_stories(n, seed)` for n = 10k stories (2k with --quick): stories/s (and words/s).
    Baseline: the next stage of the pipeline on the same stories, `tokenizer.write_shard` (stories/s),
    measured in this run: it says which of the two stages bounds data preparation.
 2. `tokenizer.write_shard` (batched `encode_batch` in chunks of 2048, uint16 shard) against a plain
@@ -19,7 +19,7 @@ import numpy as np
 from common import Row, Timer, parse_args, print_table, start
 
 from tinystories_lib.lm.tokenizer import train_bpe, write_shard
-from tinystories_lib.stories.storyteller import generate_stories
+from tinystories_lib.stories.storyteller import tell_stories
 
 
 def encode_loop(codec, texts: list[str], path: Path) -> int:
@@ -36,9 +36,9 @@ def main():
     args = parse_args(__doc__.splitlines()[0])
     info = start(args, "bench_data: storyteller stories/s, write_shard tokens/s", torch_threads=False)
     n = 2_000 if args.quick else 10_000
-    generate_stories(50, seed=1)  # warm-up: vocabulary tables, template caches
+    tell_stories(50, seed=1)  # warm-up: vocabulary tables, template caches
     with Timer() as t_story:
-        stories = generate_stories(n, seed=0)
+        stories = tell_stories(n, seed=0)
     texts = [s.text for s in stories]
     words = sum(len(t.split()) for t in texts)
     print(f"   storyteller: {n} stories ({words / n:.0f} words each) in {t_story.s:.2f} s")

@@ -29,7 +29,7 @@ from tinystories_lib.evals.ngram_index import NearestResult, NgramIndex
 from tinystories_lib.evals.offline import OfflineGrader
 from tinystories_lib.evals.text_metrics import _ngrams
 from tinystories_lib.llm.client import LLMConfig, make_async_client, run_async
-from tinystories_lib.stories.storyteller import generate_stories
+from tinystories_lib.stories.storyteller import tell_stories
 from tinystories_lib.stories.words import split_words
 
 LATENCY_S, CONCURRENCY = 0.2, 32
@@ -64,12 +64,12 @@ class BruteForceIndex:
 def offline_part(args, rows: list[Row]) -> None:
     n_train, n_grade, n_brute = (3_000, 60, 2) if args.quick else (20_000, 500, 5)
     with Timer() as t:
-        train = [s.text for s in generate_stories(n_train, seed=0)]
+        train = [s.text for s in tell_stories(n_train, seed=0)]
     print(f"   {n_train} storyteller stories in {t.s:.1f} s")
     with Timer() as t:
         index = NgramIndex(train)
     print(f"   NgramIndex over {n_train} stories built in {t.s:.1f} s")
-    comps = completions_from(generate_stories(n_grade, seed=12345))
+    comps = completions_from(tell_stories(n_grade, seed=12345))
     grader = OfflineGrader(index)
     grader.grade(comps[:5])  # warm-up
     with Timer() as t_idx:
@@ -111,7 +111,7 @@ async def bare_judge(config: LLMConfig, comps: list[Completion]) -> None:
 
 def judge_part(args, rows: list[Row]) -> None:
     n = 96 if args.quick else 960  # 30 rounds of 32 two-turn gradings: ramp-up and tail weigh little
-    comps = completions_from(generate_stories(n, seed=777))  # n distinct items: the judge caches repeats
+    comps = completions_from(tell_stories(n, seed=777))  # n distinct items: the judge caches repeats
     ideal = CONCURRENCY / (2 * LATENCY_S)
     with FakeServer("judge", LATENCY_S, kind=args.server) as server, tempfile.TemporaryDirectory() as d:
         config = LLMConfig(base_url=server.base_url, model="fake-judge", max_concurrency=CONCURRENCY)

@@ -16,7 +16,7 @@ from tinystories_lib.stages import instruct
 from tinystories_lib.stories import instruct_format, words
 from tinystories_lib.stories.instruct_format import parse_record
 from tinystories_lib.stories.records import EOT, Story, write_jsonl
-from tinystories_lib.stories.storyteller import generate_stories
+from tinystories_lib.stories.storyteller import tell_stories
 
 PAIR = ("summary", "words")
 # The tiny profile's instruct section (params/tiny.yaml may carry the same values).
@@ -26,7 +26,7 @@ TINY_INSTRUCT = {"instruct.hidden": 32, "instruct.layers": 2, "instruct.heads": 
 
 @pytest.fixture(scope="module")
 def stories() -> list[Story]:
-    return generate_stories(120, seed=5)
+    return tell_stories(120, seed=5)
 
 
 def _run_with_corpus(tmp_path, stories: list[Story], overrides: dict | None = None) -> Run:

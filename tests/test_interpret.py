@@ -8,12 +8,12 @@ import torch.nn.functional as F
 from tinystories_lib.evals import interpret, neurons
 from tinystories_lib.lm.model import GPTNeo, GPTNeoConfig
 from tinystories_lib.lm.tokenizer import train_bpe
-from tinystories_lib.stories.storyteller import generate_stories
+from tinystories_lib.stories.storyteller import tell_stories
 
 
 @pytest.fixture(scope="module")
 def stories():
-    return generate_stories(12, seed=3)
+    return tell_stories(12, seed=3)
 
 
 @pytest.fixture(scope="module")

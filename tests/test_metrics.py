@@ -358,11 +358,11 @@ def test_grades_jsonl_append_and_read(tmp_path):
 
 def test_ngram_index_dense_and_searchsorted_lookups_agree():
     from tinystories_lib.evals.ngram_index import NgramIndex
-    from tinystories_lib.stories.storyteller import generate_stories
+    from tinystories_lib.stories.storyteller import tell_stories
 
-    stories = [s.text for s in generate_stories(300, seed=3)]
+    stories = [s.text for s in tell_stories(300, seed=3)]
     index = NgramIndex(stories)
-    queries = [s.text[: len(s.text) // 2] for s in generate_stories(20, seed=99)] + stories[:3]
+    queries = [s.text[: len(s.text) // 2] for s in tell_stories(20, seed=99)] + stories[:3]
     dense = [index.search(q, k=3) for q in queries]
     index.DENSE_TABLE_MAX = 0  # force the large-vocabulary path
     searched = [index.search(q, k=3) for q in queries]

@@ -28,12 +28,12 @@ from tinystories_lib.evals.probes import (
 )
 from tinystories_lib.lm.model import GPTNeo, GPTNeoConfig
 from tinystories_lib.lm.tokenizer import train_bpe
-from tinystories_lib.stories.storyteller import generate_stories, lexicon
+from tinystories_lib.stories.storyteller import lexicon, tell_stories
 
 
 @pytest.fixture(scope="module")
 def stories():
-    return generate_stories(300, seed=11)
+    return tell_stories(300, seed=11)
 
 
 @pytest.fixture(scope="module")

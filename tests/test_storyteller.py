@@ -10,7 +10,7 @@ import pytest
 
 from tinystories_lib.stories.prompts import FEATURES, PromptSpec, sample_prompts, vocab_index
 from tinystories_lib.stories.records import Story
-from tinystories_lib.stories.storyteller import MAX_WORDS, MIN_WORDS, Storyteller, generate_stories, lexicon
+from tinystories_lib.stories.storyteller import MAX_WORDS, MIN_WORDS, Storyteller, lexicon, tell_stories
 from tinystories_lib.stories.storyteller.templates import PLOTS, SLOTS, Context
 from tinystories_lib.stories.storyteller.world import World
 
@@ -24,7 +24,7 @@ def stories() -> list[Story]:
 
 @pytest.fixture(scope="module")
 def many() -> list[Story]:
-    return generate_stories(N_BIG, seed=1)
+    return tell_stories(N_BIG, seed=1)
 
 
 def _has_word(text: str, forms: set[str]) -> bool:
@@ -207,7 +207,7 @@ def test_deterministic_per_seed_and_id():
     a, b = Storyteller(seed=4).tell(spec), Storyteller(seed=4).tell(spec)
     assert a == b
     assert Storyteller(seed=5).tell(spec).text != a.text
-    assert generate_stories(5, seed=2) == generate_stories(5, seed=2)
+    assert tell_stories(5, seed=2) == tell_stories(5, seed=2)
 
 
 def test_generate_with_progress_bar():

@@ -10,12 +10,12 @@ from tinystories_lib.lm.model import GPTNeo, GPTNeoConfig  # noqa: E402
 from tinystories_lib.lm.sample import SamplingConfig, generate  # noqa: E402
 from tinystories_lib.lm.tokenizer import train_bpe  # noqa: E402
 from tinystories_lib.show import widgets  # noqa: E402
-from tinystories_lib.stories.storyteller import generate_stories  # noqa: E402
+from tinystories_lib.stories.storyteller import tell_stories  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def codec():
-    return train_bpe([s.text for s in generate_stories(8, seed=4)], 300)
+    return train_bpe([s.text for s in tell_stories(8, seed=4)], 300)
 
 
 @pytest.fixture(scope="module")

@@ -291,7 +291,7 @@ class LLMJudge:
         for k, it in todo.items():
             if k in first.errors or k in second.errors:
                 err = first.errors.get(k) or second.errors.get(k)
-                fresh[k] = self._record(it, [], None, "batch error: " + error_detail(err, self.config))
+                fresh[k] = self._record(it, [], None, "batch error: " + error_detail(err, self.config.api_key_env))
                 continue
             replies = [first.results[k].text, second.results[k].text]
             parsed = parse_grade(replies[1], it.dimensions)
@@ -317,7 +317,7 @@ class LLMJudge:
         return fresh
 
     def _error_reason(self, e: BaseException) -> str:
-        return f"llm error: {describe_error(e)}: {error_detail(e, self.config)}"
+        return f"llm error: {describe_error(e)}: {error_detail(e, self.config.api_key_env)}"
 
     def _budget_left(self) -> float | None:
         return None if self.budget_usd is None else max(0.0, self.budget_usd - self.usage.cost_usd)

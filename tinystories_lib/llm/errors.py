@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tinystories_lib.llm.client import LLMConfig
 
 INSTALL_HINT = "pip install 'tinystories-lab[llm]'"
 
@@ -83,11 +79,11 @@ def describe_error(e: BaseException) -> str:
     return type(e).__name__
 
 
-def error_detail(e: BaseException | str, config: LLMConfig, limit: int = 300) -> str:
-    """An error's text for reports and failed grades, cut short, with the API key (should a server
-    ever echo it) replaced."""
+def error_detail(e: BaseException | str, api_key_env: str, limit: int = 300) -> str:
+    """An error's text for reports and failed grades, cut short, with the API key read from the
+    environment variable `api_key_env` (should a server ever echo it) replaced."""
     text = e if isinstance(e, str) else f"{type(e).__name__}: {e}"
-    key = os.environ.get(config.api_key_env, "").strip()
+    key = os.environ.get(api_key_env, "").strip()
     if len(key) >= 8:
         text = text.replace(key, "[redacted]")
     return text[:limit]

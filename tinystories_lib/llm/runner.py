@@ -189,12 +189,12 @@ class _Run:
         return story
 
     def fail(self, story_id: str, error: BaseException, prefix: str = "") -> None:
-        self.report.add_failure(story_id, prefix + describe_error(error), error_detail(error, self.config))
+        self.report.add_failure(story_id, prefix + describe_error(error), error_detail(error, self.config.api_key_env))
 
     def fail_in_batch(self, story_id: str, error: str, prefix: str = "") -> None:
         # Batch errors read "http_500: ..." or "no result in batch ...": group by their first part.
         reason = "missing_from_batch" if error.startswith("no result") else error.split(":")[0].strip()
-        self.report.add_failure(story_id, prefix + (reason or "batch_error"), error_detail(error, self.config))
+        self.report.add_failure(story_id, prefix + (reason or "batch_error"), error_detail(error, self.config.api_key_env))
 
     def accept(self, story: Story, out: JsonlAppender) -> None:
         out.write(vars(story))  # its fields as they are: json reads them (asdict would deep-copy each)

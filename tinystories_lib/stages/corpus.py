@@ -78,9 +78,9 @@ def _source_stories(run: Run, progress: bool) -> list[Story]:
     d = run.params.data
     limit = d.n_stories or None
     if d.source == "storyteller":
-        from tinystories_lib.stories.storyteller import generate_stories
+        from tinystories_lib.stories.storyteller import tell_stories
 
-        return generate_stories(d.n_stories, seed=run.params.seed, progress=progress)
+        return tell_stories(d.n_stories, seed=run.params.seed, progress=progress)
     if d.source == "llm":
         out, report, ids = llm_stories(run, progress)
         print(report.summary(), flush=True)

@@ -31,6 +31,6 @@ Each is read once per process.
 
 from tinystories_lib.stories.storyteller.lexicon import Lexicon, lexicon
 from tinystories_lib.stories.storyteller.plot import MAX_WORDS, MIN_WORDS
-from tinystories_lib.stories.storyteller.teller import Storyteller, generate_stories
+from tinystories_lib.stories.storyteller.teller import Storyteller, tell_stories
 
-__all__ = ["MAX_WORDS", "MIN_WORDS", "Lexicon", "Storyteller", "generate_stories", "lexicon"]
+__all__ = ["MAX_WORDS", "MIN_WORDS", "Lexicon", "Storyteller", "tell_stories", "lexicon"]

@@ -86,6 +86,6 @@ class Storyteller:
         return [self.tell(s) for s in specs]
 
 
-def generate_stories(n: int, seed: int = 0, progress: bool = False) -> list[Story]:
+def tell_stories(n: int, seed: int = 0, progress: bool = False) -> list[Story]:
     """`n` storyteller stories for prompts sampled with `seed` (the storyteller uses the same seed)."""
     return Storyteller(seed).generate(n, seed=seed, progress=progress)

@@ -19,12 +19,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from tinystories_lib.stories.storyteller.lexicon import data_file
-
-if TYPE_CHECKING:
-    from tinystories_lib.stories.storyteller.world import World
 
 _ALT = re.compile(r"\[([^\[\]]*)\]")
 
@@ -142,9 +138,10 @@ TASTE_OBJECT: str = _TEMPLATES["taste_object"]
 # ------------------------------------------------------------------------------ writing
 
 class Writer:
-    """Fills slots for one story and keeps track of which template each slot used."""
+    """Fills slots for one story and keeps track of which template each slot used. `world` is the
+    story's `world.World` (its features decide, e.g., whether speech gets quotes)."""
 
-    def __init__(self, world: World, ctx: dict[str, str], rng: random.Random):
+    def __init__(self, world, ctx: dict[str, str], rng: random.Random):
         self.world, self.ctx, self.rng = world, ctx, rng
         self.quotes = "dialogue" in world.features
         self.used: dict[str, str] = {}
