@@ -77,3 +77,12 @@ def run_python(code: str, hub: FakeHub | None, hf_home, offline: bool = False) -
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def run_against_hub(files: dict[str, bytes], code: str, hf_home) -> tuple[str, set[str]]:
+    """Run `code` against a fake hub serving `files`; returns its stdout and the paths it downloaded.
+    Fails with the child's stderr when the code does."""
+    with FakeHub(files) as hub:
+        out = run_python(code, hub, hf_home)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout, hub.downloaded()

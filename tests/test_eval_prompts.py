@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 
 import pytest
-from fake_hub import FakeHub, run_python
+from fake_hub import run_against_hub, run_python
 
 from tinystories_lib.evals.eval_prompts import (
     KINDS,
@@ -129,8 +129,6 @@ def test_fetch_paper_eval_yaml_from_a_hub_endpoint(tmp_path):
     code = ("from tinystories_lib.evals.eval_prompts import fetch_paper_eval_yaml, load_paper_eval_yaml\n"
             f"path = fetch_paper_eval_yaml({str(tmp_path / 'cache')!r})\n"
             "print(path)\nprint([p.text for p in load_paper_eval_yaml(path)])\n")
-    with FakeHub(files) as hub:
-        out = run_python(code, hub, tmp_path / "hf")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert str(tmp_path / "cache") in out.stdout and "['Once there was a bee who']" in out.stdout, out.stdout
-    assert hub.downloaded() == {"/datasets/roneneldan/TinyStories/resolve/main/Evaluation prompts.yaml"}
+    stdout, downloaded = run_against_hub(files, code, tmp_path / "hf")
+    assert str(tmp_path / "cache") in stdout and "['Once there was a bee who']" in stdout, stdout
+    assert downloaded == {"/datasets/roneneldan/TinyStories/resolve/main/Evaluation prompts.yaml"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fake_hub import FakeHub, run_python
+from fake_hub import run_against_hub
 
 from tinystories_lib.params import ParamsError
 from tinystories_lib.runs import Run
@@ -43,8 +43,6 @@ def test_the_papers_set_through_the_hub_client(tmp_path):
     code = ("from tinystories_lib.runs import Run\nfrom tinystories_lib.stages import grading\n"
             f"run = Run.load('tiny', {{'grade.prompts': 'paper'}}, runs_root={str(tmp_path / 'runs')!r})\n"
             "print([p.id for p in grading.eval_prompts(run)])\n")
-    with FakeHub(files) as hub:
-        out = run_python(code, hub, tmp_path / "hf")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "['paper-01', 'paper-02']" in out.stdout
+    stdout, _ = run_against_hub(files, code, tmp_path / "hf")
+    assert "['paper-01', 'paper-02']" in stdout
     assert Run.load("paper").params.grade.prompts == "paper"
