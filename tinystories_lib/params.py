@@ -77,6 +77,12 @@ class DataParams:
     val_fraction: float = 0.05
     min_chars: int = 50
     max_chars: int = 4000
+    # Cleaning real corpora (each drop counted, with examples, in the corpus artifact's report):
+    fix_mojibake: bool = True  # repair text decoded with the wrong codec ("â€™" -> "’") with ftfy
+    gpt4_only: bool = False  # keep only stories whose known source is GPT-4 (TinyStories_all_data's `source`)
+    drop_fragments: bool = True  # drop a story that does not end with a sentence end (cut-off text)
+    near_duplicates: float = 0.0  # drop a story this similar (MinHash Jaccard) to one kept before it; 0 = off
+    txt_separator: Literal["endoftext", "blank_line"] = "endoftext"  # how a .txt file separates stories
     llm: EndpointParams = field(default_factory=EndpointParams)  # source=llm: who writes the stories
     llm_summaries: bool = False  # source=llm: a second call writes a one-line summary (TinyStories-Instruct)
     compare_paths: list[str] = field(default_factory=list)  # real TinyStories files shown beside the corpus (01)
@@ -160,6 +166,9 @@ class GradeParams:
     temperature: float = 0.0  # 0 = greedy
     max_new_tokens: int = 120
     n_probes: int = 200  # exact context-tracking probes cut from held-out storyteller stories (0 = none)
+    # Published models scored, completed and graded beside the profile's (notebooks 03 and 04): llama2.c
+    # checkpoints (a .bin, its tokenizer beside it) or Hugging Face GPT-Neo ids/dirs (roneneldan/TinyStories-1M).
+    reference_models: list[str] = field(default_factory=list)
     llm: EndpointParams = field(default_factory=lambda: EndpointParams(model="gpt-4o", price_per_1m_input=2.5,
                                                                         price_per_1m_output=10.0))
 
@@ -427,6 +436,8 @@ def _check_values(p: Params) -> None:
     for path in p.data.val_paths:
         need(resolve_path(path).exists(), "data.val_paths", f"{path} not found (paths are from {REPO_ROOT})")
     need(p.data.val_limit >= 0, "data.val_limit", f"must be >= 0 (0 = all), got {p.data.val_limit}")
+    need(0.0 <= p.data.near_duplicates <= 1.0, "data.near_duplicates",
+         f"must be a Jaccard similarity in [0, 1] (0 = off), got {p.data.near_duplicates}")
     need(p.grade.prompts in ("kit", "paper") or resolve_path(p.grade.prompts).is_file(), "grade.prompts",
          f"{p.grade.prompts!r} is neither kit, paper nor an existing file (paths are from {REPO_ROOT})")
     need(p.grade.temperature >= 0, "grade.temperature", f"must be >= 0 (0 = greedy), got {p.grade.temperature}")
