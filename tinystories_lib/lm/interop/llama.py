@@ -365,3 +365,23 @@ class Llama2cTokenizer:
                 out.append(self.piece_bytes(prev, t))
             prev = t
         return b"".join(out).decode("utf-8", errors="replace")
+
+
+class Llama2cCodec:
+    """A llama2.c tokenizer with the interface the sampler and the scorers use (`encode`, `decode`,
+    `eot_id`): in llama2.c's data every story starts with BOS, so BOS is what separates stories."""
+
+    eot_id = BOS_ID
+
+    def __init__(self, path: str | Path):
+        self.tok = Llama2cTokenizer(path)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, bos=False)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids)
