@@ -69,3 +69,18 @@ def test_an_absent_reference_is_skipped_with_a_note(tmp_path, capsys):
                    runs_root=tmp_path / "runs", figures_root=tmp_path / "figures")
     assert references.score_references(run) == []
     assert "reference model nowhere/stories15M.bin skipped" in capsys.readouterr().out
+
+
+@needs_shared
+def test_stories260k_completes_and_is_graded_with_the_same_prompts(tmp_path):
+    from tinystories_lib.stages import grading
+
+    run = Run.load("tiny", {"data.n_stories": 300, "grade.n_prompts": 3,
+                            "grade.reference_models": [str(STORIES260K / "stories260K.bin")]},
+                   runs_root=tmp_path / "runs", figures_root=tmp_path / "figures")
+    prompts = grading.eval_prompts(run)
+    items = grading.reference_completions(run, prompts)
+    assert [(c.model, c.prompt_id) for c in items] == [("stories260K", p.id) for p in prompts]
+    assert all(c.completion.strip() for c in items)
+    grades = grading.grade(run, grading.make_grader(run), items)
+    assert {g.model for g in grades} == {"stories260K"} and all(g.status == "ok" for g in grades)

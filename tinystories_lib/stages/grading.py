@@ -66,10 +66,10 @@ def sampling_config(run: Run, seed_offset: int = 0) -> SamplingConfig:
 
 
 def _complete_with(run: Run, model, label: str, step: int | None, prompts: list[EvalPrompt],
-                   path: Path) -> list[Completion]:
+                   path: Path, cdc=None) -> list[Completion]:
     if path.exists():
         return [Completion(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-    cdc = codec(run)
+    cdc = cdc or codec(run)
     k = run.params.grade.completions_per_prompt
     beginnings = [p.text for p in prompts for _ in range(k)]
     texts = complete(model, cdc, beginnings, sampling_config(run),
@@ -90,6 +90,25 @@ def completions(run: Run, models: list[ModelRun], prompts: list[EvalPrompt]) -> 
     for m in models:
         model = load_model(m.dir)
         result += _complete_with(run, model, m.label, None, prompts, out_dir / f"{m.dir.name}.jsonl")
+    return result
+
+
+def reference_completions(run: Run, prompts: list[EvalPrompt]) -> list[Completion]:
+    """The published models of `grade.reference_models` complete the same prompts with the same sampling,
+    each with its own tokenizer (cached like the profile's models); absent ones are skipped with a note."""
+    from tinystories_lib.stages.references import load_reference
+
+    key = run.params.section_hash("grade", extra=[p.id for p in prompts])
+    out_dir = run.stage_dir("completions", key)
+    result = []
+    for spec in run.params.grade.reference_models:
+        try:
+            ref = load_reference(spec)
+        except (FileNotFoundError, RuntimeError) as e:
+            print(f"note: reference model {spec} skipped: {e}")
+            continue
+        path = out_dir / f"reference-{ref.label}.jsonl"
+        result += _complete_with(run, ref.model, ref.label, None, prompts, path, ref.codec)
     return result
 
 
