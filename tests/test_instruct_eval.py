@@ -1,9 +1,11 @@
-"""Notebook 07's stages: the held-out instruction combination, the offline checks, the notebook itself."""
+"""Notebook 07's stages: the held-out instruction combination, the offline checks, fields derived from plain
+stories, the notebook itself (on storyteller stories and on plain .txt stories)."""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -15,8 +17,11 @@ from tinystories_lib.runs import Run
 from tinystories_lib.stages import instruct
 from tinystories_lib.stories import instruct_format, words
 from tinystories_lib.stories.instruct_format import parse_record
+from tinystories_lib.stories.prompts import vocab_index
 from tinystories_lib.stories.records import EOT, Story, write_jsonl
 from tinystories_lib.stories.storyteller import tell_stories
+
+SAMPLE = "data/tinystories_sample/tinystories_v1_sample_2500.txt"  # under ../shared, when present
 
 PAIR = ("summary", "words")
 # The tiny profile's instruct section (params/tiny.yaml may carry the same values).
@@ -27,6 +32,12 @@ TINY_INSTRUCT = {"instruct.hidden": 32, "instruct.layers": 2, "instruct.heads": 
 @pytest.fixture(scope="module")
 def stories() -> list[Story]:
     return tell_stories(120, seed=5)
+
+
+@pytest.fixture(scope="module")
+def plain(stories) -> list[Story]:
+    """The storyteller stories as a plain .txt gives them: text only, no prompt, words, features or summary."""
+    return [Story(id=s.id, text=s.text, source="file:plain.txt") for s in stories]
 
 
 def _run_with_corpus(tmp_path, stories: list[Story], overrides: dict | None = None) -> Run:
@@ -178,6 +189,110 @@ def test_instruction_bars_draw_a_bar_per_condition_and_check():
     plots.plt.close(fig)
 
 
+# ---------------------------------------------------------------- fields derived from plain stories
+
+
+def _check_derived_words(stories: list[Story]) -> None:
+    index = vocab_index()
+    derived = [instruct_format.derived_words(s, 7) for s in stories]
+    assert sum(len(w or {}) == 3 for w in derived) >= 0.9 * len(stories)
+    for s, w in zip(stories, derived):
+        if not w:
+            continue
+        assert set(w) <= set(instruct_format.WORD_ROLES) and len(set(w.values())) == len(w)  # one role each
+        assert all((role, word) in index for role, word in w.items())  # a vocabulary word of that part of speech
+        toks = {words.base_word(t) for t in words.words(s.text)}
+        assert all(words.uses_word(toks, x) for x in w.values()), (s.id, w)  # the story uses it, in some form
+        assert all(instruct_checks.words_used(s.text, w).values())  # so the words check passes it
+    assert derived == [instruct_format.derived_words(s, 7) for s in stories]  # deterministic per id and seed
+    assert derived != [instruct_format.derived_words(s, 8) for s in stories]  # and drawn, not fixed
+
+
+def test_derived_words_are_vocabulary_words_the_story_uses(plain):
+    _check_derived_words(plain)
+    for told, s in zip(tell_stories(120, seed=5), plain):  # a name ("Rose", "Spot") is not drawn as a word
+        lower = set(words.words(s.text, lower=False))
+        names = {c["name"].lower() for c in told.facts["characters"] if c["name"].lower() not in lower}
+        assert not set((instruct_format.derived_words(s, 7) or {}).values()) & names
+    named = Story(id="n", text="Daisy and Spot ran to the ball. Daisy was happy.", source="t")
+    assert instruct_format.derived_words(named, 0) == {"verb": "run", "noun": "ball", "adjective": "happy"}
+    assert instruct_format.derived_words(Story(id="e", text="Hello there.", source="t"), 0) is None
+
+
+def test_derived_words_on_real_tinystories(shared):
+    from tinystories_lib.stories.loading import load_txt
+
+    stories = load_txt(shared(SAMPLE), limit=400)
+    assert not any(instruct_format.story_fields(s) for s in stories)  # plain stories: no field of their own
+    _check_derived_words(stories)
+
+
+def test_detected_features_are_the_cues_that_fire(plain):
+    for s in plain:
+        found = instruct_checks.detected_features(s.text)
+        assert found == [f for f, cue in instruct_checks.FEATURE_CUES.items() if cue(s.text)]
+        assert "foreshadowing" not in found
+        assert all(instruct_checks.features_honoured(s.text, found).values())  # detection and checking agree
+        assert ("dialogue" in found) == any(q in s.text for q in '"“”')  # dialogue: quoted speech
+    assert instruct_checks.detected_features("Tom sat. He sat more.") == []
+
+
+def test_fields_a_story_carries_are_kept_and_only_missing_ones_derived(stories, plain):
+    told = stories[0]  # storyteller: words, features (from its prompt, possibly none) and summary of its own
+    assert instruct_checks.with_derived_fields(told, 7) == (told, ())
+    no_features = replace(told, features=[])
+    assert instruct_checks.with_derived_fields(no_features, 7) == (no_features, ())  # its prompt asked for none
+    # a hub Instruct record that shows only a Summary: words and features filled, the summary kept
+    record = Story(id="r1", text=told.text, source="hub:roneneldan/TinyStoriesInstruct", summary=told.summary)
+    filled, derived = instruct_checks.with_derived_fields(record, 7)
+    assert derived == ("features", "words") and filled.summary == told.summary
+    assert filled.words == instruct_format.derived_words(record, 7)
+    assert filled.features == instruct_checks.detected_features(told.text)
+    filled, derived = instruct_checks.with_derived_fields(plain[0], 7)
+    assert filled.summary is None and "summary" not in derived  # a summary is never made up
+
+
+def test_held_out_pair_falls_back_to_available_fields():
+    assert instruct_format.choose_pair(("summary", "features", "words"), ("summary", "words")) == (("summary", "words"), None)
+    pair, note = instruct_format.choose_pair(("features", "words"), ("summary", "words"))
+    assert pair == ("features", "words") and "summary not available" in note and "features + words" in note
+    assert instruct_format.choose_pair(("features", "words"), ("summary", "features"))[0] == ("features", "words")
+    with pytest.raises(ValueError, match="no pair of instruction fields"):
+        instruct_format.choose_pair(("words",), ("summary", "words"))
+
+
+def test_instruct_tokens_and_evaluation_on_plain_stories(tmp_path, plain):
+    run = _run_with_corpus(tmp_path, plain)
+    out = instruct.instruct_tokens(run, progress=False)  # no longer stops at "no story ... has a summary"
+    meta = Run.artifact(out)
+    pair = ("features", "words")
+    assert meta["available_fields"] == list(pair) and meta["held_out_pair"] == list(pair)
+    assert meta["held_out_pair_asked"] == list(PAIR) and meta["held_out_cooccurrences"] == 0
+    assert meta["derived_fields"]["train"]["words"] == 90 and 0 < meta["derived_fields"]["train"]["features"] <= 90
+    assert any(n.startswith("summary: not available") for n in meta["notes"])
+    assert "summary: not available" in instruct.describe_fields(meta)
+    records = [r for r in Codec.load(out).decode(read_shard(out / "train.bin")).split(EOT) if r.strip()]
+    shown = [instruct_format.record_fields(r) for r in records]
+    assert len(records) == 90 and not any(set(pair) <= f for f in shown)  # held-out pair never together
+    assert not any("summary" in f for f in shown) and any("words" in f for f in shown) and any("features" in f for f in shown)
+
+    sets = instruct.evaluation_sets(run)
+    by_cond = instruct_checks.sets_summary(sets)
+    assert set(by_cond[instruct_checks.IN_DIST]) == {"features", "words"}
+    assert set(by_cond[instruct_checks.OOD]) == {"features+words"}
+    assert sum(by_cond[instruct_checks.OOD].values()) == run.params.instruct.n_eval
+    for s in sets:
+        assert all(instruct_checks.words_used(s.reference, s.words).values()) if s.words else True
+        assert all(instruct_checks.features_honoured(s.reference, s.features).values())
+    assert instruct.field_plan(run).pair == pair
+
+
+def test_cue_calibration_needs_stories_that_know_their_features(plain, stories):
+    assert instruct_checks.cue_calibration(plain) == []
+    assert "cannot be calibrated" in instruct_checks.calibration_table([])
+    assert len(instruct_checks.cue_calibration(plain + stories)) == len(instruct_checks.FEATURE_CUES)
+
+
 # ---------------------------------------------------------------- the notebook
 
 
@@ -191,3 +306,27 @@ def test_notebook_07_runs_on_the_tiny_profile(tmp_path):
     assert (tmp_path / "figs" / "tiny" / "instruction_following.png").stat().st_size > 0
     manifest = json.loads((tmp_path / "figs" / "tiny" / "manifest.json").read_text())
     assert "TinyStories-Instruct" in manifest["figures"]["instruction_following"]["reproduces"]
+
+
+def _plain_txt(tmp_path) -> str:
+    path = tmp_path / "plain.txt"
+    path.write_text("".join(f"{s.text}\n{EOT}\n" for s in tell_stories(400, seed=11)), encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("corpus", ["storyteller texts", "shared TinyStories sample"])
+def test_notebook_07_runs_on_plain_stories(tmp_path, shared, corpus):
+    """`data.source: files` with plain stories: no summary, words and features derived, a fallback pair."""
+    from tinystories_lib.reproduce import reproduce
+
+    path = _plain_txt(tmp_path) if corpus == "storyteller texts" else str(shared(SAMPLE))  # skips without ../shared
+    reproduce("tiny", only=["07"], overrides={**TINY_INSTRUCT, "data.source": "files", "data.paths": [path],
+                                              "data.n_stories": 0},
+              runs_root=tmp_path / "runs", figures_root=tmp_path / "figs", log_output=False)
+    executed = json.loads((tmp_path / "runs" / "tiny" / "notebooks" / "07_instruct.ipynb").read_text())
+    printed = "".join(t for c in executed["cells"] for o in c.get("outputs", [])
+                      for t in (o.get("text") or o.get("data", {}).get("text/markdown") or []))
+    assert "summary: not available" in printed and "holding out features + words instead" in printed
+    assert "cannot be calibrated" in printed
+    assert (tmp_path / "figs" / "tiny" / "instruction_following.png").stat().st_size > 0

@@ -11,6 +11,11 @@ writes after them is graded without a judge on three dimensions (notebook 07):
 instructions came from (the ceiling of the checks) and the model's stories against another prompt's
 instructions (`mismatched_grades`, chance). `by_condition` and `conditions_table` sum up.
 
+Plain stories (a TinyStories .txt) carry no instruction fields: `with_derived_fields` fills what a story
+lacks from its own text, Words with `instruct_format.derived_words` and Features with `detected_features`,
+the same cues that check features later, so detection and checking agree (both are heuristics). A summary
+is never derived: where no story has one the Summary field is simply not available.
+
 Kept apart from the stage (`stages.instruct`, which trains and samples) and from the record format
 (`stories.instruct_format`) because these are pure functions of texts, testable without a model.
 """
@@ -20,7 +25,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tinystories_lib.evals.grades import Completion, Grade
 from tinystories_lib.evals.intervals import mean_ci
@@ -29,6 +34,7 @@ from tinystories_lib.stories.instruct_format import (
     FIELDS,
     STORY_HEADER,
     combo_name,
+    derived_words,
     format_record,
     restrict,
     story_fields,
@@ -134,6 +140,30 @@ FEATURE_CUES = {
     "conflict": _matches(r"\b(fight|fought|argue[ds]?|arguing|shouted|yelled|angry|my turn|mine)\b"),
 }
 UNCHECKED_FEATURES = tuple(f for f in FEATURE_NAMES if f not in FEATURE_CUES)  # foreshadowing: no textual cue
+
+
+def detected_features(text: str) -> list[str]:
+    """The features whose cue fires on `text` (`FEATURE_CUES`, in their order): what a plain story's
+    Features field says. Heuristic like the cues; foreshadowing, having none, is never detected."""
+    return [f for f, cue in FEATURE_CUES.items() if cue(text)]
+
+
+def features_known(story: Story) -> bool:
+    """Whether the story says which features it has: it lists some, or it was written from a prompt (whose
+    feature list may be empty). A plain story's empty list means unknown, not none."""
+    return bool(story.features) or story.prompt is not None
+
+
+def with_derived_fields(story: Story, seed: int) -> tuple[Story, tuple[str, ...]]:
+    """The story with the fields it lacks derived from its text (words; features where unknown), and which
+    fields were derived. Fields a story carries (storyteller, hub Instruct, an LLM) are kept as they are;
+    a summary is never derived. Deterministic per story id and seed."""
+    derived: dict = {}
+    if not story.words and (w := derived_words(story, seed)):
+        derived["words"] = w
+    if not features_known(story) and (f := detected_features(story.text)):
+        derived["features"] = f
+    return (replace(story, **derived) if derived else story), tuple(k for k in FIELDS if k in derived)
 
 
 def features_honoured(text: str, features: Sequence[str]) -> dict[str, bool]:
@@ -250,8 +280,13 @@ def conditions_table(rows: Sequence[dict], digits: int = 2) -> str:
 
 
 def cue_calibration(stories: Sequence[Story]) -> list[dict]:
-    """How far each feature cue can be trusted: on stories whose features are known (the corpus), the
-    share of stories WITH the feature where the cue fires (hit rate) and WITHOUT it (false alarms)."""
+    """How far each feature cue can be trusted: on the stories whose features are known (`features_known`;
+    pass them before deriving fields: detected features would agree with the cues by construction), the
+    share of stories WITH the feature where the cue fires (hit rate) and WITHOUT it (false alarms).
+    Empty when no story's features are known (plain stories)."""
+    stories = [s for s in stories if features_known(s)]
+    if not stories:
+        return []
     rows = []
     for f, cue in FEATURE_CUES.items():
         fired = [(f in s.features, cue(s.text)) for s in stories]
@@ -264,6 +299,10 @@ def cue_calibration(stories: Sequence[Story]) -> list[dict]:
 
 
 def calibration_table(rows: Sequence[dict]) -> str:
+    """Markdown of `cue_calibration`; one line saying why when there is nothing to calibrate on."""
+    if not rows:
+        return ("No story says which features it has (plain stories: their features are detected by these "
+                "same cues), so the cues cannot be calibrated here; `features_honoured` is a heuristic.\n")
     lines = ["| feature | cue fires: stories with it | cue fires: stories without it |", "|---|---:|---:|"]
     lines += [f"| {r['feature']} | {r['hit_rate']:.2f} (n={r['n_with']}) | {r['false_alarm_rate']:.2f} "
               f"(n={r['n_without']}) |" for r in rows]

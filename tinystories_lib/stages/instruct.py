@@ -10,6 +10,11 @@ Out-of-distribution test: two instruction fields (`instruct.held_out_pair`, by d
 never appear together in a training record; evaluation then asks for them together. Every other
 combination of summary, features and words is "in-distribution".
 
+Plain stories (a TinyStories .txt) carry no fields: the fields a story lacks are derived from its text
+(`instruct_checks.with_derived_fields`: Words it uses, Features whose cues fire) and a summary is never
+made up. Only the fields some training story supplies are trained and evaluated (`field_plan`); a
+held-out pair with an unavailable field falls back to two available ones, and the notebook says so.
+
 What the offline checks measure, each a share in [0, 1] (they are not the paper's GPT-4 judge):
   words_used         share of the `Words:` that appear in the story, in any inflection;
   features_honoured  share of the requested features whose textual cue appears (`FEATURE_CUES`); the
@@ -27,11 +32,17 @@ import json
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tinystories_lib.evals.grades import Completion, Grade
-from tinystories_lib.evals.instruct_checks import IN_DIST, OOD, InstructionSet, instruction_sets
+from tinystories_lib.evals.instruct_checks import (
+    IN_DIST,
+    OOD,
+    InstructionSet,
+    instruction_sets,
+    with_derived_fields,
+)
 from tinystories_lib.lm.sample import SamplingConfig, complete
 from tinystories_lib.lm.scoring import text_bytes
 from tinystories_lib.lm.tokenizer import Codec, train_bpe, write_shard
@@ -44,6 +55,7 @@ from tinystories_lib.stories.instruct_format import (
     FORMAT_VERSION,
     HEADER_TOKENS,
     allowed_combos,
+    choose_pair,
     combo_name,
     is_held_out,
     ood_combos,
@@ -57,8 +69,47 @@ from tinystories_lib.stories.records import Story
 
 
 def held_out_pair(p: Params) -> tuple[str, str]:
-    """The two fields never shown together in training (checked by the profile schema)."""
+    """The two fields the profile asks to hold out (checked by the profile schema); `field_plan` says which
+    pair a corpus really holds out."""
     return tuple(p.instruct.held_out_pair)
+
+
+@dataclass(frozen=True)
+class FieldPlan:
+    """Which instruction fields a corpus supplies and which pair of them is held out."""
+
+    available: tuple[str, ...]  # fields of FIELDS that some training story supplies, carried or derived
+    pair: tuple[str, str]  # the held-out pair: the profile's, or two available fields when it names a missing one
+    asked: tuple[str, str]  # the profile's instruct.held_out_pair
+    notes: tuple[str, ...]  # one line per departure from the profile (the notebook prints them)
+
+
+def _filled(stories: Sequence[Story], seed: int) -> tuple[list[Story], Counter]:
+    out, derived = [], Counter()
+    for s in stories:
+        filled, fields = with_derived_fields(s, seed)
+        out.append(filled)
+        derived.update(fields)
+    return out, derived
+
+
+def _train_stories(run: Run) -> list[Story]:
+    return read_corpus(run, "train")[: run.params.instruct.max_records or None]
+
+
+def field_plan(run: Run, train: Sequence[Story] | None = None) -> FieldPlan:
+    """The fields the training stories supply once filled (`train`: already filled; read and filled when
+    None) and the held-out pair among them. Raises ValueError when fewer than two fields exist."""
+    if train is None:
+        train, _ = _filled(_train_stories(run), run.params.seed)
+    available = tuple(f for f in FIELDS if any(f in story_fields(s) for s in train))
+    asked = held_out_pair(run.params)
+    notes = [f"{f}: not available (no training story has one{', and a summary is never derived' if f == 'summary' else ''})"
+             f"; records and prompts use {' and '.join(available) or 'no field'}"
+             for f in FIELDS if f not in available]
+    pair, note = choose_pair(available, asked)
+    notes += [note] if note else []
+    return FieldPlan(available=available, pair=pair, asked=asked, notes=tuple(notes))
 
 
 # ---------------------------------------------------------------- tokens and model
@@ -77,26 +128,21 @@ def _tokens_key(run: Run) -> str:
         "max_records": run.params.instruct.max_records})
 
 
-def _require_fields(stories: Sequence[Story]) -> None:
-    if not any(story_fields(s) for s in stories):
-        raise ValueError("no story in the corpus has a summary, features or words, so there are no instructions "
-                         "to follow: use data.source storyteller, or the hub's roneneldan/TinyStoriesInstruct")
-
-
 def instruct_tokens(run: Run, progress: bool = True) -> Path:
-    """Every corpus story as an Instruct record (held-out pair never together), a byte-level BPE of
-    `tokenizer.vocab_size` trained on the training records (whatever `tokenizer.kind` says: the field labels
-    must be tokens of their own), and train/val shards. Reused when done."""
-    pair = held_out_pair(run.params)
+    """Every corpus story as an Instruct record (fields it lacks derived from its text, the held-out pair
+    of `field_plan` never together), a byte-level BPE of `tokenizer.vocab_size` trained on the training
+    records (whatever `tokenizer.kind` says: the field labels must be tokens of their own), and train/val
+    shards. The artifact records the plan and how many stories had each field derived. Reused when done."""
     out = run.stage_dir("instruct_tokens", _tokens_key(run))
     if run.is_done(out):
         return out
     t0 = time.perf_counter()
     corpus(run, progress)
-    train_s, val_s = read_corpus(run, "train"), read_corpus(run, "val")
-    train_s = train_s[: run.params.instruct.max_records or None]
-    _require_fields(train_s)
     seed = run.params.seed
+    train_s, derived = _filled(_train_stories(run), seed)
+    val_s, val_derived = _filled(read_corpus(run, "val"), seed)
+    plan = field_plan(run, train_s)
+    pair = plan.pair
     # validation records follow the training rule too: validation loss measures the training distribution
     train_r = [training_record(s, seed, pair) for s in train_s]
     val_r = [training_record(s, seed, pair) for s in val_s]
@@ -107,17 +153,35 @@ def instruct_tokens(run: Run, progress: bool = True) -> Path:
     n_val = write_shard(codec, val_r, out / "val.bin", progress, len(val_r))
     run.mark_done(out, {
         "vocab_size": codec.vocab_size, "train_tokens": n_train, "val_tokens": n_val, "val_bytes": text_bytes(val_r),
-        "n_train_records": len(train_r), "held_out_pair": list(pair),
+        "n_train_records": len(train_r), "n_val_records": len(val_r),
+        "available_fields": list(plan.available), "held_out_pair": list(pair), "held_out_pair_asked": list(plan.asked),
+        "derived_fields": {"train": dict(derived), "val": dict(val_derived)}, "notes": list(plan.notes),
         "combos": dict(Counter(combo_name(f) for f in shown).most_common()),
         "held_out_cooccurrences": sum(is_held_out(f, pair) for f in shown),  # 0 by construction; recorded as proof
         "seconds": time.perf_counter() - t0})
     return out
 
 
+def describe_fields(meta: dict) -> str:
+    """What the Instruct records hold, from the `instruct_tokens` artifact: the fields, which were derived
+    from the stories' text, the held-out pair and any departure from the profile, a line each."""
+    n = meta["n_train_records"]
+    derived = {f: k for f in FIELDS if (k := meta.get("derived_fields", {}).get("train", {}).get(f))}
+    lines = [f"instruction fields: {', '.join(meta['available_fields'])}"]
+    lines += [f"{f} derived from the story text in {k:,} of {n:,} training records"
+              + (" (heuristic cues, see the calibration below)" if f == "features" else " (words the story uses)")
+              for f, k in derived.items()]
+    lines += list(meta.get("notes", []))
+    lines.append(f"held out: {' + '.join(meta['held_out_pair'])}; records showing it: {meta['held_out_cooccurrences']}")
+    return "\n".join(lines)
+
+
 def example_records(run: Run, n: int = 2) -> list[str]:
     """The first `n` training records, exactly as they were tokenized."""
-    pair = held_out_pair(run.params)
-    return [training_record(s, run.params.seed, pair) for s in read_corpus(run, "train")[:n]]
+    seed = run.params.seed
+    pair = field_plan(run).pair
+    train, _ = _filled(read_corpus(run, "train")[:n], seed)
+    return [training_record(s, seed, pair) for s in train]
 
 
 def instruct_model_params(p: Params) -> ModelParams:
@@ -141,20 +205,23 @@ def _split(n: int, k: int) -> list[int]:
 
 
 def evaluation_sets(run: Run) -> list[InstructionSet]:
-    """`instruct.n_eval` prompts per condition, spread evenly over the condition's combinations, each
-    from a different validation story (never seen in training)."""
+    """`instruct.n_eval` prompts per condition, spread evenly over the condition's combinations of the
+    available fields (`field_plan`), each from a different validation story (never seen in training), its
+    missing fields derived as in training. A combination no validation story can supply is left out with
+    a note; the list is empty when nothing can be asked."""
     p = run.params
-    pair = held_out_pair(p)
-    remaining = read_corpus(run, "val")
+    plan = field_plan(run)
+    remaining, _ = _filled(read_corpus(run, "val"), p.seed)
     sets: list[InstructionSet] = []
-    for condition, combos in ((IN_DIST, allowed_combos(FIELDS, pair)), (OOD, ood_combos(pair))):
+    conditions = ((IN_DIST, allowed_combos(plan.available, plan.pair)), (OOD, ood_combos(plan.pair, plan.available)))
+    for condition, combos in conditions:
         for combo, n in zip(combos, _split(p.instruct.n_eval, len(combos))):
             chosen = instruction_sets(remaining, n, p.seed, combo, condition)
+            if n and not chosen:
+                print(f"note: no validation story supplies {combo_name(combo)}: {condition} leaves it out")
             used = {s.story_id for s in chosen}
             remaining = [s for s in remaining if s.id not in used]
             sets += chosen
-    if not sets:
-        raise ValueError("no validation story has the instruction fields; see instruct_tokens")
     return sets
 
 
@@ -171,6 +238,8 @@ def complete_sets(run: Run, m: models.ModelRun, sets: Sequence[InstructionSet]) 
     """The model's story for each prompt, cached per model and prompt list."""
     from tinystories_lib.lm.checkpoints import load_model
 
+    if not sets:
+        return []
     key = run.params.section_hash("instruct", "sample", extra=[s.id for s in sets])
     path = run.stage_dir("instruct_completions", key) / f"{m.dir.name}.jsonl"
     if path.exists():

@@ -13,10 +13,15 @@ The published files (`roneneldan/TinyStoriesInstruct`, `TinyStories-Instruct-*.t
 Each record has a random subset of the instruction fields (Summary, Features, Words, Random sentence) in
 random order, then `Story:` and the story on the following lines, ended by a `<|endoftext|>` line.
 Words are written verb, noun, adjective: the order the generation prompt names them in.
+
+Plain stories (a TinyStories .txt) carry no fields: `derived_words` draws the Words of such a story from
+the words it uses itself, and `choose_pair` moves the held-out pair of the out-of-distribution test onto
+the fields a corpus has (a summary cannot be derived, so plain corpora have only features and words).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import re
@@ -24,8 +29,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from tinystories_lib.stories.prompts import vocab_index
 from tinystories_lib.stories.records import EOT, Story
-from tinystories_lib.stories.words import SENTENCE_END
+from tinystories_lib.stories.words import SENTENCE_END, base_word, capitalised, word_forms, words
 
 # Project feature key -> spelling used in the published data ("Features: Dialogue, BadEnding").
 # "Twist" is how the published records spell the paper's "plot twist".
@@ -271,7 +277,9 @@ TRAIN_FIELDS = (*FIELDS, "sentence")
 # ending at the single token "Story:" is an exact prefix of how the training records were tokenized.
 HEADER_TOKENS = [f"{label}:" for label, _ in INSTRUCTION_FIELDS] + ["Story:"]
 STORY_HEADER = "Story:"
-FORMAT_VERSION = 3  # bump when the record format or field choice changes: the tokens are rebuilt
+# Bump when the record format or field choice changes: the tokens are rebuilt. 4: fields a story lacks
+# are derived from its text (words, features), and the held-out pair falls back to available fields.
+FORMAT_VERSION = 4
 
 
 def combo_name(combo: Sequence[str]) -> str:
@@ -297,9 +305,86 @@ def allowed_combos(available: Sequence[str], pair: Sequence[str]) -> list[tuple[
     return [c for c in _subsets(available) if not is_held_out(c, pair)]
 
 
-def ood_combos(pair: Sequence[str]) -> list[tuple[str, ...]]:
-    """The combinations never seen in training: every one that holds the held-out pair."""
-    return [c for c in _subsets(FIELDS) if is_held_out(c, pair)]
+def ood_combos(pair: Sequence[str], available: Sequence[str] = FIELDS) -> list[tuple[str, ...]]:
+    """The combinations never seen in training: every one of the `available` fields that holds the pair."""
+    return [c for c in _subsets([f for f in FIELDS if f in available]) if is_held_out(c, pair)]
+
+
+def choose_pair(available: Sequence[str], asked: Sequence[str]) -> tuple[tuple[str, str], str | None]:
+    """The held-out pair for a corpus whose stories supply the fields `available`: `asked` when both of its
+    fields are available, else a pair of available fields (keeping an available one of `asked`), with a
+    line that says so. Raises ValueError when fewer than two fields are available: nothing to hold out."""
+    have = [f for f in FIELDS if f in available]
+    if len(have) < 2:
+        raise ValueError(f"the corpus supplies {' and '.join(have) or 'no instruction field'} only, so no pair of "
+                         "instruction fields can be held out: the out-of-distribution test needs two of "
+                         f"{', '.join(FIELDS)} (use data.source storyteller or the hub's TinyStoriesInstruct)")
+    asked = tuple(asked)
+    if set(asked) <= set(have):
+        return asked, None
+    kept = [f for f in have if f in asked]
+    added = [f for f in have if f not in kept][: 2 - len(kept)]
+    pair = tuple(f for f in have if f in kept + added)
+    missing = " and ".join(f for f in asked if f not in have)
+    return pair, (f"instruct.held_out_pair {' + '.join(asked)}: {missing} not available in this corpus, "
+                  f"holding out {' + '.join(pair)} instead")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Words of a plain story
+# ---------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _vocab_by_form() -> dict[str, tuple[list[tuple[str, str]], list[tuple[str, str]]]]:
+    """word form -> (vocabulary entries (role, word) whose own forms list it, entries whose `word_forms`
+    hold it): the first are the sure matches, the second the rule-made ones. A form that is an inflection of
+    one entry is not the bare noun or verb of another ("saw" is see's past, not the tool; "loved" stays
+    the adjective too): a cheap stand-in for a tagger."""
+    own: dict[str, dict[tuple[str, str], bool]] = {}  # form -> {entry: form is an inflection, not the base}
+    ruled: dict[str, list[tuple[str, str]]] = {}
+    for (pos, word), entry in sorted(vocab_index().items()):
+        mine = {v.lower() for _, v in entry.forms} - {word.lower()}
+        own.setdefault(word.lower(), {})[(pos, word)] = False
+        for form in mine:
+            own.setdefault(form, {})[(pos, word)] = True
+        for form in word_forms(word) - mine - {word.lower()}:
+            ruled.setdefault(form, []).append((pos, word))
+    out: dict[str, tuple[list, list]] = {}
+    for form in own.keys() | ruled.keys():
+        entries = own.get(form, {})
+        if any(entries.values()):
+            entries = {e: infl for e, infl in entries.items() if infl or e[0] == "adjective"}
+        out[form] = (list(entries), ruled.get(form, []))
+    return out
+
+
+def derived_words(story: Story, seed: int) -> dict[str, str] | None:
+    """A verb, a noun and an adjective of the prompt vocabulary that the story uses (`prompts.vocab_index`),
+    as Story.words, drawn per story id and seed; None when it uses none. A word counts where the text has
+    it in a form its vocabulary entry lists (a noun's plural, a verb's past...), else in a form of
+    `stories.words.word_forms`; capitalised words are left out, so names ("Lily", "Rose") are not taken for
+    nouns. Without a tagger a word spelt like two parts of speech ("fish") may be drawn for either; each
+    word fills one role at most."""
+    toks = {base_word(w).lower() for w in words(story.text, lower=False) if not capitalised(w)}
+    by_form = _vocab_by_form()
+    sure: dict[str, set[str]] = {r: set() for r in WORD_ROLES}
+    loose: dict[str, set[str]] = {r: set() for r in WORD_ROLES}
+    for tok in toks:
+        own, ruled = by_form.get(tok, ((), ()))
+        for pos, word in own:
+            sure[pos].add(word)
+        for pos, word in ruled:
+            loose[pos].add(word)
+    rng = random.Random(f"{seed}:{story.id}:words")
+    chosen: dict[str, str] = {}
+    for role in WORD_ROLES:
+        for pool in (sure[role], loose[role]):
+            pool = sorted(w for w in pool if w not in chosen.values())
+            if pool:
+                chosen[role] = rng.choice(pool)
+                break
+    return chosen or None
 
 
 def restrict(story: Story, combo: Sequence[str]) -> Story:
