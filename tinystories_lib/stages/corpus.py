@@ -110,7 +110,7 @@ def _validation_stories(run: Run) -> list[Story] | None:
 
 
 def corpus(run: Run, progress: bool = True) -> Path:
-    """Stories from the profile's source, cleaned (lengths, exact duplicates) and split train/val, or with
+    """Stories from the profile's source, cleaned (mojibake, lengths, fragments, duplicates; `data.*`) and split train/val, or with
     validation stories from their own source (`data.val_source`)."""
     from tinystories_lib.stories.cleaning import clean, normalize_text, split
 
@@ -119,7 +119,10 @@ def corpus(run: Run, progress: bool = True) -> Path:
         return out
     t0 = time.perf_counter()
     stories = _source_stories(run, progress)
-    kept, report = clean(stories, min_chars=run.params.data.min_chars, max_chars=run.params.data.max_chars)
+    d = run.params.data
+    settings = dict(min_chars=d.min_chars, max_chars=d.max_chars, fix_mojibake=d.fix_mojibake,
+                    gpt4_only=d.gpt4_only, drop_fragments=d.drop_fragments, near_duplicates=d.near_duplicates)
+    kept, report = clean(stories, **settings)
     if len(kept) < 20:
         raise RuntimeError(f"only {len(kept)} stories survived cleaning (report: {report}); "
                            "check data.source / data.paths / data.min_chars")
@@ -128,17 +131,17 @@ def corpus(run: Run, progress: bool = True) -> Path:
     if separate is None:
         train_s, val_s = split(kept, run.params.data.val_fraction, seed=run.params.seed)
     else:
-        val_s, val_report = clean(separate, min_chars=run.params.data.min_chars, max_chars=run.params.data.max_chars)
+        val_s, val_report = clean(separate, **settings)
         if not val_s:
             raise RuntimeError(f"no validation story survived cleaning (report: {val_report}); check data.val_*")
         held = {normalize_text(s.text) for s in val_s}
         train_s = [s for s in kept if normalize_text(s.text) not in held]  # never train on a validation story
-        extra = {"val_source": run.params.data.val_source, "val_clean_report": val_report,
+        extra = {"val_source": run.params.data.val_source, "val_clean_report": val_report.as_dict(),
                  "train_dropped_as_in_validation": len(kept) - len(train_s)}
     write_jsonl(train_s, out / "train.jsonl")
     write_jsonl(val_s, out / "val.jsonl")
     run.mark_done(out, {"source": run.params.data.source, "n_loaded": len(stories), "n_train": len(train_s),
-                        "n_val": len(val_s), "clean_report": report, "seconds": time.perf_counter() - t0,
+                        "n_val": len(val_s), "clean_report": report.as_dict(), "seconds": time.perf_counter() - t0,
                         "data": asdict(run.params.data), **extra})
     return out
 

@@ -1,14 +1,17 @@
 """Cleaning a story collection and splitting it for training.
 
     normalize_text(text)          NFC, straight quotes, single spaces, at most one blank line
-    clean(stories)                normalise, drop empty / too short / too long / duplicate stories
+    repair_mojibake(text)         UTF-8 text that was decoded as cp1252 ("itâ€™s" -> "it’s"), with ftfy
+    is_fragment(text)             whether a story stops mid-sentence
+    clean(stories, ...)           repair and normalise, then drop what should not be trained on; a report
+    drop_report_table(report)     that report as Markdown, with examples (notebook 01)
     NearDuplicateIndex            MinHash LSH over word 3-grams: near-copies of stories seen before
     split(stories, val_fraction)  a train/val split by id hash, stable as the corpus grows
 
 Apart from the loaders (`stories.loading`) because it applies to stories from any source: the corpus
 stage cleans and splits whatever it loaded (hub, LLM or storyteller stories), and the generation
 validator (`llm.story_checks`) reuses `NearDuplicateIndex` to reject near-copies as they arrive.
-`NearDuplicateIndex` needs datasketch (`pip install 'tinystories-lab[data]'`).
+`NearDuplicateIndex` needs datasketch and `repair_mojibake` ftfy (`pip install 'tinystories-lab[data]'`).
 """
 
 from __future__ import annotations
@@ -17,16 +20,15 @@ import hashlib
 import re
 import unicodedata
 import zlib
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 
 from tinystories_lib.stories.loading import _require
 from tinystories_lib.stories.records import Story
-from tinystories_lib.stories.words import words
+from tinystories_lib.stories.words import SENTENCE_END, sentences, words
 
 # ---------------------------------------------------------------------------------------------------------
-# Cleaning and splitting
+# Repairing and normalising text
 # ---------------------------------------------------------------------------------------------------------
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
@@ -39,54 +41,258 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
+def _cp1252_char(byte: int) -> str:
+    try:
+        return bytes([byte]).decode("cp1252")
+    except UnicodeDecodeError:  # 0x81 0x8D 0x8F 0x90 0x9D: no cp1252 character; ftfy reads them as C1 controls
+        return chr(byte)
+
+
+# A closing curly quote is UTF-8 E2 80 9D; cp1252 has no character for 0x9D, so decoding drops it and leaves
+# "â€" followed by something that cannot be a UTF-8 continuation byte. ftfy cannot guess the lost byte (it
+# reads "â€ " as a dagger, taking the space for a lost 0xA0), so it is put back, as the C1 control ftfy's
+# sloppy cp1252 maps to 0x9D, before ftfy decodes the text.
+_LOST_9D = re.compile("â€(?![" + re.escape("".join(_cp1252_char(b) for b in range(0x80, 0xC0))) + "])")
+
+
+def repair_mojibake(text: str) -> str:
+    """The text with UTF-8-read-as-cp1252 mojibake undone ("â€œHiâ€" -> "“Hi”", "itâ€™s" -> "it’s") by ftfy's
+    `fix_encoding` (only the encoding fix: no quote, HTML or line-break changes). ASCII text cannot hold
+    this mojibake and is returned as it is, so ftfy is needed only for text that might."""
+    if text.isascii():
+        return text
+    ftfy = _require("ftfy")
+    fixed = ftfy.fix_encoding(_LOST_9D.sub("â€\x9d", text))
+    return fixed if "\x9d" not in fixed else ftfy.fix_encoding(text)  # never leave a restored byte behind
+
+
+def is_fragment(text: str) -> bool:
+    """Whether a story stops mid-sentence (a cut-off generation): its last sentence (`words.sentences`)
+    has no sentence end. A closing "The End" line counts as an end: such a story was finished on purpose."""
+    parts = sentences(text)
+    if not parts:
+        return True
+    last = parts[-1]
+    return SENTENCE_END.search(last) is None and last.lower() != "the end"
+
+
+_GPT4 = re.compile(r"\bgpt[-_ ]?4(?!\d)", re.IGNORECASE)
+
+
+def _model_known(source: str) -> bool:
+    """Whether a story's `source` names the model that wrote it, rather than a file, the hub or the storyteller."""
+    return bool(source) and source != "storyteller" and not source.startswith(("file:", "hub:"))
+
+
+def _by_gpt4(source: str) -> bool:
+    """Whether a known source names GPT-4 ("GPT-4" in TinyStories_all_data, "gpt-4-0613", "gpt-4o", ...)."""
+    return _GPT4.search(source) is not None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cleaning
+# ---------------------------------------------------------------------------------------------------------
+
+# Why a story was dropped, in the order the checks run (a story is counted under the first that fails).
+REASONS = {
+    "not_gpt4": "not written by GPT-4 (gpt4_only)",
+    "empty": "no text",
+    "too_short": "shorter than min_chars",
+    "too_long": "longer than max_chars",
+    "fragment": "stops mid-sentence (no sentence end)",
+    "exact_duplicate": "the same text as a story kept before it",
+    "near_duplicate": "this similar to a story kept before it (near_duplicates)",
+}
+_ALWAYS = ("empty", "too_short", "too_long", "exact_duplicate")  # the checks made whatever the settings
+EXCERPT = 120  # characters of a story shown in an example
+
+
+@dataclass(eq=False)
+class CleanReport(Mapping):
+    """What `clean` did. As a mapping it is the counts: `input`, `kept` and, for each check made, how many
+    stories it dropped (a check that was not asked for has no key), so `report["too_short"]` and
+    `dict(report)` read as before. Beside them: up to `per_reason` examples of each drop (id and text
+    excerpt, with the id of the story a duplicate repeats), how many stories had mojibake repaired with
+    before/after excerpts, notes on settings that could not apply, and the settings themselves.
+    `as_dict()` is all of it, JSON-ready (the corpus artifact's `clean_report`); `from_dict` reads it back."""
+
+    counts: dict[str, int]
+    examples: dict[str, list[dict]] = field(default_factory=dict)
+    mojibake_repaired: int = 0
+    mojibake_examples: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> int:
+        return self.counts[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.counts)
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def __str__(self) -> str:
+        return str(self.counts)
+
+    def as_dict(self) -> dict:
+        return {**self.counts, "examples": self.examples,
+                "mojibake": {"repaired": self.mojibake_repaired, "examples": self.mojibake_examples},
+                "notes": self.notes, "settings": self.settings}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> CleanReport:
+        """From `as_dict()`'s form, or from a plain dict of counts (what older corpus artifacts hold)."""
+        if isinstance(d, CleanReport):
+            return d
+        moji = d.get("mojibake") or {}
+        return cls(counts={k: v for k, v in d.items() if isinstance(v, int) and not isinstance(v, bool)},
+                   examples=dict(d.get("examples") or {}), mojibake_repaired=moji.get("repaired", 0),
+                   mojibake_examples=list(moji.get("examples") or []), notes=list(d.get("notes") or []),
+                   settings=dict(d.get("settings") or {}))
+
+
 def clean(
     stories: Iterable[Story],
+    *,
     min_chars: int = 50,
     max_chars: int = 10_000,
+    fix_mojibake: bool = True,
+    gpt4_only: bool = False,
+    drop_fragments: bool = False,
+    near_duplicates: float = 0.0,
     near_dup_threshold: float | None = None,
     num_perm: int = 128,
-) -> tuple[list[Story], dict[str, int]]:
-    """Normalise text and drop empty, too short, too long, duplicate and (optionally) near-duplicate stories.
+    per_reason: int = 3,
+) -> tuple[list[Story], CleanReport]:
+    """Repair and normalise each story's text, then drop the stories a model should not be trained on.
 
-    The first of a group of duplicates is kept. Near-duplicates (MinHash LSH over word 3-grams, estimated
-    Jaccard >= `near_dup_threshold`, needs datasketch) are skipped when the threshold is None.
-    The defaults lie well outside the lengths of real TinyStories stories, so they drop only fragments
-    and runaway texts.
-    Returns (kept, report); report counts input, kept and each reason for dropping.
+    In order: with `gpt4_only`, stories whose `source` does not name GPT-4 (TinyStories_all_data mixes
+    GPT-3.5 and GPT-4 stories); if no story names its model (storyteller stories, .txt files, the hub's
+    text columns) nothing is dropped and the report says so. Then empty, too short and too long texts; with
+    `drop_fragments`, stories that stop mid-sentence; exact duplicates; and with `near_duplicates` (a MinHash
+    Jaccard in (0, 1], 0 = off; `near_dup_threshold` is its older name, None = off) near-duplicates, which
+    need datasketch. Of a group of duplicates the first is kept. With `fix_mojibake`, text decoded with the
+    wrong codec is repaired first (`repair_mojibake`, ftfy), so a repaired story and its clean copy count
+    as duplicates. The length defaults lie well outside real TinyStories stories, so they drop only scraps
+    and runaway texts; the corpus stage passes the profile's `data` settings.
+    Returns (kept, report): see `CleanReport`. Inputs are not modified.
     """
-    report = Counter({k: 0 for k in ("input", "empty", "too_short", "too_long", "exact_duplicate")})
-    near = NearDuplicateIndex(near_dup_threshold, num_perm) if near_dup_threshold is not None else None
-    if near is not None:
-        report["near_duplicate"] = 0
-    seen: set[str] = set()
+    threshold = near_duplicates or near_dup_threshold
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        raise ValueError(f"near_duplicates must be in (0, 1] (0 = off), got {threshold}")
+    stories = list(stories)
+    checks = [r for r in REASONS if r in _ALWAYS or (r == "not_gpt4" and gpt4_only)
+              or (r == "fragment" and drop_fragments) or (r == "near_duplicate" and threshold)]
+    report = CleanReport(counts={"input": len(stories), "kept": 0, **{r: 0 for r in checks}},
+                         settings={"min_chars": min_chars, "max_chars": max_chars, "fix_mojibake": fix_mojibake,
+                                   "gpt4_only": gpt4_only, "drop_fragments": drop_fragments,
+                                   "near_duplicates": threshold or 0.0})
+    select_gpt4 = gpt4_only and any(_model_known(s.source) for s in stories)
+    if gpt4_only and not select_gpt4:
+        report.notes.append("gpt4_only: no story carries its model (storyteller, .txt or hub text); nothing dropped")
+    near = NearDuplicateIndex(threshold, num_perm) if threshold else None
+    seen: dict[str, str] = {}  # text digest -> id of the first story with that text
     kept = []
     for story in stories:
-        report["input"] += 1
-        text = normalize_text(story.text)
-        reason = _length_problem(text, min_chars, max_chars)
+        text = story.text
+        if fix_mojibake and (repaired := repair_mojibake(text)) != text:
+            report.mojibake_repaired += 1
+            if len(report.mojibake_examples) < per_reason:
+                report.mojibake_examples.append({"id": story.id, **_before_after(text, repaired)})
+            text = repaired
+        text = normalize_text(text)
+        reason, like = _problem(story, text, select_gpt4, min_chars, max_chars, drop_fragments), None
         if reason is None:
             digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
             if digest in seen:
-                reason = "exact_duplicate"
-            seen.add(digest)
-        if reason is None and near is not None and near.seen_similar(story.id, text):
-            reason = "near_duplicate"
+                reason, like = "exact_duplicate", seen[digest]
+            else:
+                seen[digest] = story.id
+        if reason is None and near is not None:
+            like = near.match(text)
+            if like is None:
+                near.add(story.id, text)
+            else:
+                reason = "near_duplicate"
         if reason is not None:
-            report[reason] += 1
+            report.counts[reason] += 1
+            shown = report.examples.setdefault(reason, [])
+            if len(shown) < per_reason:
+                shown.append({"id": story.id, "text": _excerpt(text, tail=reason == "fragment"),
+                              **({"like": like} if like else {})})
             continue
         kept.append(replace(story, text=text))
-    report["kept"] = len(kept)
-    return kept, dict(report)
+    report.counts["kept"] = len(kept)
+    return kept, report
 
 
-def _length_problem(text: str, min_chars: int, max_chars: int) -> str | None:
+def _problem(story: Story, text: str, select_gpt4: bool, min_chars: int, max_chars: int,
+             drop_fragments: bool) -> str | None:
+    """The first reason (of `REASONS`, before the duplicate checks) to drop a story, or None."""
+    if select_gpt4 and not (_model_known(story.source) and _by_gpt4(story.source)):
+        return "not_gpt4"
     if not text:
         return "empty"
     if len(text) < min_chars:
         return "too_short"
     if len(text) > max_chars:
         return "too_long"
+    if drop_fragments and is_fragment(text):
+        return "fragment"
     return None
+
+
+def _excerpt(text: str, tail: bool = False, n: int = EXCERPT) -> str:
+    """A story's first `n` characters (its last, for a fragment: the cut is what matters), on one line."""
+    flat = " ".join(text.split())
+    if len(flat) <= n:
+        return flat
+    return "…" + flat[-n:].lstrip() if tail else flat[:n].rstrip() + "…"
+
+
+def _before_after(before: str, after: str, context: int = 40) -> dict[str, str]:
+    """Excerpts of a text before and after repair, from a little before the first change."""
+    at = next((i for i, (a, b) in enumerate(zip(before, after)) if a != b), min(len(before), len(after)))
+    start = max(0, at - context)
+
+    def cut(t: str) -> str:
+        piece = " ".join(t[start : start + EXCERPT].split())
+        return ("…" if start else "") + piece + ("…" if start + EXCERPT < len(t) else "")
+
+    return {"before": cut(before), "after": cut(after)}
+
+
+def drop_report_table(report: Mapping) -> str:
+    """A clean report (a `CleanReport`, or its `as_dict()` form from a corpus artifact) as Markdown: a table
+    of what each check dropped with examples, then the mojibake repairs and any notes."""
+    r = CleanReport.from_dict(report)
+    s = r.settings
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("`", "'")
+
+    why = dict(REASONS)
+    if "min_chars" in s:
+        why["too_short"] = f"shorter than {s['min_chars']:,} characters"
+        why["too_long"] = f"longer than {s['max_chars']:,} characters"
+    if s.get("near_duplicates"):
+        why["near_duplicate"] = f"MinHash Jaccard >= {s['near_duplicates']} with a story kept before it"
+    rows = ["| | why | stories | examples |", "|:--|:--|--:|:--|",
+            f"| loaded | | {r.counts.get('input', 0):,} | |"]
+    for reason in [k for k in r.counts if k not in ("input", "kept")]:
+        shown = "<br>".join(f"`{e['id']}`" + (f" (like `{e['like']}`)" if e.get("like") else "")
+                            + f": {cell(e['text'])}" for e in r.examples.get(reason, []))
+        rows.append(f"| {reason} | {why.get(reason, '')} | {r.counts[reason]:,} | {shown} |")
+    rows.append(f"| **kept** | | **{r.counts.get('kept', 0):,}** | |")
+    out = "\n".join(rows)
+    if s.get("fix_mojibake", True) or r.mojibake_repaired:
+        out += f"\n\nMojibake (UTF-8 read as cp1252) repaired in {r.mojibake_repaired:,} stories"
+        shown = [f"- `{e['id']}`: {cell(e['before'])} → {cell(e['after'])}" for e in r.mojibake_examples]
+        out += ":\n\n" + "\n".join(shown) if shown else "."
+    if r.notes:
+        out += "\n\n" + "\n".join(f"- note: {n}" for n in r.notes)
+    return out
 
 
 # Odd 64-bit multipliers (from splitmix64 and the golden ratio) for mixing word hashes into shingle hashes.
@@ -142,6 +348,14 @@ class NearDuplicateIndex:
         for i in range(1, n):  # position-dependent multipliers: "a b c" and "c b a" differ
             mixed ^= h[i : len(h) - n + 1 + i] * mix[i]
         return mixed >> np.uint64(32)  # the well-mixed high half
+
+    def match(self, text: str) -> str | None:
+        """The key of the text seen before most similar to `text`, if at least `threshold` similar; else None.
+        Candidates are taken in key order, so the answer does not depend on the process's string hashing."""
+        m = self._sketch(text)
+        scored = [(self._sketches[k].jaccard(m), k) for k in sorted(self._lsh.query(m))]
+        best = max(scored, key=lambda sk: sk[0], default=(0.0, None))
+        return best[1] if best[0] >= self._threshold else None
 
     def similar(self, text: str) -> bool:
         m = self._sketch(text)
