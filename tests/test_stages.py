@@ -125,3 +125,18 @@ def test_a_validation_source_without_files_is_a_profile_error(tmp_path):
         _run(tmp_path, **{"data.val_source": "files"})
     with pytest.raises(ParamsError, match="data.val_paths: nowhere.txt not found"):
         _run(tmp_path, **{"data.val_source": "files", "data.val_paths": ["nowhere.txt"]})
+
+
+def test_a_txt_without_separators_is_named_with_the_setting_that_splits_it(tmp_path):
+    from tinystories_lib.stages import read_corpus
+    from tinystories_lib.stories.storyteller import tell_stories
+
+    texts = [s.text for s in tell_stories(40, seed=5)]
+    flat = tmp_path / "stories.txt"
+    flat.write_text("\n\n".join(texts) + "\n")  # blank lines between stories, no <|endoftext|>
+    over = {"data.source": "files", "data.paths": [str(flat)], "data.n_stories": 0}
+    with pytest.raises(ValueError, match="data.txt_separator: blank_line"):
+        read_corpus(_run(tmp_path, **over), "train")
+    run = _run(tmp_path, **over, **{"data.txt_separator": "blank_line"})
+    stories = read_corpus(run, "train") + read_corpus(run, "val")
+    assert sorted(s.text for s in stories) == sorted(texts)

@@ -92,7 +92,7 @@ def _source_stories(run: Run, progress: bool) -> list[Story]:
 
     return load_corpus(d.source, paths=[resolve_path(p) for p in d.paths], hub_name=d.hub_name,
                        hub_split=d.hub_split, hub_data_files=d.hub_data_files, hub_revision=d.hub_revision,
-                       limit=limit)
+                       limit=limit, txt_separator=d.txt_separator)
 
 
 def _validation_stories(run: Run) -> list[Story] | None:
@@ -102,7 +102,8 @@ def _validation_stories(run: Run) -> list[Story] | None:
     d = run.params.data
     limit = d.val_limit or None
     if d.val_source == "files":
-        return load_corpus("files", paths=[resolve_path(p) for p in d.val_paths], limit=limit)
+        return load_corpus("files", paths=[resolve_path(p) for p in d.val_paths], limit=limit,
+                           txt_separator=d.txt_separator)
     if d.val_source == "hub":
         return load_corpus("hub", hub_name=d.hub_name, hub_split="train" if d.val_hub_data_files else d.val_hub_split,
                            hub_data_files=d.val_hub_data_files, hub_revision=d.hub_revision, limit=limit)
@@ -110,8 +111,8 @@ def _validation_stories(run: Run) -> list[Story] | None:
 
 
 def corpus(run: Run, progress: bool = True) -> Path:
-    """Stories from the profile's source, cleaned (mojibake, lengths, fragments, duplicates; `data.*`) and split train/val, or with
-    validation stories from their own source (`data.val_source`)."""
+    """Stories from the profile's source, cleaned (mojibake, lengths, fragments, duplicates: `data.*`) and
+    split train/val, or with validation stories from their own source (`data.val_source`)."""
     from tinystories_lib.stories.cleaning import clean, normalize_text, split
 
     out = run.stage_dir("corpus", run.params.section_hash("data"))
@@ -167,5 +168,6 @@ def diversity_sources(run: Run) -> dict[str, list[Story]]:
             print(f"note: data.compare_paths entry {p} not found; skipped (download a TinyStories file, e.g. "
                   "TinyStories-valid.txt from the hub, and list its path there)")
             continue
-        sources[f"TinyStories ({path.name})"] = load_corpus("files", paths=[path], limit=d.compare_limit)
+        sources[f"TinyStories ({path.name})"] = load_corpus("files", paths=[path], limit=d.compare_limit,
+                                                            txt_separator=d.txt_separator)
     return sources

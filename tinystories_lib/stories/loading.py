@@ -2,12 +2,14 @@
 
 Forms:
   * .txt   – the hub's text files (TinyStories-train.txt, TinyStoriesV2-GPT4-train.txt, the Instruct
-             files): stories separated by `<|endoftext|>` lines. `load_txt` streams them.
+             files): stories separated by `<|endoftext|>` lines. `load_txt` streams them; hand-made files
+             whose stories are separated by blank lines load with `separator="blank_line"`.
   * .json  – `TinyStories_all_data` shards (data00.json ...): a JSON list of records
              {story, instruction: {prompt, words, features}, summary, source}. JSONL is accepted too,
              including our own `stories.records.write_jsonl` output.
   * .parquet – the hub's default config (column `text`).
-  * the hub itself through `datasets` (`load_hub`), with a clear `HubUnavailableError` when offline.
+  * the hub itself through `datasets` (`load_hub`); each failure is a `HubError` saying what was asked
+    for, what happened and what to do (unreachable, no such dataset / revision / file, access refused).
 
 `load_corpus` picks the loader for a source; cleaning and the train/val split are `stories.cleaning`'s.
 `datasets`, `pyarrow` and `datasketch` are optional (`pip install 'tinystories-lab[data]'`) and are
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from tinystories_lib.stories import instruct_format
 from tinystories_lib.stories.instruct_format import iter_documents
-from tinystories_lib.stories.records import Story
+from tinystories_lib.stories.records import EOT, Story
 
 LOCAL_FORMS = (".txt", ".json", ".jsonl", ".parquet")
 _FORMS_HELP = (
@@ -36,6 +38,9 @@ _FORMS_HELP = (
     ".json shard or .jsonl file, a .parquet file with a 'text' column, or a directory of those"
 )
 DEFAULT_HUB_NAME = "roneneldan/TinyStories"
+TXT_SEPARATORS = ("endoftext", "blank_line")  # how a .txt file separates stories (data.txt_separator)
+_ONE_STORY_MAX_CHARS = 2000  # longer than this with no separator, a .txt file is not one story
+_SNIFF_CHARS = 1 << 20  # how much of a .txt file is searched for a separator before loading it
 
 
 def _require(module: str):
@@ -62,24 +67,73 @@ def _take(items: Iterable, limit: int | None) -> Iterator:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def load_txt(path: str | Path, limit: int | None = None, *, is_instruct: bool | None = None) -> list[Story]:
-    """Stories from a `<|endoftext|>`-separated text file, read line by line (the V2 file is 2 GB).
+def load_txt(
+    path: str | Path,
+    limit: int | None = None,
+    *,
+    is_instruct: bool | None = None,
+    separator: str = "endoftext",
+) -> list[Story]:
+    """Stories from a text file, read line by line (the V2 file is 2 GB).
 
+    `separator` "endoftext" (the published files): stories end at `<|endoftext|>`; a file longer than a
+    story without any is an error naming `data.txt_separator: blank_line`, not one giant story that
+    cleaning would drop unexplained. "blank_line": stories end at blank lines (hand-made files), so a
+    story cannot contain a paragraph break.
     TinyStories-Instruct files are parsed as records (summary, words, features kept); by default that is
     detected from the first document, which then starts with a field such as `Summary:` or `Words:`.
     """
+    if separator not in TXT_SEPARATORS:
+        raise ValueError(f"unknown .txt separator {separator!r}: expected one of {TXT_SEPARATORS}")
     path = Path(path)
     # errors="replace": the V2 files contain a few bytes that are not valid UTF-8.
     with open(path, encoding="utf-8", errors="replace") as f:
-        docs = iter_documents(f, line_based=True)
+        if separator == "endoftext":
+            _check_has_separator(f, path)
+            docs = iter_documents(f, line_based=True)
+        else:
+            docs = _blank_line_documents(f)
         first = next(docs, None)
         if first is None:
             return []
         if is_instruct is None:
             is_instruct = instruct_format.looks_like_record(first)
-        return _stories_from_documents(
+        stories = _stories_from_documents(
             itertools.chain([first], docs), f"file:{path.name}", path.stem, limit, is_instruct
         )
+    if separator == "blank_line":
+        print(
+            f"note: {path.name}: {len(stories):,} stories, split at blank lines "
+            "(data.txt_separator: blank_line)"
+        )
+    return stories
+
+
+def _check_has_separator(f, path: Path) -> None:
+    """Raise if the start of `f` is longer than a story yet has no `<|endoftext|>`; rewinds `f`."""
+    head = f.read(_SNIFF_CHARS)
+    f.seek(0)
+    if EOT in head or len(head.strip()) <= _ONE_STORY_MAX_CHARS:
+        return
+    where = "anywhere in it" if len(head) < _SNIFF_CHARS else f"in its first {_SNIFF_CHARS:,} characters"
+    raise ValueError(
+        f"{path}: no '{EOT}' separator {where}, so the whole file would load as one story.\n"
+        "If its stories are separated by blank lines, set data.txt_separator: blank_line\n"
+        "(load_txt(path, separator='blank_line')); otherwise put a line '<|endoftext|>' after each story."
+    )
+
+
+def _blank_line_documents(lines: Iterable[str]) -> Iterator[str]:
+    """Documents separated by blank lines (or `<|endoftext|>` lines), stripped, empties skipped."""
+    buffer: list[str] = []
+    for line in itertools.chain(lines, [""]):
+        if line.strip() in ("", EOT):
+            doc = "\n".join(b.rstrip("\r\n") for b in buffer).strip()
+            buffer.clear()
+            if doc:
+                yield doc
+        else:
+            buffer.append(line)
 
 
 def _stories_from_documents(
@@ -216,8 +270,10 @@ def load_parquet(path: str | Path, limit: int | None = None) -> list[Story]:
 _LOADERS = {".txt": load_txt, ".json": load_json, ".jsonl": load_json, ".parquet": load_parquet}
 
 
-def load_local(path: str | Path, limit: int | None = None) -> list[Story]:
-    """Load any local form, chosen by extension; a directory loads its files of those forms in name order."""
+def load_local(path: str | Path, limit: int | None = None, *, separator: str = "endoftext") -> list[Story]:
+    """Load any local form, chosen by extension; a directory loads its files of those forms in name order.
+
+    `separator` is for .txt files (see `load_txt`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"TinyStories data not found: looked for {path.resolve()}; {_FORMS_HELP}")
@@ -225,20 +281,22 @@ def load_local(path: str | Path, limit: int | None = None) -> list[Story]:
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in LOCAL_FORMS)
         if not files:
             raise FileNotFoundError(f"no TinyStories files in directory {path.resolve()}; {_FORMS_HELP}")
-        return _load_many(files, limit)
+        return _load_many(files, limit, separator)
     loader = _LOADERS.get(path.suffix.lower())
     if loader is None:
         raise ValueError(f"unsupported file type {path.name!r}; {_FORMS_HELP}")
+    if loader is load_txt:
+        return load_txt(path, limit, separator=separator)
     return loader(path, limit)
 
 
-def _load_many(paths: Iterable[str | Path], limit: int | None) -> list[Story]:
+def _load_many(paths: Iterable[str | Path], limit: int | None, separator: str = "endoftext") -> list[Story]:
     stories: list[Story] = []
     for p in paths:
         remaining = None if limit is None else limit - len(stories)
         if remaining is not None and remaining <= 0:
             break
-        stories.extend(load_local(p, remaining))
+        stories.extend(load_local(p, remaining, separator=separator))
     return stories
 
 
@@ -247,8 +305,20 @@ def _load_many(paths: Iterable[str | Path], limit: int | None) -> list[Story]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-class HubUnavailableError(RuntimeError):
+class HubError(RuntimeError):
+    """Loading from the hub failed; the message says what was asked for, what happened and what to do."""
+
+
+class HubUnavailableError(HubError):
     """The hub could not be reached (offline, blocked, or HF_HUB_OFFLINE with nothing cached)."""
+
+
+class HubNotFoundError(HubError, FileNotFoundError):
+    """The hub answered that the dataset, the revision or a data file does not exist."""
+
+
+class HubAccessError(HubError, PermissionError):
+    """The hub refused access (401/403): a gated or private dataset, no token or one without access."""
 
 
 def stories_from_rows(
@@ -288,7 +358,9 @@ def load_hub(
 
     `streaming` defaults to on when `limit` is given or a .txt file / the Instruct set is asked for, so
     only what is needed is downloaded. `name` may also be a local directory laid out like the hub repo.
-    Raises HubUnavailableError, saying what was tried and what to do, when the hub cannot be reached.
+    Hub failures raise a HubError saying what was asked for, what happened and what to do:
+    HubUnavailableError (unreachable, or offline with nothing cached), HubNotFoundError (no such dataset,
+    revision or file), HubAccessError (gated or private).
     """
     datasets = _require("datasets")
     is_instruct = "instruct" in name.lower()
@@ -316,9 +388,12 @@ def load_hub(
             is_instruct=is_instruct,
         )
     except Exception as e:
-        if _is_network_error(e):
-            raise HubUnavailableError(_unavailable_message(name, what, e)) from e
-        raise
+        if Path(name).exists():
+            raise
+        error = _hub_error(e, name, what, data_files, revision)
+        if error is None:
+            raise
+        raise error from e
 
 
 def _describe_request(name, split, data_files, revision) -> str:
@@ -373,15 +448,152 @@ def _check_reachable(name: str, what: str, timeout: float = 10.0) -> None:
 
 def _is_network_error(e: BaseException) -> bool:
     """True for connection failures, whichever HTTP stack (requests, httpx, urllib3) raised them."""
+    return any(_is_connection_failure(err) for err in _exception_chain(e))
+
+
+def _is_connection_failure(err: BaseException, local_entry: bool = True) -> bool:
+    """One exception that is a connection failure; `local_entry`: count the hub client's "not cached and
+    could not be fetched" (LocalEntryNotFoundError) as one."""
+    if isinstance(err, (ConnectionError, TimeoutError, urllib.error.URLError)):
+        return True
+    name = type(err).__name__
+    return (
+        name == "OfflineModeIsEnabled"
+        or (local_entry and name == "LocalEntryNotFoundError")
+        or name.endswith(("ConnectError", "ConnectionError", "ConnectTimeout", "ReadTimeout"))
+    )
+
+
+def _hub_error(e: BaseException, name: str, what: str, data_files, revision) -> HubError | None:
+    """The HubError for what the hub answered, or None for an error that is not the hub's.
+
+    `datasets` turns the hub client's errors into its own (DatasetNotFoundError, FileNotFoundError), by
+    message and sometimes dropping the original, so its errors are read first; then the first HTTP answer
+    or connection failure in the whole chain (a plain 403 reaches `datasets` as "not in the local cache").
+    """
+    args = (name, what, data_files, revision)
+    for err in _cause_chain(e):
+        if found := _classify(err, *args):
+            return found
     for err in _exception_chain(e):
-        if isinstance(err, (ConnectionError, TimeoutError, urllib.error.URLError)):
-            return True
-        name = type(err).__name__
-        if name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError") or name.endswith(
-            ("ConnectError", "ConnectionError", "ConnectTimeout", "ReadTimeout")
-        ):
-            return True
-    return False
+        if _is_connection_failure(err, local_entry=False):
+            break
+        if (_status(err) or 0) >= 400 and (found := _classify(err, *args)):
+            return found
+    if _is_network_error(e):
+        return HubUnavailableError(_unavailable_message(name, what, e))
+    return None
+
+
+def _status(err: BaseException) -> int | None:
+    return getattr(getattr(err, "response", None), "status_code", None)
+
+
+def _classify(err: BaseException, name: str, what: str, data_files, revision) -> HubError | None:
+    """The HubError one exception stands for, by the hub client's class, HTTP status or `datasets`' text."""
+    classes = {c.__name__ for c in type(err).__mro__}
+    text = str(err)
+    status = _status(err)
+    url = str(getattr(getattr(err, "response", None), "url", "") or "")
+    if "GatedRepoError" in classes or status in (401, 403):
+        return HubAccessError(_access_message(name, what, err, status or 401))
+    if "RevisionNotFoundError" in classes:
+        return HubNotFoundError(_revision_message(name, what, err, revision))
+    # A 404 outside a file, or for the card `datasets` asks for first, is the hub saying there is no repo.
+    if "RepositoryNotFoundError" in classes or (
+        status == 404 and ("/resolve/" not in url or url.endswith("/README.md"))
+    ):
+        return HubNotFoundError(_repo_message(name, what, err))
+    if status == 404 or ("EntryNotFoundError" in classes and "LocalEntryNotFoundError" not in classes):
+        return HubNotFoundError(_file_message(name, what, err, data_files, revision))
+    if "DatasetNotFoundError" in classes:
+        if "gated" in text:
+            return HubAccessError(_access_message(name, what, err, 401 if "authenticated" in text else 403))
+        if text.startswith("Revision "):
+            return HubNotFoundError(_revision_message(name, what, err, revision))
+        return HubNotFoundError(_repo_message(name, what, err))
+    if "DataFilesNotFoundError" in classes or (isinstance(err, FileNotFoundError) and "hf://" in text):
+        return HubNotFoundError(_file_message(name, what, err, data_files, revision))
+    return None
+
+
+def _cause_chain(e: BaseException | None) -> Iterator[BaseException]:
+    """`e` and its explicit causes: an implicit context may be an error `datasets` handled and went past."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__
+
+
+def _brief(error: BaseException) -> str:
+    """The first line of an error, without the long lists `datasets` appends (e.g. every file extension)."""
+    line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    line = re.sub(r" with any supported extension \[.*", "", line)
+    # `datasets` prefixes a missing hub file with the local lookup it also tried; the hub part is the news.
+    line = line[line.find("Unable to find") :] if "Unable to find" in line else line
+    return f"{type(error).__name__}: {line[:300]}"
+
+
+def _dataset_page(name: str) -> str:
+    return f"{_hub_endpoint().rstrip('/')}/datasets/{name}"
+
+
+def _repo_message(name: str, what: str, error: BaseException) -> str:
+    return (
+        f"could not load {what}: the Hugging Face hub has no such dataset ({_brief(error)}).\n"
+        f"Check data.hub_name (the TinyStories datasets are {DEFAULT_HUB_NAME} and\n"
+        "roneneldan/TinyStoriesInstruct). A private dataset also answers 'not found' to a request without a\n"
+        "token: if it is yours, set HF_TOKEN or log in once with `hf auth login` (older clients:\n"
+        "`huggingface-cli login`)."
+    )
+
+
+def _revision_message(name: str, what: str, error: BaseException, revision: str | None) -> str:
+    return (
+        f"could not load {what}: the dataset has no such revision on the Hugging Face hub "
+        f"({_brief(error)}).\nSet data.hub_revision to a branch, tag or commit of the dataset "
+        f"(see {_dataset_page(name)}/commits/main),\nor leave it unset (null) for the latest."
+    )
+
+
+def _file_message(name: str, what: str, error: BaseException, data_files, revision: str | None) -> str:
+    listing = _repo_files(name, revision)
+    have = f"\nThe dataset's files: {', '.join(listing)}." if listing else ""
+    return (
+        f"could not load {what}: the dataset on the Hugging Face hub has no such file "
+        f"({_brief(error)}).{have}\n"
+        "Set data.hub_data_files (or data.val_hub_data_files) to one of the dataset's files, e.g.\n"
+        "TinyStoriesV2-GPT4-train.txt, or leave it unset (null) for the dataset's default files; "
+        f"see {_dataset_page(name)}/tree/main."
+    )
+
+
+def _repo_files(name: str, revision: str | None, limit: int = 20) -> list[str]:
+    """The dataset's top-level files and folders, to name in an error; empty if they cannot be listed."""
+    try:
+        hub = importlib.import_module("huggingface_hub")
+        entries = hub.HfApi().list_repo_tree(name, repo_type="dataset", revision=revision)
+        names = sorted(e.path + ("/" if type(e).__name__ == "RepoFolder" else "") for e in entries)
+    except Exception:
+        return []
+    names = [n for n in names if not n.startswith(".")]
+    return names[:limit] + (["..."] if len(names) > limit else [])
+
+
+def _access_message(name: str, what: str, error: BaseException, status: int) -> str:
+    why = (
+        "it needs a token: the dataset is gated or private and the request carried none, or an invalid one"
+        if status == 401
+        else "the token in use has no access to it: the dataset is gated or private"
+    )
+    return (
+        f"could not load {what}: the Hugging Face hub refused access ({status}): {why} ({_brief(error)}).\n"
+        f"To fix it: if the dataset is gated, accept its terms on {_dataset_page(name)} while logged in;\n"
+        "then give this process a token with read access: set HF_TOKEN=<token> (from\n"
+        "https://huggingface.co/settings/tokens) or log in once with `hf auth login` (older clients:\n"
+        "`huggingface-cli login`). Or download the file and set data.source: files and data.paths."
+    )
 
 
 def _exception_chain(e: BaseException | None) -> Iterator[BaseException]:
@@ -424,17 +636,21 @@ def load_corpus(
     hub_revision: str | None = None,
     limit: int | None = None,
     streaming: bool | None = None,
+    txt_separator: str = "endoftext",
 ) -> list[Story]:
     """Load real TinyStories from "files" (`paths`: files or directories, in order) or the "hub".
 
-    `limit` caps the total. (The "storyteller" source is generated, not loaded, and lives elsewhere.)
+    `limit` caps the total; `txt_separator` (data.txt_separator) is how local .txt files separate stories,
+    see `load_txt`. (The "storyteller" source is generated, not loaded, and lives elsewhere.)
     """
+    if txt_separator not in TXT_SEPARATORS:
+        raise ValueError(f"unknown txt_separator {txt_separator!r}: expected one of {TXT_SEPARATORS}")
     if source == "files":
         if isinstance(paths, (str, Path)):
             paths = [paths]
         if not paths:
             raise ValueError(f"source 'files' needs paths: a list of files or directories; {_FORMS_HELP}")
-        return _load_many(paths, limit)
+        return _load_many(paths, limit, txt_separator)
     if source == "hub":
         return load_hub(
             hub_name,
