@@ -7,7 +7,8 @@ a story is about). Here every head gets numbers pooled over the queries of valid
     at positions >= `recent` (earlier ones have nothing else to look at); uniform attention gives ~0.06
     on a 256-token story;
   - `entity_score`: attention mass on *distant* entity tokens (words of character names, the pet's name and
-    the story object from `Story.facts`, at least `recent` tokens back), over the queries right before an
+    the story object from `Story.facts`, or read from the text of a story without them; at least `recent`
+    tokens back), over the queries right before an
     entity word, where recalling who or what the story is about is what predicts the next token;
     `entity_chance` is what uniform attention over the visible keys would give there, and `entity_lift` =
     score / chance. Near and far keys are disjoint, so attending to the previous token never counts here;
@@ -23,9 +24,11 @@ with the word it belongs to (`stories.words`), its word class (name, pronoun, st
 punctuation, other) and whether it names an entity. The MLP-neuron analysis (`evals.neurons`) reads the
 same labels, so one tokenisation serves both.
 
-Limits: entity tokens and word classes come from storyteller facts, so stories without facts add nothing to
-entity scores and have only pronoun/function/punctuation/other classes; classes are word lists, not a
-tagger.
+Limits: entity tokens and word classes come from storyteller facts where a story has them, and otherwise
+from facts read from its text (`entities.text_facts`: the names it repeats, the people and animals it
+mentions, its most mentioned object), rules rather than a tagger; classes are word lists. A head with no
+entity query in view gets NaN entity numbers, never a hidden distance score: its verdict then rests on
+distance alone.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tinystories_lib.evals.entities import known_words_of, text_facts
 from tinystories_lib.lm.model import GPTNeo
 from tinystories_lib.lm.tokenizer import Codec
 from tinystories_lib.stories.records import Story
@@ -199,16 +203,22 @@ def _fact_words(phrases) -> set[str]:
     return {base_word(w) for p in phrases if p for w in words(str(p))} - FUNCTION_WORDS
 
 
-def entity_words(story: Story) -> set[str]:
+def _facts(story: Story, known_words: set[str] | None = None) -> dict:
+    """The story's storyteller facts, or facts read from its text (`entities.text_facts`)."""
+    return story.facts or text_facts(story.text, known_words)
+
+
+def entity_words(story: Story, known_words: set[str] | None = None, facts: dict | None = None) -> set[str]:
     """Words naming the story's entities: every character (names, "grandpa", "dog"), the pet's name and
-    the object. Empty for stories without storyteller facts."""
-    f = story.facts or {}
+    the object; from `facts`, by default the story's own or those read from its text."""
+    f = facts if facts is not None else _facts(story, known_words)
     return _fact_words([c.get("name") for c in f.get("characters", [])] + [f.get("animal_name"), f.get("object")])
 
 
-def _class_words(story: Story) -> tuple[set[str], set[str]]:
-    """(proper names, other story nouns) of a storyteller story."""
-    f = story.facts or {}
+def _class_words(story: Story, known_words: set[str] | None = None,
+                 facts: dict | None = None) -> tuple[set[str], set[str]]:
+    """(proper names, other story nouns) of a story, from its facts (see `entity_words`)."""
+    f = facts if facts is not None else _facts(story, known_words)
     chars = f.get("characters", [])
     names = _fact_words([c.get("name") for c in chars if c.get("role") in ("hero", "friend", "visitor")]
                         + [f.get("animal_name")])
@@ -229,12 +239,15 @@ def word_class(word: str, names: set[str], nouns: set[str]) -> str:
     return "function word" if word in FUNCTION_WORDS else "other"
 
 
-def story_tokens(codec: Codec, story: Story, max_len: int) -> StoryTokens:
+def story_tokens(codec: Codec, story: Story, max_len: int, known_words: set[str] | None = None) -> StoryTokens:
+    """`story` cut to `max_len` tokens with the start token, each token labelled (see `StoryTokens`);
+    `known_words` helps read names from a story without facts (`entities.text_entities`)."""
     ids = codec.encode(story.text)[: max_len - 1]
     pieces = token_pieces(codec, ids)
     token_words = _token_words(pieces)
-    names, nouns = _class_words(story)
-    ents = entity_words(story)
+    facts = _facts(story, known_words)
+    names, nouns = _class_words(story, facts=facts)
+    ents = entity_words(story, facts=facts)
     return StoryTokens(story.id, [codec.eot_id, *ids], ["<|endoftext|>", *pieces], ["", *token_words],
                        ["start", *(word_class(w, names, nouns) for w in token_words)],
                        np.array([False, *(w in ents for w in token_words)]))
@@ -242,14 +255,17 @@ def story_tokens(codec: Codec, story: Story, max_len: int) -> StoryTokens:
 
 def prepare(codec: Codec, stories: Sequence[Story | StoryTokens], max_len: int) -> list[StoryTokens]:
     """Stories as `StoryTokens` (already prepared ones pass through, cut to `max_len`), so several models
-    can share the tokenisation work."""
+    can share the tokenisation work. Stories without facts are read with the common words of all of them
+    (`entities.known_words_of`), which tell sentence openers from names."""
+    plain = [s.text for s in stories if isinstance(s, Story) and not s.facts]
+    known = known_words_of(plain) if plain else None
     out = []
     for s in stories:
         if isinstance(s, StoryTokens):
             n = min(len(s.ids), max_len)
             s = StoryTokens(s.story_id, s.ids[:n], s.pieces[:n], s.words[:n], s.classes[:n], s.entity[:n])
         else:
-            s = story_tokens(codec, s, max_len)
+            s = story_tokens(codec, s, max_len, known)
         if len(s.ids) > 1:
             out.append(s)
     return out
@@ -317,7 +333,8 @@ class _HeadTotals:
 def head_scores(model: GPTNeo, codec: Codec, stories: Sequence[Story | StoryTokens], recent: int = RECENT,
                 distance_min: float = DISTANCE_MIN, entity_lift_min: float = ENTITY_LIFT_MIN) -> list[dict]:
     """Per head: distance, entity and start-token scores pooled over the stories' queries (see the module
-    docstring), and its verdict. Entity numbers are NaN when no story has an entity query."""
+    docstring), and its verdict. Entity numbers are NaN when no story has an entity query in the head's
+    view; the distance score and a "distance" verdict stand regardless."""
     totals = _HeadTotals(model, recent)
     with _one_thread():
         for st in prepare(codec, stories, model.cfg.context):
@@ -340,8 +357,10 @@ def head_table(scores: dict[str, list[dict]]) -> str:
              "|---|---:|---:|---|---:|---:|---:|---|"]
     for label, rows in scores.items():
         for r in rows:
+            entity = (f"{r['entity_score']:.2f} ({r['entity_lift']:.1f}x)" if np.isfinite(r["entity_lift"])
+                      else "– (no entity query)")
             lines.append(f"| {label} | {r['layer']} | {r['head']} | {r['attention']} | {r['distance_score']:.2f} | "
-                         f"{r['entity_score']:.2f} ({r['entity_lift']:.1f}x) | {r['start_score']:.2f} | {r['verdict']} |")
+                         f"{entity} | {r['start_score']:.2f} | {r['verdict']} |")
     return "\n".join(lines)
 
 

@@ -11,16 +11,21 @@ completion, `follow_rates` the rates per kind, `manipulation_check` the whole ch
 The other half, copying from the training set, is `evals.memorization`.
 
 Words are found as `stories.words.find_word` finds them: whole words, a name only capitalised, an object
-in any case. Limits: swaps are whole-word, so plurals ("kites") and irregular forms are left alone, and
-"a/an" is fixed only right before the new word.
+in any case. A story without storyteller facts (real TinyStories) gets facts read from its own text
+(`entities.text_facts`): its most mentioned name is the hero (its gender where the text tells it, any
+child's name as replacement otherwise) and its most mentioned object noun is the object; the replacement
+pool likewise comes from the names and objects of the training stories' text. Limits: swaps are
+whole-word, so plurals ("kites") and irregular forms are left alone, and "a/an" is fixed only right before
+the new word.
 """
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from tinystories_lib.evals.entities import entity_report
+from tinystories_lib.evals.entities import entity_report, known_words_of, noun_categories, text_facts
 from tinystories_lib.evals.memorization import side_by_side
 from tinystories_lib.lm.sample import SamplingConfig, complete
 from tinystories_lib.stories.records import Story
@@ -83,20 +88,42 @@ def follows_manipulation(completion: str, new_word: str, old_word: str) -> bool:
     return mentions(completion, new_word) and not mentions(completion, old_word)
 
 
-def word_pool(stories: Sequence[Story]) -> dict[str, list[str]]:
-    """Replacement words from storyteller facts: children's names by gender ("boy", "girl") and objects
-    ("object"), sorted. Names that are also a noun of the corpus (an object, food, animal or place:
-    "Cookie", "Honey") are left out, since the follow check could not tell the two apart."""
-    facts = [s.facts for s in stories if s.facts]
+def _plain_facts(stories: Sequence[Story], known_words: set[str] | None, limit: int) -> list[dict]:
+    """Facts read from the text (`entities.text_facts`) of the first `limit` stories without facts."""
+    plain = [s.text for s in stories if not s.facts][:limit]
+    if not plain:
+        return []
+    known = known_words if known_words is not None else known_words_of(plain)
+    return [text_facts(t, known) for t in plain]
+
+
+def word_pool(stories: Sequence[Story], known_words: set[str] | None = None,
+              max_plain: int = 5000) -> dict[str, list[str]]:
+    """Replacement words: children's names by gender ("boy", "girl") and objects ("object"), sorted, from
+    storyteller facts and, for stories without them, from facts read from the text of up to `max_plain`
+    of them (a name read from text goes with the gender most of its stories give it, and is left out on
+    a tie). Names that are also a noun of the corpus (an object, food, animal or place: "Cookie",
+    "Honey"; for names read from text, any noun of the prompt vocabulary) are left out, since the follow
+    check could not tell the two apart."""
+    facts = [s.facts for s in stories if s.facts] + _plain_facts(stories, known_words, max_plain)
     nouns = {f.get(key) for f in facts for key in ("object", "food", "animal", "place")}
     names: dict[str, set[str]] = {g: set() for g in _GENDERS}
+    read: dict[str, Counter] = {}  # names read from text: the gender most of their stories give them
     for f in facts:
         for ch in f.get("characters", []):
             name = ch.get("name", "")
             # one capitalised word without an apostrophe, the kind of name `entity_report` finds
             one_name = words(name, lower=False) == [name] and capitalised(name) and "'" not in name
-            if ch.get("gender") in names and one_name and name.lower() not in nouns:
-                names[ch["gender"]].add(name)
+            noun = name.lower() in nouns or (f.get("found_in_text") and name.lower() in noun_categories())
+            if ch.get("gender") in names and one_name and not noun:
+                if f.get("found_in_text"):
+                    read.setdefault(name, Counter())[ch["gender"]] += 1
+                else:
+                    names[ch["gender"]].add(name)
+    for name, genders in read.items():
+        ranked = genders.most_common(2)
+        if len(ranked) == 1 or ranked[0][1] > ranked[1][1]:
+            names[ranked[0][0]].add(name)
     objects = {f["object"] for f in facts if f.get("object")}
     return {**{g: sorted(v) for g, v in names.items()}, "object": sorted(objects)}
 
@@ -112,6 +139,9 @@ def _target(beginning: str, facts: dict | None, kind: str) -> tuple[str, str] | 
         hero = facts["characters"][0] if facts.get("characters") else {}
         word, key = hero.get("name", ""), hero.get("gender")
         ok = key in _GENDERS
+        if facts.get("found_in_text"):  # a name of unknown gender takes any child's name; never an animal's
+            ok = hero.get("role") == "hero" and hero.get("kind") != "animal"
+            key = key if key in _GENDERS else "any"
     else:
         word, key, ok = facts.get("object") or "", "object", True
     return (word, key) if ok and word and mentions(beginning, word) else None
@@ -122,12 +152,15 @@ def manipulate(beginning: str, facts: dict | None, kind: str, rng: random.Random
     """Swap the hero's name (kind "name", for another name of the same gender) or the object (kind
     "object") in `beginning`, every occurrence. The replacement comes from `pool` (`word_pool`) and is
     neither in the beginning nor one of the story's characters, object, animal or place, so a completion
-    can only use it by following the prompt. With `facts` None the first name found by capitalisation is
-    swapped (objects need facts). None when there is nothing to swap or no replacement is left."""
+    can only use it by following the prompt. `facts` may be read from the text (`entities.text_facts`);
+    with `facts` None the first name found by capitalisation in the beginning is swapped (objects need
+    facts). None when there is nothing to swap or no replacement is left."""
     target = _target(beginning, facts, kind)
     if target is None:
         return None
     old, key = target
+    if key == "any":  # a name whose gender the story does not tell: the pool's gender for it, if any
+        key = next((g for g in _GENDERS if old in pool.get(g, ())), "any")
     options = pool.get("boy", []) + pool.get("girl", []) if key == "any" else pool.get(key, [])
     taken = {old.lower()}
     if facts:
@@ -153,21 +186,36 @@ def story_beginning(text: str, word: str, max_sentences: int = 6) -> str | None:
 
 
 def manipulation_cases(stories: Sequence[Story], n: int, pool: dict[str, list[str]], seed: int,
-                       kinds: Sequence[str] = KINDS) -> list[Manipulation]:
-    """Up to `n` manipulated beginnings per kind, from `stories` (validation stories with storyteller
-    facts) taken in an order shuffled with `seed`; each story gives at most one case per kind."""
+                       kinds: Sequence[str] = KINDS, known_words: set[str] | None = None) -> list[Manipulation]:
+    """Up to `n` manipulated beginnings per kind, from `stories` (validation stories) taken in an order
+    shuffled with `seed`; each story gives at most one case per kind. A story's storyteller facts say
+    what to swap; without them, facts read from its text (`entities.text_facts`, with `known_words`,
+    by default `entities.known_words_of` the stories), read only for the stories the check reaches."""
     rng = random.Random(seed)
-    order = [s for s in stories if s.facts]
+    order = list(stories)
     rng.shuffle(order)
+    read: dict[int, dict] = {}
+
+    def facts_of(s: Story) -> dict:
+        nonlocal known_words
+        if s.facts:
+            return s.facts
+        if id(s) not in read:
+            if known_words is None:
+                known_words = known_words_of(t.text for t in stories if not t.facts)
+            read[id(s)] = text_facts(s.text, known_words)
+        return read[id(s)]
+
     cases = []
     for kind in kinds:
         found = 0
         for s in order:
             if found == n:
                 break
-            target = _target(s.text, s.facts, kind)
+            facts = facts_of(s)
+            target = _target(s.text, facts, kind)
             start = story_beginning(s.text, target[0]) if target else None
-            case = manipulate(start, s.facts, kind, rng, pool) if start else None
+            case = manipulate(start, facts, kind, rng, pool) if start else None
             if case:
                 case.story_id = s.id
                 cases.append(case)

@@ -22,8 +22,14 @@ Limits: "fixed by context" is decided by these rules, not by a parser, and holds
 not over all words ("Tom and his mom" would be fine English); a definite "the park" could introduce a
 new place in other text; candidates of more tokens are penalised by summing log-probabilities; object,
 place and name probes reward copying from context, pronoun probes test gender agreement over a sentence
-or two, not long-range coreference. The rules read storyteller text and facts, so probes come from
-storyteller stories only (others are skipped) and suit models trained on them.
+or two, not long-range coreference.
+
+Stories without storyteller facts (real TinyStories) get the same rules on facts read from their own text
+(`entities.text_facts`): the names it repeats (the most mentioned is the hero, with the pronouns its text
+gives it), its most mentioned object and place nouns of the prompt vocabulary used with a determiner, and
+the people and animals it mentions as the other referents a pronoun could mean. Such probes are marked
+`found_in="text"`; they are as exact as their facts, which are read by rules, not given: a name the rules
+miss or a gender they guess wrong makes a probe easier or unfair, never a distractor that fits.
 
 `probe_completions`/`probe_table`: greedy completions of the hand-written probes (`EvalPrompt`s with
 answers) by several models, side by side. `perplexity`/`perplexity_of_completions`: how likely a
@@ -36,11 +42,12 @@ import functools
 import math
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from tinystories_lib.evals.entities import known_words_of, text_facts
 from tinystories_lib.evals.eval_prompts import EvalPrompt
 from tinystories_lib.evals.grades import Completion
 from tinystories_lib.lm.model import GPTNeo
@@ -72,7 +79,8 @@ _AMBIGUOUS_AFTER_HER = {"sad", "happy"}
 class Probe:
     """A story cut before a word its context fixes. `prefix` is the text up to the word (ending with
     the space before it, if any); `candidates` includes `answer`; `detail` says which rule made it
-    ("and", "definite", or the pronoun's slot)."""
+    ("and", "definite", or the pronoun's slot); `found_in` where its facts came from ("facts": the
+    storyteller's, "text": read from the story by `entities.text_facts`)."""
 
     id: str
     kind: str
@@ -81,6 +89,7 @@ class Probe:
     candidates: list[str]
     story_id: str
     detail: str = ""
+    found_in: str = "facts"
 
 
 # ------------------------------------------------------------------------------ text helpers
@@ -117,8 +126,11 @@ def _window(before: str) -> str:
 
 
 def _cast_names(story: Story) -> list[str]:
-    """The story's named characters: hero, friend, and the pet when the text names it."""
+    """The story's named characters: hero, friend, and the pet when the text names it (for facts read
+    from the text: every name it repeats)."""
     f = story.facts
+    if f.get("found_in_text"):
+        return [c["name"] for c in f["characters"] if c["role"] in ("hero", "friend")]
     names = [f["characters"][0]["name"], f["characters"][1]["name"]]
     if f.get("animal_name") and f["animal_name"] in _word_set(story.text, lower=False):
         names.append(f["animal_name"])
@@ -126,7 +138,9 @@ def _cast_names(story: Story) -> list[str]:
 
 
 def _object_word(story: Story) -> str:
-    return story.facts["object"].split()[-1]  # "toy bus" -> "bus": the word after "the toy"
+    """The object's last word ("toy bus" -> "bus": the word after "the toy"); "" when there is none."""
+    parts = (story.facts.get("object") or "").split()
+    return parts[-1] if parts else ""
 
 
 def _object_category(word: str) -> str:
@@ -147,9 +161,10 @@ class _Pools:
         names, objects, places = set(), {}, set(lexicon().settings)
         for s in stories:
             names.update(_cast_names(s))
-            w = _object_word(s)
-            objects.setdefault(_object_category(w), set()).add(w)
-            places.add(s.facts["place"])
+            if w := _object_word(s):
+                objects.setdefault(_object_category(w), set()).add(w)
+            if s.facts.get("place"):
+                places.add(s.facts["place"])
         return cls(sorted(names), {k: sorted(v) for k, v in objects.items()}, sorted(places))
 
 
@@ -214,11 +229,13 @@ def _definite_cuts(text: str, word: str, determiners: frozenset[str]):
 
 
 def _object_cuts(story: Story):
-    return _definite_cuts(story.text, _object_word(story), DETERMINERS)
+    word = _object_word(story)
+    return _definite_cuts(story.text, word, DETERMINERS) if word else iter(())
 
 
 def _place_cuts(story: Story):
-    return _definite_cuts(story.text, story.facts["place"], frozenset({"the"}))
+    place = story.facts.get("place")
+    return _definite_cuts(story.text, place, frozenset({"the"})) if place else iter(())
 
 
 def _pronoun_slot(word: str, after: str, hero: dict) -> str | None:
@@ -239,7 +256,7 @@ def _others(story: Story) -> list[str]:
     """Words naming anything but the hero that a pronoun could refer to."""
     f = story.facts
     names = [c["kind"] for c in f["characters"][1:]] + [c["name"] for c in f["characters"][1:]]
-    names += [f["animal"], f["food"], _object_word(story), "friend", "sister", "brother", "everyone"]
+    names += [f.get("animal"), f.get("food"), _object_word(story), "friend", "sister", "brother", "everyone"]
     if f.get("animal_name"):
         names.append(f["animal_name"])
     return [w.removeprefix("the ") for w in names if w]
@@ -248,8 +265,16 @@ def _others(story: Story) -> list[str]:
 _HERO_PRONOUNS = frozenset({"he", "she", "him", "her", "his"})
 
 
+def _in_speech(before: str) -> bool:
+    """Whether a quotation is open at the end of `before` (straight quotes, or curly ones)."""
+    return bool(before.count('"') % 2) or before.count("“") > before.count("”")
+
+
 def _pronoun_cuts(story: Story):
-    text, hero = story.text, story.facts["characters"][0]
+    chars = story.facts.get("characters") or [{}]
+    text, hero = story.text, chars[0]
+    if hero.get("role", "hero") != "hero" or not hero.get("pronoun"):
+        return  # no hero, or one whose pronouns the text does not tell
     others = {o.lower() for o in _others(story)}
     hero_forms = {hero["pronoun"], hero["object_pronoun"], hero["possessive"]}
     said: set[str] = set()  # lower-cased words before the current one, possessives dropped
@@ -259,7 +284,7 @@ def _pronoun_cuts(story: Story):
         if low in _HERO_PRONOUNS:
             before = text[:start]
             slot = _pronoun_slot(word, text[start + len(word):], hero)
-            if slot is not None and not before.count('"') % 2:  # the hero's, and outside speech
+            if slot is not None and not _in_speech(before):  # the hero's, and outside speech
                 win = _window(before)
                 win_words = _word_set(win)
                 if (hero["name"] in _word_set(win, lower=False) and not win_words & others
@@ -289,10 +314,20 @@ def _candidates(kind: str, story: Story, answer: str, detail: str, pools: _Pools
     return list(dict.fromkeys(cands))  # distinct, order kept
 
 
+def with_facts(stories: Sequence[Story], known_words: set[str] | None = None) -> list[Story]:
+    """The stories, each with facts: its storyteller facts, or else those read from its text
+    (`entities.text_facts`; `known_words` defaults to `entities.known_words_of` the plain stories)."""
+    plain = [s.text for s in stories if not s.facts]
+    if plain and known_words is None:
+        known_words = known_words_of(plain)
+    return [s if s.facts else replace(s, facts=text_facts(s.text, known_words)) for s in stories]
+
+
 def build_probes(stories: Sequence[Story], n: int, seed: int = 0) -> list[Probe]:
-    """Up to `n` probes from storyteller stories (use held-out ones), the kinds taken in turn and each
-    story giving at most one probe of each kind. Deterministic for a given (stories, n, seed)."""
-    stories = [s for s in stories if s.facts and s.facts.get("characters")]
+    """Up to `n` probes from held-out stories, the kinds taken in turn and each story giving at most one
+    probe of each kind. Storyteller facts where a story has them, facts read from its text otherwise
+    (`with_facts`). Deterministic for a given (stories, n, seed)."""
+    stories = [s for s in with_facts(stories) if s.facts.get("characters") or s.facts.get("found_in_text")]
     pools = _Pools.of(stories)
     rng = random.Random(seed)
     by_kind: dict[str, list[Probe]] = {k: [] for k in KINDS}
@@ -304,7 +339,8 @@ def build_probes(stories: Sequence[Story], n: int, seed: int = 0) -> list[Probe]
             start, answer, detail = rng.choice(cuts)
             cands = _candidates(kind, story, answer, detail, pools, rng)
             by_kind[kind].append(Probe(id=f"{story.id}/{kind}/{start}", kind=kind, prefix=story.text[:start],
-                                       answer=answer, candidates=cands, story_id=story.id, detail=detail))
+                                       answer=answer, candidates=cands, story_id=story.id, detail=detail,
+                                       found_in="text" if story.facts.get("found_in_text") else "facts"))
     for probes in by_kind.values():
         rng.shuffle(probes)
     chosen: list[Probe] = []

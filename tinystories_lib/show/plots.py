@@ -1,5 +1,6 @@
 """Every figure the notebooks write, in one style. Each is saved with a caption that names the paper's
-figure it reproduces, and recorded in `figures/<profile>/manifest.json`."""
+figure it reproduces, and recorded in `figures/<profile>/manifest.json`; a figure with nothing plotted is
+neither written nor recorded (`save` says why instead), so the manifest never claims an empty figure."""
 
 from __future__ import annotations
 
@@ -38,8 +39,76 @@ class SavedFigure(str):
         return f"saved {str(self)}: {self.caption}"
 
 
-def save(run, fig, name: str, caption: str, reproduces: str) -> SavedFigure:
-    """Write `fig` to figures/<profile>/<name>.png with its caption in the manifest; returns the path."""
+class NotSaved:
+    """What `save` returns for a figure with nothing plotted: false in a test, and in a notebook one line
+    saying which figure was left out and why."""
+
+    def __init__(self, name: str, why: str):
+        self.name, self.why = name, why
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return f"not saved {self.name}.png: nothing to plot ({self.why})"
+
+    __repr__ = __str__
+
+    def _repr_markdown_(self) -> str:
+        return f"*Not saved `{self.name}.png`*: nothing to plot ({self.why})."
+
+
+def _finite_rows(xy) -> bool:
+    """Whether an (n, 2) array of points has a point with both coordinates finite (masked ones are not)."""
+    a = np.ma.filled(np.ma.asarray(xy, dtype=float), np.nan).reshape(-1, 2)
+    return bool(np.isfinite(a).all(axis=1).any())
+
+
+def _plotted(ax) -> bool:
+    """Whether `ax` shows data: a line in data coordinates (not an axhline/axvline reference line), a
+    scatter point, segment or mesh value, a bar or patch, or an image cell, with finite coordinates."""
+    from matplotlib.collections import LineCollection, PathCollection
+
+    if any(line.get_transform() is ax.transData and _finite_rows(line.get_xydata()) for line in ax.get_lines()):
+        return True
+    for coll in ax.collections:
+        if isinstance(coll, PathCollection):
+            pts = coll.get_offsets()
+        elif isinstance(coll, LineCollection):
+            pts = np.concatenate([np.asarray(seg, dtype=float).reshape(-1, 2) for seg in coll.get_segments()] or
+                                 [np.zeros((0, 2))])
+        elif coll.get_array() is not None:
+            if np.ma.masked_invalid(np.ma.asarray(coll.get_array(), dtype=float)).count():
+                return True
+            continue
+        else:
+            pts = np.concatenate([p.vertices for p in coll.get_paths()] or [np.zeros((0, 2))])
+        if _finite_rows(pts):
+            return True
+    if any(_finite_rows(patch.get_verts()) for patch in ax.patches):
+        return True
+    return any(np.ma.masked_invalid(np.ma.asarray(im.get_array(), dtype=float)).count() for im in ax.images)
+
+
+def has_data(fig) -> bool:
+    """Whether any visible axes of `fig` other than a colorbar shows data (see `_plotted`)."""
+    return fig is not None and any(
+        _plotted(ax) for ax in fig.axes
+        if ax.get_visible() and ax.get_label() != "<colorbar>" and getattr(ax, "_colorbar", None) is None)
+
+
+def save(run, fig, name: str, caption: str, reproduces: str,
+         why: str = "the analysis gave no data") -> SavedFigure | NotSaved:
+    """Write `fig` to figures/<profile>/<name>.png with its caption in the manifest; returns the path.
+    A figure with nothing plotted (`has_data`), or `fig` None, is not written: an earlier file of that
+    name and its manifest entry are removed, the figure is closed (a notebook does not show it either),
+    and the `NotSaved` returned says so with `why`."""
+    if not has_data(fig):
+        if fig is not None:
+            plt.close(fig)
+        (run.figures / f"{name}.png").unlink(missing_ok=True)
+        run.record_figure(name, None, caption, reproduces)
+        return NotSaved(name, why)
     run.figures.mkdir(parents=True, exist_ok=True)
     path = run.figures / f"{name}.png"
     tmp = run.figures / f".{name}.tmp.png"
@@ -380,14 +449,21 @@ def head_scores(scores: dict[str, list[dict]], distance_min: float, entity_lift_
                              sharex=True, sharey=True)
     top = max([entity_lift_min * 1.5] + [r["entity_lift"] * 1.1 for rows in scores.values() for r in rows
                                          if np.isfinite(r["entity_lift"])])
+    def lift(r):  # a head with no entity query in view (NaN lift) is drawn at 0, hollow: its distance shows
+        return r["entity_lift"] if np.isfinite(r["entity_lift"]) else 0.0
+
     for ax, (label, rows) in zip(axes.flat, scores.items()):
         for verdict, color in VERDICT_COLORS.items():
-            pts = [(r["distance_score"], r["entity_lift"]) for r in rows if r["verdict"] == verdict]
-            if pts:
-                ax.scatter(*zip(*pts), s=22, color=color, label=verdict, zorder=3)
+            for finite in (True, False):
+                pts = [(r["distance_score"], lift(r)) for r in rows
+                       if r["verdict"] == verdict and bool(np.isfinite(r["entity_lift"])) == finite]
+                if pts:
+                    ax.scatter(*zip(*pts), s=22, zorder=3, label=verdict if finite else None,
+                               **({"color": color} if finite else {"facecolors": "none", "edgecolors": color,
+                                                                   "clip_on": False}))
         if len(rows) <= 32:
             for r in rows:
-                ax.annotate(f"{r['layer']}.{r['head']}", (r["distance_score"], r["entity_lift"]), fontsize=6,
+                ax.annotate(f"{r['layer']}.{r['head']}", (r["distance_score"], lift(r)), fontsize=6,
                             xytext=(2, 2), textcoords="offset points")
         ax.axvline(distance_min, ls="--", color="0.4", lw=0.8)
         ax.axhline(entity_lift_min, ls="--", color="0.4", lw=0.8)
@@ -402,7 +478,10 @@ def head_scores(scores: dict[str, list[dict]], distance_min: float, entity_lift_
     for ax in axes[:, 0]:
         ax.set_ylabel("entity attention / uniform")
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLORS.items()]
-    fig.legend(handles=handles, loc="upper right", fontsize=8, ncol=4)
+    if any(not np.isfinite(r["entity_lift"]) for rows in scores.values() for r in rows):
+        handles.append(plt.Line2D([], [], marker="o", ls="", markerfacecolor="none", color="0.3",
+                                  label="no entity query (drawn at 0)"))
+    fig.legend(handles=handles, loc="upper right", fontsize=8, ncol=len(handles))
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
