@@ -140,3 +140,41 @@ def test_a_txt_without_separators_is_named_with_the_setting_that_splits_it(tmp_p
     run = _run(tmp_path, **over, **{"data.txt_separator": "blank_line"})
     stories = read_corpus(run, "train") + read_corpus(run, "val")
     assert sorted(s.text for s in stories) == sorted(texts)
+
+
+def test_auto_source_offline_is_the_storyteller_said_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = _run(tmp_path, **{"data.source": "auto", "data.hub_data_files": "TinyStoriesV2-GPT4-train.txt",
+                            "data.val_hub_data_files": "TinyStoriesV2-GPT4-valid.txt"})
+    assert (run.params.data.source, run.params.data.val_source) == ("storyteller", "split")
+    assert "offline storyteller stand-in" in capsys.readouterr().out
+    from tinystories_lib.runs import data_label
+
+    assert "not TinyStories" in data_label(run.params)
+    assert run.params.data == _run(tmp_path, **{"data.source": "storyteller", "data.hub_data_files":
+                                                 "TinyStoriesV2-GPT4-train.txt", "data.val_hub_data_files":
+                                                 "TinyStoriesV2-GPT4-valid.txt"}).params.data  # one key
+
+
+def test_auto_source_online_reads_real_tinystories_from_the_hub(tmp_path):
+    pytest.importorskip("datasets")
+    from fake_hub import FakeHub, run_python, tinystories_files
+
+    from tinystories_lib.stories.storyteller import tell_stories
+
+    texts = [s.text for s in tell_stories(200, seed=8)]
+    code = ("from tinystories_lib.runs import Run, data_label\nfrom tinystories_lib import stages\n"
+            "run = Run.load('tiny', {'data.source': 'auto', 'data.hub_data_files': 'TinyStoriesV2-GPT4-train.txt', "
+            "'data.val_hub_data_files': 'TinyStoriesV2-GPT4-valid.txt', 'data.n_stories': 150}, "
+            f"runs_root={str(tmp_path / 'runs')!r})\n"
+            "print(run.params.data.source, run.params.data.val_source)\nprint(data_label(run.params))\n"
+            "print(len(stages.read_corpus(run, 'train')), len(stages.read_corpus(run, 'val')))\n"
+            "print(run.artifact(stages.corpus(run))['hub_commit'])\n")
+    with FakeHub(tinystories_files(texts[:160], texts[160:])) as hub:
+        out = run_python(code, hub, tmp_path / "hf")
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "hub hub" and lines[1].startswith("real TinyStories: first 150 of roneneldan/TinyStories")
+    n_train, n_val = map(int, lines[2].split())
+    assert n_val == 40 and 140 <= n_train <= 150
+    assert len(lines[3]) == 40  # the commit the run read

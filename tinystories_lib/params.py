@@ -59,7 +59,8 @@ class EndpointParams:
 
 @dataclass
 class DataParams:
-    source: Literal["storyteller", "llm", "files", "hub"] = "storyteller"
+    # auto: real TinyStories from the hub where it can be reached, else the storyteller stand-in (said so)
+    source: Literal["auto", "storyteller", "llm", "files", "hub"] = "storyteller"
     n_stories: int = 20000  # storyteller: how many to write; files/hub: the first N (0 = all)
     paths: list[str] = field(default_factory=list)  # source=files: .txt/.json/.jsonl/.parquet files or dirs
     hub_name: str = "roneneldan/TinyStories"

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -41,11 +42,48 @@ def atomic_write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
+def resolve_source(params: Params) -> Params:
+    """`data.source: auto` made concrete: real TinyStories from the hub where it can be reached, else the
+    offline storyteller stand-in, said in one line. Done before any key is computed, so an offline run
+    and an online one never share an artifact."""
+    d = params.data
+    if d.source != "auto":
+        return params
+    from tinystories_lib.stories.loading import hub_reachable
+
+    if hub_reachable():
+        val = "hub" if d.val_source == "split" and d.val_hub_data_files else d.val_source
+        return dataclasses.replace(params, data=dataclasses.replace(d, source="hub", val_source=val))
+    print("note: the Hugging Face hub cannot be reached, so this run uses the offline storyteller stand-in, "
+          "not real TinyStories; every figure and the manifest say so (data.source: auto)", flush=True)
+    return dataclasses.replace(params, data=dataclasses.replace(d, source="storyteller", val_source="split"))
+
+
+def data_label(params: Params) -> str:
+    """What the data of a run is, in a few words, for figures, captions and the manifest."""
+    d = params.data
+    if d.source == "storyteller":
+        return f"storyteller stand-in ({d.n_stories:,} synthetic stories, not TinyStories)"
+    if d.source == "llm":
+        return f"LLM-written stories ({d.llm.model}, {d.n_stories:,} prompts)"
+    first = f"first {d.n_stories:,} of " if d.n_stories else ""
+    if d.source == "hub":
+        what = d.hub_name + (f" {d.hub_data_files}" if d.hub_data_files else f" ({d.hub_split})")
+        label = f"real TinyStories: {first}{what}" + (f" @ {d.hub_revision}" if d.hub_revision else "")
+    else:
+        label = f"real stories from files: {first}" + ", ".join(Path(p).name for p in d.paths)
+    if d.val_source == "files":
+        label += "; validation " + ", ".join(Path(p).name for p in d.val_paths)
+    elif d.val_source == "hub":
+        label += "; validation " + (d.val_hub_data_files or d.val_hub_split)
+    return label
+
+
 class Run:
     """A profile's parameters plus the places its artifacts and figures go."""
 
     def __init__(self, params: Params, runs_root: str | Path | None = None, figures_root: str | Path | None = None):
-        self.params = params
+        self.params = params = resolve_source(params)
         self.root = Path(runs_root or os.environ.get("TINYSTORIES_RUNS", REPO_ROOT / "runs")) / params.profile
         self.figures = Path(figures_root or os.environ.get("TINYSTORIES_FIGURES", REPO_ROOT / "figures")) / params.profile
         self.started = time.perf_counter()
@@ -73,17 +111,25 @@ class Run:
         return json.loads((d / "artifact.json").read_text())
 
     # -- figures
-    def record_figure(self, name: str, file: Path, caption: str, paper_ref: str) -> None:
+    def record_figure(self, name: str, file: Path | None, caption: str, paper_ref: str) -> None:
+        """List figure `name` in the manifest; with `file` None, drop it from the manifest (a figure with
+        nothing plotted is not written, and an earlier entry for it would claim what this run did not show)."""
         path = self.figures / "manifest.json"
         manifest = json.loads(path.read_text()) if path.exists() else {}
+        if file is None:
+            if manifest.get("figures", {}).pop(name, None) is not None:
+                atomic_write_json(path, manifest)
+            return
         manifest.setdefault("profile", self.params.profile)
         manifest.setdefault("figures", {})
+        manifest["data"] = data_label(self.params)
         manifest["params_hash"] = self.params.hash()
         manifest["git_commit"] = git_commit()
         manifest["figures"][name] = {
             "file": file.name,
             "caption": caption,
             "reproduces": paper_ref,
+            "data": data_label(self.params),
             "notebook": self.notebook,
             "params_hash": self.params.hash(),
             "git_commit": manifest["git_commit"],

@@ -141,6 +141,10 @@ def corpus(run: Run, progress: bool = True) -> Path:
                  "train_dropped_as_in_validation": len(kept) - len(train_s)}
     write_jsonl(train_s, out / "train.jsonl")
     write_jsonl(val_s, out / "val.jsonl")
+    if run.params.data.source == "hub":  # what the run read, whatever the revision was called
+        from tinystories_lib.stories.loading import hub_commit
+
+        extra["hub_commit"] = hub_commit(run.params.data.hub_name, run.params.data.hub_revision)
     run.mark_done(out, {"source": run.params.data.source, "n_loaded": len(stories), "n_train": len(train_s),
                         "n_val": len(val_s), "clean_report": report.as_dict(), "seconds": time.perf_counter() - t0,
                         "data": asdict(run.params.data), **extra})

@@ -20,6 +20,7 @@ from tinystories_lib.lm.tokenizer import (
     train_bpe,
     write_shard,
 )
+from tinystories_lib.params import resolve_path
 from tinystories_lib.runs import Run
 from tinystories_lib.stages.corpus import corpus
 from tinystories_lib.stories.records import read_jsonl
@@ -38,7 +39,7 @@ def shards(run: Run, progress: bool = True) -> Path:
     if tp.kind == "bpe":
         codec = train_bpe(train_texts, tp.vocab_size)
     else:
-        files = tp.gpt2_files or fetch_gpt_neo_files()  # None: from the hub (or its cache)
+        files = resolve_path(tp.gpt2_files) if tp.gpt2_files else fetch_gpt_neo_files()  # None: from the hub
         codec = top_k_codec(load_gpt2(files), train_texts, tp.vocab_size)
     codec.save(out)
     n_train = write_shard(codec, train_texts, out / "train.bin", progress, len(train_texts))

@@ -18,7 +18,9 @@ imported only by the functions that need them.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.util
 import itertools
 import json
 import os
@@ -430,6 +432,38 @@ def _hub_endpoint() -> str:
         return importlib.import_module("huggingface_hub.constants").ENDPOINT
     except ImportError:
         return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face hub can be used now: not in offline mode, `datasets` installed, and the
+    endpoint answering (any HTTP status counts)."""
+    if _hub_offline() or importlib.util.find_spec("datasets") is None:
+        return False
+    return _endpoint_answers(_hub_endpoint(), timeout)
+
+
+@functools.lru_cache(maxsize=8)  # asked once per process: every notebook's Run.load asks
+def _endpoint_answers(endpoint: str, timeout: float) -> bool:
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
+
+
+def hub_commit(name: str, revision: str | None = None) -> str | None:
+    """The commit a hub dataset's `revision` (default: main) points at, to record what a run read; None
+    when it cannot be asked (offline, a local directory)."""
+    if Path(name).exists() or _hub_offline():
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(name, revision=revision).sha
+    except Exception:  # recording the commit must never stop a run that loaded its data
+        return None
 
 
 def _check_reachable(name: str, what: str, timeout: float = 10.0) -> None:
