@@ -178,3 +178,17 @@ def test_auto_source_online_reads_real_tinystories_from_the_hub(tmp_path):
     n_train, n_val = map(int, lines[2].split())
     assert n_val == 40 and 140 <= n_train <= 150
     assert len(lines[3]) == 40  # the commit the run read
+
+
+def test_every_saved_figure_names_its_data(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from tinystories_lib.show import plots
+
+    run = _run(tmp_path)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    plots.save(run, fig, "line", "a line", "no figure")
+    assert any("data: storyteller stand-in" in t.get_text() for t in fig.texts)
+    manifest = json.loads((run.figures / "manifest.json").read_text())
+    assert "storyteller stand-in" in manifest["data"] and "not TinyStories" in manifest["figures"]["line"]["data"]

@@ -10,6 +10,8 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
+from tinystories_lib.runs import data_label
+
 if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "widget", "ipympl")):
     matplotlib.use("Agg")  # headless (papermill, CI) unless a notebook backend is active
 
@@ -99,7 +101,8 @@ def has_data(fig) -> bool:
 
 def save(run, fig, name: str, caption: str, reproduces: str,
          why: str = "the analysis gave no data") -> SavedFigure | NotSaved:
-    """Write `fig` to figures/<profile>/<name>.png with its caption in the manifest; returns the path.
+    """Write `fig` to figures/<profile>/<name>.png, its data named in a footer, with its caption in the
+    manifest; returns the path.
     A figure with nothing plotted (`has_data`), or `fig` None, is not written: an earlier file of that
     name and its manifest entry are removed, the figure is closed (a notebook does not show it either),
     and the `NotSaved` returned says so with `why`."""
@@ -109,6 +112,8 @@ def save(run, fig, name: str, caption: str, reproduces: str,
         (run.figures / f"{name}.png").unlink(missing_ok=True)
         run.record_figure(name, None, caption, reproduces)
         return NotSaved(name, why)
+    # The data a figure was made from is on the figure itself: a stand-in's figure never passes for real.
+    fig.text(0.995, 0.005, f"data: {data_label(run.params)}", ha="right", va="bottom", fontsize=6.5, color="0.35")
     run.figures.mkdir(parents=True, exist_ok=True)
     path = run.figures / f"{name}.png"
     tmp = run.figures / f".{name}.tmp.png"

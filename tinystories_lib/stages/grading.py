@@ -197,13 +197,14 @@ def emergence_models(models: list[ModelRun], main: ModelRun, n: int = 2) -> list
 
 
 def probe_accuracies(run: Run, models: list[ModelRun]) -> list[dict]:
-    """Exact context-tracking probes (names, objects, places, pronouns) cut from held-out storyteller stories;
-    per model and probe kind: accuracy, number of probes, chance level, and the model's size."""
+    """Exact context-tracking probes (names, objects, places, pronouns) cut from held-out stories, from
+    storyteller facts where a story has them and from the entities found in its text otherwise; per model
+    and probe kind: accuracy, number of probes, chance level, and the model's size."""
     from tinystories_lib.evals.probes import build_probes, probe_accuracy, score_probes
 
     probe_set = build_probes(read_corpus(run, "val"), run.params.grade.n_probes, seed=run.params.seed)
     if not probe_set:
-        return []  # no storyteller facts (real or LLM corpora): no exact probes
+        return []  # no story with a name or object to track: the notebook says so
     chance: dict[str, list[float]] = {}
     for p in probe_set:
         chance.setdefault(p.kind, []).append(1 / len(p.candidates))

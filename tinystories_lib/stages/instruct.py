@@ -49,7 +49,7 @@ from tinystories_lib.lm.tokenizer import Codec, train_bpe, write_shard
 from tinystories_lib.params import ModelParams, Params
 from tinystories_lib.runs import Run
 from tinystories_lib.stages import models
-from tinystories_lib.stages.corpus import corpus, read_corpus
+from tinystories_lib.stages.corpus import corpus, llm_config, read_corpus
 from tinystories_lib.stories.instruct_format import (
     FIELDS,
     FORMAT_VERSION,
@@ -274,7 +274,7 @@ def judge_grades(run: Run, completions: Sequence[Completion], sets: Sequence[Ins
         from tinystories_lib.evals.judge import LLMJudge
 
         g = run.params.grade
-        judge = LLMJudge(corpus.llm_config(g.llm), cache_path=run.root / "judge_cache.jsonl",
+        judge = LLMJudge(llm_config(g.llm), cache_path=run.root / "judge_cache.jsonl",
                          budget_usd=g.llm.budget_usd)
     by_id = {s.id: s for s in sets}
     bare = [replace(c, beginning="") for c in completions]
