@@ -35,7 +35,7 @@ def test_unknown_section(tmp_path):
 @pytest.mark.parametrize("data,match", [
     ({"train": {"max_steps": "ten"}}, "train.max_steps: expected an integer"),
     ({"train": {"lr": True}}, "train.lr: expected a number"),
-    ({"data": {"source": "internet"}}, "data.source: 'internet' is not allowed; choose one of 'storyteller'"),
+    ({"data": {"source": "internet"}}, "data.source: 'internet' is not allowed; choose one of 'auto' \\| 'storyteller'"),
     ({"model": {"hidden": 100, "heads": 16}}, "model.hidden: hidden size 100 is not divisible by model.heads=16"),
     ({"sweep": {"hidden": [64, 100], "heads": 16}}, "sweep.heads: 16 heads do not divide sweep.hidden 100"),
     ({"tokenizer": {"vocab_size": 70000}}, "uint16"),
