@@ -52,3 +52,15 @@ def test_trained_models_report_bits_per_byte_of_their_validation_text(tmp_path):
     evals = [r for r in m.metrics if "val_loss" in r]
     assert evals and all(r["val_bpb"] > 0 for r in evals)
     assert f"| {m.val_bpb:.3f} |" in summary_table([m])
+
+
+def test_loss_curves_read_in_bits_per_byte_on_the_right(tmp_path):
+    from tinystories_lib.show import plots
+
+    run = Run.load("tiny", {"data.n_stories": 400}, runs_root=tmp_path / "runs", figures_root=tmp_path / "figures")
+    m = train_model(run, progress=False)
+    fig = plots.loss_curves({m.label: m.metrics})
+    labels = [a.get_ylabel() for a in fig.axes[0].child_axes]
+    assert labels == ["validation bits per byte"]
+    no_bpb = [{k: v for k, v in r.items() if k != "val_bpb"} for r in m.metrics]
+    assert not plots.loss_curves({m.label: no_bpb}).axes[0].child_axes  # unknown factor: no right axis

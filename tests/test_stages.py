@@ -166,7 +166,7 @@ def test_auto_source_online_reads_real_tinystories_from_the_hub(tmp_path):
     code = ("from tinystories_lib.runs import Run, data_label\nfrom tinystories_lib import stages\n"
             "run = Run.load('tiny', {'data.source': 'auto', 'data.hub_data_files': 'TinyStoriesV2-GPT4-train.txt', "
             "'data.val_hub_data_files': 'TinyStoriesV2-GPT4-valid.txt', 'data.n_stories': 150}, "
-            f"runs_root={str(tmp_path / 'runs')!r})\n"
+            f"runs_root={str(tmp_path / 'runs')!r}, figures_root={str(tmp_path / 'figures')!r})\n"
             "print(run.params.data.source, run.params.data.val_source)\nprint(data_label(run.params))\n"
             "print(len(stages.read_corpus(run, 'train')), len(stages.read_corpus(run, 'val')))\n"
             "print(run.artifact(stages.corpus(run))['hub_commit'])\n")
@@ -177,7 +177,9 @@ def test_auto_source_online_reads_real_tinystories_from_the_hub(tmp_path):
     assert lines[0] == "hub hub" and lines[1].startswith("real TinyStories: first 150 of roneneldan/TinyStories")
     n_train, n_val = map(int, lines[2].split())
     assert n_val == 40 and 140 <= n_train <= 150
-    assert len(lines[3]) == 40  # the commit the run read
+    assert len(lines[3]) == 40  # the commit the run read, in the manifest too
+    manifest = json.loads((tmp_path / "figures" / "tiny" / "manifest.json").read_text())
+    assert manifest["corpus"]["hub_commit"] == lines[3] and manifest["data"] == lines[1]
 
 
 def test_every_saved_figure_names_its_data(tmp_path):

@@ -138,6 +138,16 @@ class Run:
         }
         atomic_write_json(path, manifest)
 
+    def record_corpus(self, info: dict) -> None:
+        """What the corpus stage read (sizes, the hub commit), in the manifest beside the figures made from it."""
+        path = self.figures / "manifest.json"
+        manifest = json.loads(path.read_text()) if path.exists() else {"profile": self.params.profile, "figures": {}}
+        if manifest.get("corpus") == info and manifest.get("data") == data_label(self.params):
+            return  # the stage is read many times a notebook: write only what changed
+        manifest["data"] = data_label(self.params)
+        manifest["corpus"] = info
+        atomic_write_json(path, manifest)
+
     def record_notebook(self, name: str, seconds: float, executed: Path) -> None:
         path = self.figures / "manifest.json"
         manifest = json.loads(path.read_text()) if path.exists() else {"profile": self.params.profile, "figures": {}}

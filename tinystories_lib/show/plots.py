@@ -140,6 +140,14 @@ def loss_curves(curves: dict[str, list[dict]], title: str = "Training and valida
     ax.set_ylabel("cross-entropy loss (nats/token)")
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=2 if len(curves) > 3 else 1)
+    # Models that share a tokenizer share one nats-to-bits-per-byte factor: then the right axis reads
+    # the same curves in bits per byte of validation text, comparable with other runs and published models.
+    factors = {round(r["val_bpb"] / r["val_loss"], 9) for rows in curves.values() for r in rows
+               if r.get("val_bpb") and r.get("val_loss")}
+    if len(factors) == 1:
+        k = factors.pop()
+        ax.secondary_yaxis("right", functions=(lambda x: x * k, lambda y: y / k)).set_ylabel(
+            "validation bits per byte")
     return fig
 
 

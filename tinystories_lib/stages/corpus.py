@@ -117,6 +117,7 @@ def corpus(run: Run, progress: bool = True) -> Path:
 
     out = run.stage_dir("corpus", run.params.section_hash("data"))
     if run.is_done(out):
+        _record(run, out)
         return out
     t0 = time.perf_counter()
     stories = _source_stories(run, progress)
@@ -148,7 +149,13 @@ def corpus(run: Run, progress: bool = True) -> Path:
     run.mark_done(out, {"source": run.params.data.source, "n_loaded": len(stories), "n_train": len(train_s),
                         "n_val": len(val_s), "clean_report": report.as_dict(), "seconds": time.perf_counter() - t0,
                         "data": asdict(run.params.data), **extra})
+    _record(run, out)
     return out
+
+
+def _record(run: Run, out: Path) -> None:
+    info = Run.artifact(out)
+    run.record_corpus({k: info.get(k) for k in ("source", "n_train", "n_val", "hub_commit") if k in info})
 
 
 def read_corpus(run: Run, which: str = "train") -> list[Story]:
