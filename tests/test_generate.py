@@ -1,4 +1,4 @@
-"""generate.py against a local OpenAI-compatible server: validation, exactly-once resume, budget, batch."""
+"""Story generation (llm/generate.py, runner, process_shards, batch) against a local OpenAI-compatible server: validation, exactly-once resume, budget, batch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""llm.py against a local OpenAI-compatible server: real sockets, the real `openai` client."""
+"""llm/client.py, errors, batch and jsonl against a local OpenAI-compatible server: real sockets, the real `openai` client."""
 
 from __future__ import annotations
 

@@ -194,3 +194,31 @@ def test_every_saved_figure_names_its_data(tmp_path):
     assert any("data: storyteller stand-in" in t.get_text() for t in fig.texts)
     manifest = json.loads((run.figures / "manifest.json").read_text())
     assert "storyteller stand-in" in manifest["data"] and "not TinyStories" in manifest["figures"]["line"]["data"]
+
+
+def test_completions_are_not_sampled_again_for_another_judge_or_reference_list(tmp_path):
+    run = _run(tmp_path)
+    m = train_model(run, progress=False)
+    prompts = grading.eval_prompts(run)
+    first = grading.completions(run, [m], prompts)
+    files = {p: p.stat().st_mtime_ns for p in (run.root / "completions").rglob("*.jsonl")}
+    other = _run(tmp_path, **{"grade.judge": "llm", "grade.reference_models": ["x.bin"], "grade.n_probes": 5})
+    assert grading.completions(other, [m], prompts) == first
+    assert {p: p.stat().st_mtime_ns for p in (run.root / "completions").rglob("*.jsonl")} == files
+    hotter = _run(tmp_path, **{"grade.temperature": 0.9})
+    grading.completions(hotter, [m], prompts)
+    assert len(list((run.root / "completions").rglob("*.jsonl"))) == 2 * len(files)  # sampling changed: new ones
+
+
+@pytest.mark.slow
+def test_reproduce_decides_auto_once_for_every_notebook(tmp_path, monkeypatch):
+    import nbformat
+
+    from tinystories_lib.reproduce import reproduce
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    reproduce("tiny", only=["01"], overrides={"data.source": "auto", "data.n_stories": 300},
+              runs_root=tmp_path / "runs", figures_root=tmp_path / "figures", log_output=False)
+    nb = nbformat.read(tmp_path / "runs" / "tiny" / "notebooks" / "01_data_creation.ipynb", as_version=4)
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert '"data.source": "storyteller"' in injected.source and '"data.val_source": "split"' in injected.source

@@ -89,12 +89,16 @@ class DataParams:
     compare_paths: list[str] = field(default_factory=list)  # real TinyStories files shown beside the corpus (01)
     compare_limit: int = 3000
 
+    HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("compare_paths", "compare_limit")  # notebook 01's display only
+
 
 @dataclass
 class TokenizerParams:
     kind: Literal["bpe", "gpt-neo-top-k"] = "bpe"
     vocab_size: int = 2048  # bpe: trained size; gpt-neo-top-k: how many of GPT-Neo's tokens to keep
     gpt2_files: str | None = None  # dir with vocab.json + merges.txt (gpt-neo-top-k; None: from the hub)
+
+    HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("gpt2_files",)  # where GPT-2's BPE is read from, not what it is
 
 
 @dataclass

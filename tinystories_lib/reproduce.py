@@ -68,6 +68,9 @@ def reproduce(profile: str = "smoke", only: list[str] | None = None, overrides: 
     p = params_mod.load(profile, overrides)  # validate first
     chosen = select(only)
     run = Run(p, runs_root, figures_root)
+    if p.data.source == "auto":  # decided once here, so every notebook reads the same data
+        overrides = {**(overrides or {}), "data.source": run.params.data.source,
+                     "data.val_source": run.params.data.val_source}
     out_dir = run.root / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     env_before = {k: os.environ.get(k) for k in ("TINYSTORIES_PROGRESS", "TINYSTORIES_NOTEBOOK", "TINYSTORIES_RUNS",

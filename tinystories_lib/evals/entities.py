@@ -39,12 +39,11 @@ _STARTERS = set(
     sometimes always never come go run stop wait help look see listen watch hurry try sorry sure great good
     bad big little small tiny happy sad yay hooray snow rain wind sun night morning""".split()
 )
+_FAMILY = {"mom", "mommy", "mum", "mummy", "mother", "dad", "daddy", "father", "mama", "papa", "grandma",
+           "granny", "grandpa", "grandmother", "grandfather", "nana"}
 # Also not names: family roles ("Mom" is a role; bringing in Mom renames no one), days and holidays.
-_NOT_NAMES = _STARTERS | set(
-    """mom mommy mum mummy mother dad daddy father mama papa grandma granny grandpa grandmother
-    grandfather nana monday tuesday wednesday thursday friday saturday sunday christmas halloween
-    easter""".split()
-)
+_NOT_NAMES = _STARTERS | _FAMILY | set(
+    "monday tuesday wednesday thursday friday saturday sunday christmas halloween easter".split())
 _SENTENCE_OPENERS = {".", "!", "?", '"', "“", ":", "…"}
 _FEMALE = {"she", "her", "hers", "herself"}
 _MALE = {"he", "him", "his", "himself"}
@@ -147,8 +146,6 @@ def entity_consistency(beginning: str, completion: str, known_words: set[str] | 
 # --- entities found in the text itself ------------------------------------------------------------
 
 _TITLES = {"mr", "mrs", "ms", "miss", "sir", "dr", "lady", "king", "queen", "prince", "princess", "uncle", "aunt"}
-_FAMILY = {"mom", "mommy", "mum", "mummy", "mother", "dad", "daddy", "father", "mama", "papa", "grandma",
-           "granny", "grandpa", "grandmother", "grandfather", "nana"}
 _GIRL_WORDS = {"girl", "sister", "daughter", "lady", "woman", "princess", "queen", "mom", "mommy", "mother"}
 _BOY_WORDS = {"boy", "brother", "son", "man", "prince", "king", "dad", "daddy", "father"}
 _DETERMINERS = {"the", "a", "an", "his", "her", "its", "their", "my", "your", "our"}
@@ -249,7 +246,7 @@ def _pronoun_genders(text: str, names: set[str]) -> dict[str, str]:
             if max(f, m) >= 2 and (f > 2 * m or m > 2 * f)}
 
 
-def _after_determiner(text: str, spans: list[tuple[int, int, str]], i: int) -> bool:
+def _determiner_within_three(text: str, spans: list[tuple[int, int, str]], i: int) -> bool:
     """Whether word i has a determiner among the three words before it, with only words, spaces, commas
     and hyphens between ("the kite", "a big, red kite", "his toy car")."""
     for j in range(i - 1, max(-1, i - 4), -1):
@@ -291,7 +288,7 @@ def text_entities(text: str, known_words: set[str] | None = None, min_mentions: 
             continue  # a capitalised "Rose" the text uses as a name is the name
         mentions[noun] += 1
         first.setdefault(noun, i)
-        if noun not in used and (noun in _FAMILY or _after_determiner(text, spans, i)):
+        if noun not in used and (noun in _FAMILY or _determiner_within_three(text, spans, i)):
             used.add(noun)
     order = sorted(first, key=lambda x: (-mentions[x], first[x]))
     nouns: dict[str, list[str]] = {}

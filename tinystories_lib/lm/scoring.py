@@ -30,12 +30,19 @@ def bits_per_byte(nll_nats: float, n_bytes: int) -> float:
     return nll_nats / math.log(2) / n_bytes
 
 
+LOGITS_BUDGET = 2**28  # bytes of fp32 logits per batch: long contexts and large vocabularies take fewer rows
+
+
 @torch.no_grad()
-def shard_nll(model, data: np.ndarray, batch_size: int = 16, device: str | torch.device = "cpu") -> tuple[float, int]:
-    """(sum of next-token NLL in nats, tokens predicted) over a whole token shard."""
+def shard_nll(model, data: np.ndarray, batch_size: int | None = None, device: str | torch.device | None = None
+              ) -> tuple[float, int]:
+    """(sum of next-token NLL in nats, tokens predicted) over a whole token shard, on the model's device;
+    `batch_size` windows at a time (default: as many as fit LOGITS_BUDGET)."""
     import torch.nn.functional as F
 
     ctx = model.cfg.context
+    device = device or next(model.parameters()).device
+    batch_size = batch_size or max(1, LOGITS_BUDGET // (4 * ctx * model.cfg.vocab_size))
     was_training = model.training
     model.eval()
     starts = range(0, len(data) - 1, ctx)

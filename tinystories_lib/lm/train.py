@@ -168,11 +168,13 @@ def _dist_info() -> tuple[int, int, int]:
 
 def init_distributed(device_type: str = "cpu") -> tuple[int, int]:
     """Under torchrun, join the process group (NCCL on GPUs, gloo on CPUs); returns (rank, world)."""
-    rank, _, world = _dist_info()
+    rank, local_rank, world = _dist_info()
     if world > 1:
         import torch.distributed as dist
 
         if not dist.is_initialized():
+            if device_type == "cuda":  # before the first collective, or every rank syncs on GPU 0
+                torch.cuda.set_device(local_rank)
             dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
             # Leave the group before the interpreter exits: a rank that exits with its group alive can
             # abort in the communication threads' teardown ("terminate called without an active exception").
@@ -219,7 +221,8 @@ def train(
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
     if device.type == "cpu":
-        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        # 0: all cores, unless the launcher chose (torchrun sets OMP_NUM_THREADS for each of its processes)
+        torch.set_num_threads(cfg.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1)
     master = rank == 0
     summary_path = out_dir / "summary.json"
     run_config = {"model": model_cfg.to_dict(), "train": asdict(cfg), "world_size": world, **(extra_config or {})}
@@ -245,7 +248,9 @@ def train(
     ck = latest_checkpoint(out_dir)
     if ck is not None:
         saved = json.loads((out_dir / "config.json").read_text()) if (out_dir / "config.json").exists() else {}
-        if saved.get("model") == run_config["model"] and saved.get("train", {}).get("seed") == cfg.seed:
+        # A checkpoint of another world size saw other batches: it is not this run's to resume.
+        if (saved.get("model") == run_config["model"] and saved.get("train", {}).get("seed") == cfg.seed
+                and saved.get("world_size", 1) == world):
             start = load_checkpoint(ck, model, opt)
             if master:
                 _truncate_metrics(out_dir / "metrics.jsonl", start)
@@ -374,7 +379,7 @@ def train(
                "train_tokens": step * tokens_per_step, "train_flops": model.flops_per_token() * step * tokens_per_step,
                "wall_s_this_session": time.perf_counter() - t_start}
     if val_bytes:
-        nll, n = shard_nll(model, val_data, cfg.batch_size, device)
+        nll, n = shard_nll(model, val_data, device=device)
         summary |= {"val_bpb": bits_per_byte(nll, val_bytes), "val_loss_full": nll / n, "val_bytes": val_bytes}
     if master:
         save_model(model, out_dir)

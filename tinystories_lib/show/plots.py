@@ -349,7 +349,7 @@ def rouge_histograms(scores: dict[str, list[dict]], baseline: list[dict], key: s
                      metric: str = "Rouge-2 precision", title: str | None = None):
     """One panel per model: the histogram of `key` over its completions (each against its nearest training
     story), with the training set's own scores against the rest of it drawn behind in grey. `scores` maps a
-    model label to `diversity.memorization_scores` rows; NaN scores (no bigrams) are left out."""
+    model label to `evals.memorization.memorization_scores` rows; NaN scores (no bigrams) are left out."""
     def finite(rows):
         return [r[key] for r in rows if not np.isnan(r[key])]
 
@@ -505,7 +505,7 @@ def neuron_selectivity(results: dict[str, dict[str, dict]],
     """Per analysed layer, trained model vs the same model at random initialisation vs chance: mean
     agreement of the top contexts on the word and on the word class, and the share of neurons whose top
     contexts are mostly one class other than the catch-all "other" (stacked by class).
-    `results`: layer label -> `interpret.neuron_selectivity` output."""
+    `results`: layer label -> `evals.neurons.neuron_selectivity` output."""
     layers = list(results)
     kinds = list(dict.fromkeys(k for r in results.values() for k in r))
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"width_ratios": [1, 1, 1.6]})

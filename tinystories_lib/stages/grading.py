@@ -65,6 +65,14 @@ def sampling_config(run: Run, seed_offset: int = 0) -> SamplingConfig:
                           seed=run.params.seed + seed_offset)
 
 
+def _completions_key(run: Run, prompts: list[EvalPrompt]) -> str:
+    """What decides a completion: the sampling and the prompts (not the judge, nor the reference list)."""
+    c = sampling_config(run)
+    return run.params.section_hash(extra={"prompts": [(p.id, p.text) for p in prompts],
+                                          "per_prompt": run.params.grade.completions_per_prompt,
+                                          "sampling": [c.max_new_tokens, c.temperature, c.top_k, c.top_p, c.seed]})
+
+
 def _complete_with(run: Run, model, label: str, step: int | None, prompts: list[EvalPrompt],
                    path: Path, cdc=None) -> list[Completion]:
     if path.exists():
@@ -84,7 +92,7 @@ def _complete_with(run: Run, model, label: str, step: int | None, prompts: list[
 
 def completions(run: Run, models: list[ModelRun], prompts: list[EvalPrompt]) -> list[Completion]:
     """Final-model completions of every prompt, for every model (cached)."""
-    key = run.params.section_hash("grade", extra=[p.id for p in prompts])
+    key = _completions_key(run, prompts)
     out_dir = run.stage_dir("completions", key)
     result = []
     for m in models:
@@ -98,7 +106,7 @@ def reference_completions(run: Run, prompts: list[EvalPrompt]) -> list[Completio
     each with its own tokenizer (cached like the profile's models); absent ones are skipped with a note."""
     from tinystories_lib.stages.references import load_reference
 
-    key = run.params.section_hash("grade", extra=[p.id for p in prompts])
+    key = _completions_key(run, prompts)
     out_dir = run.stage_dir("completions", key)
     result = []
     for spec in run.params.grade.reference_models:
@@ -114,7 +122,7 @@ def reference_completions(run: Run, prompts: list[EvalPrompt]) -> list[Completio
 
 def completions_over_training(run: Run, m: ModelRun, prompts: list[EvalPrompt]) -> list[Completion]:
     """Completions by each kept checkpoint of one model, to follow abilities emerging over training."""
-    key = run.params.section_hash("grade", extra=[p.id for p in prompts])
+    key = _completions_key(run, prompts)
     out_dir = run.stage_dir("completions", key)
     result = []
     for step, weights in list_checkpoints(m.dir):

@@ -123,7 +123,9 @@ def instruct_codec(records: Sequence[str], vocab_size: int) -> Codec:
 
 
 def _tokens_key(run: Run) -> str:
-    return run.params.section_hash("data", "tokenizer", extra={
+    # The Instruct shards always train their own BPE: of the tokenizer section only its size matters.
+    return run.params.section_hash("data", extra={
+        "vocab_size": run.params.tokenizer.vocab_size,
         "instruct_format": FORMAT_VERSION, "held_out_pair": sorted(held_out_pair(run.params)),
         "max_records": run.params.instruct.max_records})
 

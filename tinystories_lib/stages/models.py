@@ -108,8 +108,12 @@ def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, 
         overrides["threads"] = threads
     tcfg = TrainConfig.from_params(p.train, p.seed, **overrides)
     label = label or f"main-h{mp.hidden}-l{mp.layers}"
-    identity = {"label": label, "shards": shards_dir.name}  # the shards' key, not their path
-    key = p.section_hash(extra=what_is_learned({"model": mcfg.to_dict(), "train": asdict(tcfg), **identity}))
+    # The shards by their key, not their path; the world size, since N processes train on N times the batch.
+    identity = {"label": label, "shards": shards_dir.name}
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    key_extra = {"world_size": world} if world > 1 else {}
+    key = p.section_hash(extra=what_is_learned({"model": mcfg.to_dict(), "train": asdict(tcfg), **identity,
+                                                **key_extra}))
     out = run.stage_dir("models", f"{label}-{key}")
     for name in ("tokenizer.json", "token_map.json"):
         if rank == 0 and (shards_dir / name).exists() and not (out / name).exists():

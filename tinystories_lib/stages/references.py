@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tinystories_lib.lm.scoring import bits_per_byte, shard_nll, text_bytes
+from tinystories_lib.lm.train import pick_device
 from tinystories_lib.params import resolve_path
 from tinystories_lib.runs import Run, atomic_write_json
 from tinystories_lib.stages.corpus import read_corpus
@@ -75,6 +76,7 @@ def score_references(run: Run, progress: bool = True) -> list[dict]:
         return json.loads(out.read_text())
     texts = [s.text for s in read_corpus(run, "val")]
     n_bytes = text_bytes(texts)
+    device = pick_device(run.params.train.device)
     rows, skipped = [], 0
     for spec in specs:
         t0 = time.perf_counter()
@@ -84,7 +86,7 @@ def score_references(run: Run, progress: bool = True) -> list[dict]:
             print(f"note: reference model {spec} skipped: {e}")
             skipped += 1
             continue
-        nll, n = shard_nll(ref.model, token_stream(ref.codec, texts))
+        nll, n = shard_nll(ref.model.to(device), token_stream(ref.codec, texts))
         rows.append({"label": ref.label, "spec": spec, "params": ref.params, "val_bpb": bits_per_byte(nll, n_bytes),
                      "val_loss_per_token": nll / n, "val_tokens": n, "seconds": time.perf_counter() - t0})
         if progress:

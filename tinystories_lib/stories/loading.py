@@ -442,7 +442,7 @@ def hub_reachable(timeout: float = 5.0) -> bool:
     return _endpoint_answers(_hub_endpoint(), timeout)
 
 
-@functools.lru_cache(maxsize=8)  # asked once per process: every notebook's Run.load asks
+@functools.lru_cache(maxsize=8)  # asked once per process (reproduce decides once for all its notebooks)
 def _endpoint_answers(endpoint: str, timeout: float) -> bool:
     try:
         urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
