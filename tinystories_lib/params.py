@@ -239,6 +239,9 @@ class InstructParams:
     held_out_pair: list[str] = field(default_factory=lambda: ["summary", "words"])  # of summary, features, words
     max_new_tokens: int = 200  # story length asked of the model (also capped by model.context)
     temperature: float = 0.7  # sampling temperature of the instructed stories (0 = greedy)
+    # Summaries for stories that have none (real TinyStories files): "none" leaves the field out; "llm"
+    # asks the endpoint of `data.llm` for one sentence per story (paid once, kept under runs/<p>/summaries/).
+    summaries: Literal["none", "llm"] = "none"
 
 
 @dataclass

@@ -46,7 +46,7 @@ from tinystories_lib.evals.instruct_checks import (
 from tinystories_lib.lm.sample import SamplingConfig, complete
 from tinystories_lib.lm.scoring import text_bytes
 from tinystories_lib.lm.tokenizer import Codec, train_bpe, write_shard
-from tinystories_lib.params import ModelParams, Params
+from tinystories_lib.params import ModelParams, Params, _what
 from tinystories_lib.runs import Run
 from tinystories_lib.stages import models
 from tinystories_lib.stages.corpus import corpus, llm_config, read_corpus
@@ -93,8 +93,27 @@ def _filled(stories: Sequence[Story], seed: int) -> tuple[list[Story], Counter]:
     return out, derived
 
 
+def _stories(run: Run, which: str) -> list[Story]:
+    """The corpus split notebook 07 uses (training: at most `instruct.max_records`), with summaries from the
+    `data.llm` endpoint for the stories that have none when `instruct.summaries: llm`."""
+    stories = read_corpus(run, which)
+    if which == "train":
+        stories = stories[: run.params.instruct.max_records or None]
+    if run.params.instruct.summaries != "llm" or all(s.summary for s in stories):
+        return stories
+    from tinystories_lib.llm.summaries import summarize_stories
+
+    d = run.params.data
+    path = run.stage_dir("summaries", run.params.section_hash("data", extra=_what(d.llm))) / "summaries.jsonl"
+    summaries, report = summarize_stories([s for s in stories if not s.summary], llm_config(d.llm), path,
+                                          budget_usd=d.llm.budget_usd)
+    print(f"summaries ({which}): {len(summaries):,} of {len(stories):,} stories, {report['written']:,} written now, "
+          f"{report['failed']:,} failed, {report['not_attempted']:,} over budget, ${report['cost_usd']:.4f}")
+    return [s if s.summary or s.id not in summaries else replace(s, summary=summaries[s.id]) for s in stories]
+
+
 def _train_stories(run: Run) -> list[Story]:
-    return read_corpus(run, "train")[: run.params.instruct.max_records or None]
+    return _stories(run, "train")
 
 
 def field_plan(run: Run, train: Sequence[Story] | None = None) -> FieldPlan:
@@ -104,7 +123,8 @@ def field_plan(run: Run, train: Sequence[Story] | None = None) -> FieldPlan:
         train, _ = _filled(_train_stories(run), run.params.seed)
     available = tuple(f for f in FIELDS if any(f in story_fields(s) for s in train))
     asked = held_out_pair(run.params)
-    notes = [f"{f}: not available (no training story has one{', and a summary is never derived' if f == 'summary' else ''})"
+    notes = [f"{f}: not available (no training story has one"
+             f"{'; instruct.summaries: llm asks an endpoint for them' if f == 'summary' else ''})"
              f"; records and prompts use {' and '.join(available) or 'no field'}"
              for f in FIELDS if f not in available]
     pair, note = choose_pair(available, asked)
@@ -127,6 +147,7 @@ def _tokens_key(run: Run) -> str:
     return run.params.section_hash("data", extra={
         "vocab_size": run.params.tokenizer.vocab_size,
         "instruct_format": FORMAT_VERSION, "held_out_pair": sorted(held_out_pair(run.params)),
+        "summaries": _what(run.params.data.llm) if run.params.instruct.summaries == "llm" else None,
         "max_records": run.params.instruct.max_records})
 
 
@@ -142,7 +163,7 @@ def instruct_tokens(run: Run, progress: bool = True) -> Path:
     corpus(run, progress)
     seed = run.params.seed
     train_s, derived = _filled(_train_stories(run), seed)
-    val_s, val_derived = _filled(read_corpus(run, "val"), seed)
+    val_s, val_derived = _filled(_stories(run, "val"), seed)
     plan = field_plan(run, train_s)
     pair = plan.pair
     # validation records follow the training rule too: validation loss measures the training distribution
@@ -182,7 +203,7 @@ def example_records(run: Run, n: int = 2) -> list[str]:
     """The first `n` training records, exactly as they were tokenized."""
     seed = run.params.seed
     pair = field_plan(run).pair
-    train, _ = _filled(read_corpus(run, "train")[:n], seed)
+    train, _ = _filled(_train_stories(run)[:n], seed)
     return [training_record(s, seed, pair) for s in train]
 
 
@@ -213,7 +234,7 @@ def evaluation_sets(run: Run) -> list[InstructionSet]:
     a note; the list is empty when nothing can be asked."""
     p = run.params
     plan = field_plan(run)
-    remaining, _ = _filled(read_corpus(run, "val"), p.seed)
+    remaining, _ = _filled(_stories(run, "val"), p.seed)
     sets: list[InstructionSet] = []
     conditions = ((IN_DIST, allowed_combos(plan.available, plan.pair)), (OOD, ood_combos(plan.pair, plan.available)))
     for condition, combos in conditions:
