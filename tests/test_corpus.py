@@ -11,18 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tinystories_lib.stories import cleaning, loading
+from tinystories_lib.stories import cleaning, hub
 from tinystories_lib.stories.cleaning import clean, split
-from tinystories_lib.stories.loading import (
-    HubUnavailableError,
-    load_corpus,
-    load_hub,
-    load_json,
-    load_local,
-    load_parquet,
-    load_txt,
-    stories_from_rows,
-)
+from tinystories_lib.stories.hub import HubUnavailableError, load_hub, stories_from_rows
+from tinystories_lib.stories.loading import load_corpus, load_json, load_local, load_parquet, load_txt
 from tinystories_lib.stories.records import EOT, Story, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -340,7 +332,7 @@ def test_network_errors_while_streaming_are_wrapped(monkeypatch, datasets):
             yield {"text": "A line."}
             raise ConnectionError("connection reset while streaming")
 
-    monkeypatch.setattr(loading, "_check_reachable", lambda *args: None)
+    monkeypatch.setattr(hub, "_check_reachable", lambda *args: None)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: Rows())
     with pytest.raises(HubUnavailableError, match="connection reset") as e:
         load_hub("roneneldan/TinyStories", data_files="TinyStoriesV2-GPT4-train.txt")
@@ -350,7 +342,7 @@ def test_network_errors_while_streaming_are_wrapped(monkeypatch, datasets):
 _HUB_PROBE = textwrap.dedent(
     """
     import time
-    from tinystories_lib.stories.loading import HubUnavailableError, load_hub
+    from tinystories_lib.stories.hub import HubUnavailableError, load_hub
     start = time.time()
     try:
         load_hub("roneneldan/TinyStories", split="validation", data_files="TinyStoriesV2-GPT4-valid.txt", limit=3)

@@ -116,7 +116,8 @@ def test_default_parquet_config_and_reuse_offline(tmp_path):
     code = f"""
         import json
         import datasets
-        from tinystories_lib.stories.loading import load_corpus, load_hub
+        from tinystories_lib.stories.hub import load_hub
+        from tinystories_lib.stories.loading import load_corpus
         rows = [r["text"] for r in datasets.load_dataset({HUB!r}, split="train")]
         train = load_corpus("hub")
         val = load_hub(split="validation")
@@ -134,7 +135,8 @@ def test_default_parquet_config_and_reuse_offline(tmp_path):
 
     offline = """
         import json
-        from tinystories_lib.stories.loading import load_corpus, load_hub
+        from tinystories_lib.stories.hub import load_hub
+        from tinystories_lib.stories.loading import load_corpus
         print(json.dumps({"train": [s.text for s in load_corpus("hub")],
                           "val": [s.text for s in load_hub(split="validation")]}))
         """

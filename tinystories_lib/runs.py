@@ -49,7 +49,7 @@ def resolve_source(params: Params) -> Params:
     d = params.data
     if d.source != "auto":
         return params
-    from tinystories_lib.stories.loading import hub_reachable
+    from tinystories_lib.stories.hub import hub_reachable
 
     if hub_reachable():
         val = "hub" if d.val_source == "split" and d.val_hub_data_files else d.val_source

@@ -143,7 +143,7 @@ def corpus(run: Run, progress: bool = True) -> Path:
     write_jsonl(train_s, out / "train.jsonl")
     write_jsonl(val_s, out / "val.jsonl")
     if run.params.data.source == "hub":  # what the run read, whatever the revision was called
-        from tinystories_lib.stories.loading import hub_commit
+        from tinystories_lib.stories.hub import hub_commit
 
         extra["hub_commit"] = hub_commit(run.params.data.hub_name, run.params.data.hub_revision)
     run.mark_done(out, {"source": run.params.data.source, "n_loaded": len(stories), "n_train": len(train_s),

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from tinystories_lib.stories.loading import _require
+from tinystories_lib.stories.documents import require_extra
 from tinystories_lib.stories.records import Story
 from tinystories_lib.stories.words import SENTENCE_END, sentences, words
 
@@ -61,7 +61,7 @@ def repair_mojibake(text: str) -> str:
     this mojibake and is returned as it is, so ftfy is needed only for text that might."""
     if text.isascii():
         return text
-    ftfy = _require("ftfy")
+    ftfy = require_extra("ftfy")
     fixed = ftfy.fix_encoding(_LOST_9D.sub("â€\x9d", text))
     return fixed if "\x9d" not in fixed else ftfy.fix_encoding(text)  # never leave a restored byte behind
 
@@ -309,7 +309,7 @@ class NearDuplicateIndex:
     few thousand words) by a multiply-xor mix in numpy, so no shingle string is ever built."""
 
     def __init__(self, threshold: float, num_perm: int = 128):
-        datasketch = _require("datasketch")
+        datasketch = require_extra("datasketch")
         self._minhash = datasketch.MinHash
         template = datasketch.MinHash(num_perm=num_perm)
         self._perms, self._scheme = template.permutations, template.scheme
