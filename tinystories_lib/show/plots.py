@@ -113,7 +113,8 @@ def save(run, fig, name: str, caption: str, reproduces: str,
         run.record_figure(name, None, caption, reproduces)
         return NotSaved(name, why)
     # The data a figure was made from is on the figure itself: a stand-in's figure never passes for real.
-    fig.text(0.995, 0.005, f"data: {data_label(run.params)}", ha="right", va="bottom", fontsize=6.5, color="0.35")
+    # Below the axes' labels: the tight bounding box of the saved file grows to hold it.
+    fig.text(0.995, -0.01, f"data: {data_label(run.params)}", ha="right", va="top", fontsize=6.5, color="0.35")
     run.figures.mkdir(parents=True, exist_ok=True)
     path = run.figures / f"{name}.png"
     tmp = run.figures / f".{name}.tmp.png"
