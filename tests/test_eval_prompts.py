@@ -10,7 +10,7 @@ import pytest
 from fake_hub import run_against_hub, run_python
 
 from tinystories_lib.evals.eval_prompts import (
-    KINDS,
+    PROMPT_KINDS,
     EvalPrompt,
     fetch_paper_eval_yaml,
     load_eval_prompts,
@@ -24,7 +24,7 @@ def test_shipped_set_is_large_and_covers_every_kind():
     prompts = load_eval_prompts()
     assert len(prompts) >= 60
     kinds = Counter(p.kind for p in prompts)
-    assert set(kinds) == set(KINDS)
+    assert set(kinds) == set(PROMPT_KINDS)
     assert all(kinds[k] >= 10 for k in ("knowledge", "reasoning", "context_tracking"))
     assert len({p.id for p in prompts}) == len(prompts)
     assert all(p.text.strip() == p.text and p.text for p in prompts)

@@ -9,7 +9,7 @@ import torch.nn as nn
 from tinystories_lib.evals.eval_prompts import EvalPrompt
 from tinystories_lib.evals.grades import Completion
 from tinystories_lib.evals.probes import (
-    KINDS,
+    PROBE_KINDS,
     PRONOUN_SETS,
     _next_word,
     _Pools,
@@ -67,7 +67,7 @@ def logprob_unbatched(model, ctx, tgt):
 def test_oracle_probes_are_determined_by_the_story(stories, probes):
     by_id = {s.id: s for s in stories}
     kinds = {p.kind for p in probes}
-    assert len(probes) == 200 and kinds == set(KINDS)
+    assert len(probes) == 200 and kinds == set(PROBE_KINDS)
     assert len({p.id for p in probes}) == len(probes)
     for p in probes:
         story = by_id[p.story_id]
@@ -99,7 +99,7 @@ def test_build_is_deterministic_and_balanced(stories, probes):
     again = build_probes(stories[:200], 200, seed=0)
     assert [(p.id, p.candidates) for p in again] == [(p.id, p.candidates) for p in probes]
     few = build_probes(stories[:200], 8, seed=0)
-    assert [p.kind for p in few] == [k for k in KINDS for _ in range(2)]
+    assert [p.kind for p in few] == [k for k in PROBE_KINDS for _ in range(2)]
     assert build_probes(stories[:3], 1000, seed=0)  # asks for more than exist: gives what there is
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tinystories_lib.evals import interpret, manipulation
 from tinystories_lib.evals.entities import text_entities, text_facts
-from tinystories_lib.evals.probes import KINDS, build_probes
+from tinystories_lib.evals.probes import PROBE_KINDS, build_probes
 from tinystories_lib.stories.prompts import vocab_index
 from tinystories_lib.stories.records import EOT, Story
 from tinystories_lib.stories.storyteller import tell_stories
@@ -71,7 +71,7 @@ def test_pronouns_tell_a_gender_and_openers_are_not_names():
 def test_probes_are_cut_from_plain_text(stories):
     probes = build_probes(stories, 200, seed=0)
     by_id = {s.id: s for s in stories}
-    assert {p.kind for p in probes} == set(KINDS)  # each kind where the text allows it
+    assert {p.kind for p in probes} == set(PROBE_KINDS)  # each kind where the text allows it
     assert all(p.found_in == "text" for p in probes)
     for p in probes:
         text = by_id[p.story_id].text

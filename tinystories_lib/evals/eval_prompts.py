@@ -18,7 +18,7 @@ import yaml
 
 from tinystories_lib.stories.words import words
 
-KINDS = ("story", "knowledge", "reasoning", "context_tracking")
+PROMPT_KINDS = ("story", "knowledge", "reasoning", "context_tracking")
 
 PAPER_REPO_ID = "roneneldan/TinyStories"
 PAPER_EVAL_FILENAME = "Evaluation prompts.yaml"
@@ -26,7 +26,7 @@ PAPER_EVAL_FILENAME = "Evaluation prompts.yaml"
 
 @dataclass
 class EvalPrompt:
-    """A story beginning. `kind` is one of KINDS; `answers` lists words or short phrases any one of
+    """A story beginning. `kind` is one of PROMPT_KINDS; `answers` lists words or short phrases any one of
     which makes a probe's completion right (empty for general stories)."""
 
     id: str
@@ -76,8 +76,8 @@ def _parse_entries(entries: list, where: str) -> list[EvalPrompt]:
         if not isinstance(e, dict) or not e.get("id") or not str(e.get("text") or "").strip():
             raise ValueError(f"{where}[{i}]: each entry needs an 'id' and a non-empty 'text', got {e!r}")
         kind = e.get("kind", "story")
-        if kind not in KINDS:
-            raise ValueError(f"{where}[{i}] ({e['id']}): kind {kind!r} is not one of {KINDS}")
+        if kind not in PROMPT_KINDS:
+            raise ValueError(f"{where}[{i}] ({e['id']}): kind {kind!r} is not one of {PROMPT_KINDS}")
         if e["id"] in seen:
             raise ValueError(f"{where}: duplicate id {e['id']!r}")
         seen.add(e["id"])

@@ -33,7 +33,7 @@ from tinystories_lib.stories.words import SENTENCE_END, capitalised, find_word, 
 
 # ---------------------------------------------------------------- the manipulation check
 
-KINDS = ("name", "object")
+SWAP_KINDS = ("name", "object")
 _GENDERS = ("boy", "girl")  # children only: their names are proper names, and pronouns stay right
 
 
@@ -130,8 +130,8 @@ def word_pool(stories: Sequence[Story], known_words: set[str] | None = None,
 
 def _target(beginning: str, facts: dict | None, kind: str) -> tuple[str, str] | None:
     """(word to swap, pool key for its replacement), or None when the beginning has no such word."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind not in SWAP_KINDS:
+        raise ValueError(f"kind must be one of {SWAP_KINDS}, got {kind!r}")
     if facts is None:  # plain text: only names can be found (by capitalisation); gender unknown
         names = entity_report(beginning, "").names_beginning if kind == "name" else []
         return (names[0], "any") if names else None
@@ -186,7 +186,7 @@ def story_beginning(text: str, word: str, max_sentences: int = 6) -> str | None:
 
 
 def manipulation_cases(stories: Sequence[Story], n: int, pool: dict[str, list[str]], seed: int,
-                       kinds: Sequence[str] = KINDS, known_words: set[str] | None = None) -> list[Manipulation]:
+                       kinds: Sequence[str] = SWAP_KINDS, known_words: set[str] | None = None) -> list[Manipulation]:
     """Up to `n` manipulated beginnings per kind, from `stories` (validation stories) taken in an order
     shuffled with `seed`; each story gives at most one case per kind. A story's storyteller facts say
     what to swap; without them, facts read from its text (`entities.text_facts`, with `known_words`,

@@ -58,7 +58,7 @@ from tinystories_lib.stories.records import Story
 from tinystories_lib.stories.storyteller import lexicon
 from tinystories_lib.stories.words import SENTENCE_END, base_word, split_words, word_spans, words
 
-KINDS = ("name", "object", "place", "pronoun")
+PROBE_KINDS = ("name", "object", "place", "pronoun")
 N_DISTRACTORS = 3  # per probe: 4 candidates for object/place, 5-6 for names
 
 PRONOUN_SETS = {
@@ -330,9 +330,9 @@ def build_probes(stories: Sequence[Story], n: int, seed: int = 0) -> list[Probe]
     stories = [s for s in with_facts(stories) if s.facts.get("characters") or s.facts.get("found_in_text")]
     pools = _Pools.of(stories)
     rng = random.Random(seed)
-    by_kind: dict[str, list[Probe]] = {k: [] for k in KINDS}
+    by_kind: dict[str, list[Probe]] = {k: [] for k in PROBE_KINDS}
     for story in stories:
-        for kind in KINDS:
+        for kind in PROBE_KINDS:
             cuts = list(FINDERS[kind](story))
             if not cuts:
                 continue
@@ -345,11 +345,11 @@ def build_probes(stories: Sequence[Story], n: int, seed: int = 0) -> list[Probe]
         rng.shuffle(probes)
     chosen: list[Probe] = []
     while len(chosen) < n and any(by_kind.values()):
-        for kind in KINDS:
+        for kind in PROBE_KINDS:
             if by_kind[kind] and len(chosen) < n:
                 chosen.append(by_kind[kind].pop())
     order = {s.id: i for i, s in enumerate(stories)}
-    return sorted(chosen, key=lambda p: (KINDS.index(p.kind), order[p.story_id], p.id))
+    return sorted(chosen, key=lambda p: (PROBE_KINDS.index(p.kind), order[p.story_id], p.id))
 
 
 # ------------------------------------------------------------------------------ scoring
