@@ -111,11 +111,14 @@ class Run:
         return json.loads((d / "artifact.json").read_text())
 
     # -- figures
+    def _manifest(self) -> tuple[Path, dict]:
+        path = self.figures / "manifest.json"
+        return path, json.loads(path.read_text()) if path.exists() else {"profile": self.params.profile, "figures": {}}
+
     def record_figure(self, name: str, file: Path | None, caption: str, paper_ref: str) -> None:
         """List figure `name` in the manifest; with `file` None, drop it from the manifest (a figure with
         nothing plotted is not written, and an earlier entry for it would claim what this run did not show)."""
-        path = self.figures / "manifest.json"
-        manifest = json.loads(path.read_text()) if path.exists() else {}
+        path, manifest = self._manifest()
         if file is None:
             if manifest.get("figures", {}).pop(name, None) is not None:
                 atomic_write_json(path, manifest)
@@ -140,8 +143,7 @@ class Run:
 
     def record_corpus(self, info: dict) -> None:
         """What the corpus stage read (sizes, the hub commit), in the manifest beside the figures made from it."""
-        path = self.figures / "manifest.json"
-        manifest = json.loads(path.read_text()) if path.exists() else {"profile": self.params.profile, "figures": {}}
+        path, manifest = self._manifest()
         if manifest.get("corpus") == info and manifest.get("data") == data_label(self.params):
             return  # the stage is read many times a notebook: write only what changed
         manifest["data"] = data_label(self.params)
@@ -149,8 +151,7 @@ class Run:
         atomic_write_json(path, manifest)
 
     def record_notebook(self, name: str, seconds: float, executed: Path) -> None:
-        path = self.figures / "manifest.json"
-        manifest = json.loads(path.read_text()) if path.exists() else {"profile": self.params.profile, "figures": {}}
+        path, manifest = self._manifest()
         manifest.setdefault("notebooks", {})[name] = {"seconds": round(seconds, 1), "executed": str(executed)}
         manifest["params_hash"] = self.params.hash()
         manifest["git_commit"] = git_commit()

@@ -104,17 +104,11 @@ def completions(run: Run, models: list[ModelRun], prompts: list[EvalPrompt]) -> 
 def reference_completions(run: Run, prompts: list[EvalPrompt]) -> list[Completion]:
     """The published models of `grade.reference_models` complete the same prompts with the same sampling,
     each with its own tokenizer (cached like the profile's models); absent ones are skipped with a note."""
-    from tinystories_lib.stages.references import load_reference
+    from tinystories_lib.stages.references import available
 
-    key = _completions_key(run, prompts)
-    out_dir = run.stage_dir("completions", key)
+    out_dir = run.stage_dir("completions", _completions_key(run, prompts))
     result = []
-    for spec in run.params.grade.reference_models:
-        try:
-            ref = load_reference(spec)
-        except (FileNotFoundError, RuntimeError) as e:
-            print(f"note: reference model {spec} skipped: {e}")
-            continue
+    for _, ref in available(run.params.grade.reference_models):
         path = out_dir / f"reference-{ref.label}.jsonl"
         result += _complete_with(run, ref.model, ref.label, None, prompts, path, ref.codec)
     return result

@@ -89,13 +89,12 @@ def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, 
     made by a stage (default: `shards(run)`); `threads` pins the torch threads of a parallel job (speed only)."""
     p = run.params
     mp = mp or p.model
+    rank, world = init_distributed(pick_device(p.train.device).type)
     if shards_dir is None:
-        rank, _ = init_distributed(pick_device(p.train.device).type)
         if rank == 0:  # under torchrun, one process builds the data; the others wait for it
             shards(run, progress)
         barrier()
         shards_dir = shards(run, progress=False)
-    rank = int(os.environ.get("RANK", "0"))
     meta = Run.artifact(shards_dir)
     mcfg = model_config(run, mp, meta["vocab_size"])
     steps = max_steps or p.train.max_steps
@@ -110,7 +109,6 @@ def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, 
     label = label or f"main-h{mp.hidden}-l{mp.layers}"
     # The shards by their key, not their path; the world size, since N processes train on N times the batch.
     identity = {"label": label, "shards": shards_dir.name}
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     key_extra = {"world_size": world} if world > 1 else {}
     key = p.section_hash(extra=what_is_learned({"model": mcfg.to_dict(), "train": asdict(tcfg), **identity,
                                                 **key_extra}))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,16 @@ def load_reference(spec: str) -> Reference:
     return Reference(Path(spec).name, from_hf(source), codec_from_hf(source))
 
 
+def available(specs: list[str]) -> Iterator[tuple[str, Reference]]:
+    """(entry, model) for each `grade.reference_models` entry that can be had here; one that cannot (a file
+    absent, the hub unreachable) is skipped with a note, not an error."""
+    for spec in specs:
+        try:
+            yield spec, load_reference(spec)
+        except (FileNotFoundError, RuntimeError) as e:
+            print(f"note: reference model {spec} skipped: {e}")
+
+
 def token_stream(codec, texts: list[str]) -> np.ndarray:
     """The stories as one token stream, each after the codec's separator, as the models were trained."""
     ids: list[int] = []
@@ -66,8 +77,8 @@ def token_stream(codec, texts: list[str]) -> np.ndarray:
 
 
 def score_references(run: Run, progress: bool = True) -> list[dict]:
-    """Bits per byte of each reference model on the profile's validation stories (cached). A model that
-    cannot be had here (a file absent, the hub unreachable) is skipped with a note, not an error."""
+    """Bits per byte of each reference model that can be had here (`available`) on the profile's
+    validation stories; cached once every model was scored."""
     specs = run.params.grade.reference_models
     if not specs:
         return []
@@ -77,21 +88,15 @@ def score_references(run: Run, progress: bool = True) -> list[dict]:
     texts = [s.text for s in read_corpus(run, "val")]
     n_bytes = text_bytes(texts)
     device = pick_device(run.params.train.device)
-    rows, skipped = [], 0
-    for spec in specs:
+    rows = []
+    for spec, ref in available(specs):
         t0 = time.perf_counter()
-        try:
-            ref = load_reference(spec)
-        except (FileNotFoundError, RuntimeError) as e:  # not on this machine, or the hub unreachable
-            print(f"note: reference model {spec} skipped: {e}")
-            skipped += 1
-            continue
         nll, n = shard_nll(ref.model.to(device), token_stream(ref.codec, texts))
         rows.append({"label": ref.label, "spec": spec, "params": ref.params, "val_bpb": bits_per_byte(nll, n_bytes),
                      "val_loss_per_token": nll / n, "val_tokens": n, "seconds": time.perf_counter() - t0})
         if progress:
             print(f"{ref.label}: {rows[-1]['val_bpb']:.3f} bits per byte on {len(texts):,} validation stories")
-    if not skipped:  # a model missing here may be there next time
+    if len(rows) == len(specs):  # a model missing here may be there next time
         atomic_write_json(out, rows)
     return rows
 
