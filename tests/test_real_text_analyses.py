@@ -165,19 +165,19 @@ def test_an_empty_figure_is_not_saved_nor_listed(tmp_path):
 
     run = Run(params.load("tiny"), runs_root=tmp_path / "runs", figures_root=tmp_path / "figures")
     rows = [{"model": "a", "kind": "name", "follows": 0.0, "original_mentions": 0.5}]
-    assert plots.save(run, plots.manipulation_bars(rows), "manipulation_check", "c", "r")  # zero is data
+    assert plots.save(run, plots.manipulation_bars(rows), "manipulation_check", "c", "r", data=rows)  # zero is data
     manifest = run.figures / "manifest.json"
     assert "manipulation_check" in json.loads(manifest.read_text())["figures"]
     grades = [{"model": "a", "dimension": "x", "mean": 5.0, "ci95": 1.0, "n": 3}]
-    assert plots.save(run, plots.grade_bars(grades, ["x"], "g"), "bars", "c", "r")
+    assert plots.save(run, plots.grade_bars(grades, ["x"], "g"), "bars", "c", "r", data=grades)
     nan_rows = [{"model": "a", "kind": "name", "follows": float("nan"), "original_mentions": float("nan")}]
     for fig in (plots.manipulation_bars(nan_rows), plots.manipulation_bars([]), None):
-        got = plots.save(run, fig, "manipulation_check", "c", "r", why="no cases")
+        got = plots.save(run, fig, "manipulation_check", "c", "r", data=[], why="no cases")
         assert not got and "no cases" in repr(got) and "manipulation_check.png" in got._repr_markdown_()
         assert not (run.figures / "manipulation_check.png").exists()
         assert set(json.loads(manifest.read_text())["figures"]) == {"bars"}  # the earlier entry is gone
     heat = plots.heatmap(np.full((2, 2), np.nan), [1, 2], [16, 32], "t", "layers", "hidden", "loss")
-    assert not plots.save(run, heat, "hm", "c", "r")  # a colorbar alone is not data
+    assert not plots.save(run, heat, "hm", "c", "r", data=[])  # a colorbar alone is not data
 
 
 # ------------------------------------------------------------------ notebooks 04-06 on plain text

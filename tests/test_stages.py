@@ -190,7 +190,7 @@ def test_every_saved_figure_names_its_data(tmp_path):
     run = _run(tmp_path)
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
-    plots.save(run, fig, "line", "a line", "no figure")
+    plots.save(run, fig, "line", "a line", "no figure", data={"x": [0, 1], "y": [1, 0]})
     assert any("data: storyteller stand-in" in t.get_text() for t in fig.texts)
     manifest = json.loads((run.figures / "manifest.json").read_text())
     assert "storyteller stand-in" in manifest["data"] and "not TinyStories" in manifest["figures"]["line"]["data"]

@@ -35,6 +35,14 @@ def cmd_reproduce(a) -> int:
     return 0
 
 
+def cmd_claims(a) -> int:
+    from tinystories_lib.reproduce import report_claims
+    from tinystories_lib.runs import Run
+
+    claims = report_claims(Run.load(a.profile, _overrides(a.set)))
+    return 0 if all(c["holds"] is not False for c in claims) or not a.strict else 1
+
+
 def cmd_train(a) -> int:
     from tinystories_lib.runs import Run
     from tinystories_lib.stages import models
@@ -93,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--only", nargs="+", help="run only these notebooks (e.g. 02 or 02_training)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
     r.set_defaults(func=cmd_reproduce)
+
+    k = sub.add_parser("claims", help="check the paper's claims on a profile's figure data (what reproduce prints last)")
+    k.add_argument("--profile", default="smoke")
+    k.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter (repeatable)")
+    k.add_argument("--strict", action="store_true", help="exit 1 when a measured claim does not hold")
+    k.set_defaults(func=cmd_claims)
 
     t = sub.add_parser("train", help="train the profile's model (builds corpus and tokens if needed; resumes)")
     t.add_argument("--profile", default="smoke")

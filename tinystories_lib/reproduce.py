@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tinystories_lib import params as params_mod
 from tinystories_lib.params import REPO_ROOT
-from tinystories_lib.runs import Run
+from tinystories_lib.runs import Run, data_label
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -108,4 +108,17 @@ def reproduce(profile: str = "smoke", only: list[str] | None = None, overrides: 
     for f in figures:
         print(f"  {f.name}")
     print(f"Executed notebooks in {out_dir}/")
-    return {"seconds": total, "notebooks": times, "figures": [str(f) for f in figures], "executed": str(out_dir)}
+    claims = report_claims(run)
+    return {"seconds": total, "notebooks": times, "figures": [str(f) for f in figures], "executed": str(out_dir),
+            "claims": claims}
+
+
+def report_claims(run: Run) -> list[dict]:
+    """Check the paper's claims on the figure data of `run`, print the table and keep it in the manifest."""
+    from tinystories_lib.evals.claims import check_claims, claims_table
+
+    claims = check_claims(run.figures)
+    print(f"\nThe paper's claims on this run's figures (data: {data_label(run.params)}):\n")
+    print(claims_table(claims))
+    run.record_claims([c.to_dict() for c in claims])
+    return [c.to_dict() for c in claims]

@@ -115,7 +115,8 @@ class Run:
         path = self.figures / "manifest.json"
         return path, json.loads(path.read_text()) if path.exists() else {"profile": self.params.profile, "figures": {}}
 
-    def record_figure(self, name: str, file: Path | None, caption: str, paper_ref: str) -> None:
+    def record_figure(self, name: str, file: Path | None, caption: str, paper_ref: str,
+                      data_file: Path | None = None) -> None:
         """List figure `name` in the manifest; with `file` None, drop it from the manifest (a figure with
         nothing plotted is not written, and an earlier entry for it would claim what this run did not show)."""
         path, manifest = self._manifest()
@@ -130,6 +131,7 @@ class Run:
         manifest["git_commit"] = git_commit()
         manifest["figures"][name] = {
             "file": file.name,
+            "data_file": data_file.name if data_file else None,
             "caption": caption,
             "reproduces": paper_ref,
             "data": data_label(self.params),
@@ -148,6 +150,13 @@ class Run:
             return  # the stage is read many times a notebook: write only what changed
         manifest["data"] = data_label(self.params)
         manifest["corpus"] = info
+        atomic_write_json(path, manifest)
+
+    def record_claims(self, claims: list[dict]) -> None:
+        """The paper's claims as checked on this run's figure data (`evals.claims`), in the manifest."""
+        path, manifest = self._manifest()
+        manifest["claims"] = claims
+        manifest["claims_checked"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         atomic_write_json(path, manifest)
 
     def record_notebook(self, name: str, seconds: float, executed: Path) -> None:

@@ -1,21 +1,40 @@
-"""Offline measures of generated stories, as grades.
+"""The paper's four grading dimensions, measured offline: grammar, consistency, creativity, plot.
 
-These are NOT the paper's GPT-4 grades. The paper asks GPT-4 to score grammar, creativity, consistency and
-plot; nothing offline can do that. What this module measures instead is narrow and stated exactly:
-- novelty: how little of a completion is copied from the training set (1 - best Rouge-2 precision
-  against any training story, found with `NgramIndex`);
-- entity_consistency: whether a completion keeps the names (and pronoun gender) the beginning set up;
-- completes_sentence: whether a completion closes the sentence the beginning left open;
-- non_repetition: 1 - the share of repeated 4-grams (catches degenerate loops);
-- distinct_2: share of distinct word bigrams (lexical variety).
-`OfflineGrader` turns these into `Grade` records scored 0..10 so they can sit beside the judge's tables
-(`evals.grade_tables`). The measures themselves are `evals.text_metrics`, `evals.entities` and
-`evals.ngram_index`; text is split into word tokens by `stories.words.split_words`: lowercased, with each
-punctuation mark a token of its own.
+These are NOT the paper's GPT-4 grades. The paper asks GPT-4 to score a completion's grammar,
+consistency, creativity and plot out of 10 (`evals.grades.LLM_DIMENSIONS`); `OfflineGrader` scores the
+same four dimensions, under the same names so tables line up, with measures that need no LLM. Each is a
+narrow, stated proxy for what a reader would judge, calibrated to 0..10 on held-out stories:
+
+- grammar: mean per-token log-probability of the completion, after its beginning, under a word trigram
+  model with Kneser-Ney smoothing trained on the training stories (`evals.word_lm`). Anchors: 10 = the
+  mean over real continuations (second halves of calibration stories after their first halves), 0 = the
+  same continuations with the words of each sentence shuffled.
+- consistency: does the completion stay with its beginning's story: the names it keeps and the pronoun
+  gender it agrees with (`evals.entities.entity_report`, where there is something to check), and the
+  cosine of TF-IDF vectors of the content words of beginning and completion. Anchors of the cosine:
+  10 = true (first half, second half) pairs of calibration stories, 0 = mismatched pairs (the first half
+  of one story, the second half of another).
+- creativity: novelty in fluent text: 10 x novelty x grammar / 10, with novelty = 1 - the best Rouge-2
+  precision of the completion against any training story (`evals.ngram_index.NgramIndex.search`). Text
+  copied from the training set scores ~0, and so does word salad, novel as it is.
+- plot: does the completion move the story on and close it: the mean of not looping (no repeated
+  sentences, few repeated 4-grams: `evals.text_metrics.repetition_rate`), turns and sequence markers
+  ("but", "then", "suddenly", "one day", ...) and a resolution (it ends with closing punctuation, and its
+  last sentences carry a closing cue: "happy", "learned", "from that day", "the end", ...).
+
+Every raw measurement is kept in `Grade.extra["raw"]` (the old offline measures among them: novelty,
+entity consistency, 4-gram non-repetition, and distinct-2 for reference), with what it was computed from
+in `extra["details"]` and the calibration anchors in `extra["anchors"]`. Words are
+`stories.words.split_words` tokens: lowercased, each punctuation mark a token of its own.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import random
+import re
+from collections import Counter
 from collections.abc import Sequence
 
 from tinystories_lib.evals.entities import entity_report
@@ -27,33 +46,203 @@ from tinystories_lib.evals.text_metrics import (
     ends_mid_sentence,
     repetition_rate,
 )
+from tinystories_lib.evals.word_lm import WordTrigramLM
+from tinystories_lib.stories.words import SENTENCE_END, base_word, sentences, split_words, stem, words
 
-# --- the offline grader --------------------------------------------------------------------------
+log = logging.getLogger(__name__)
+
+# --- story halves and broken text, for calibration (and the tests) -------------------------------
+
+
+def split_story(text: str, min_words: int = 10) -> tuple[str, str] | None:
+    """(beginning, ending) of a story cut at the sentence end nearest its middle (by characters), each
+    with at least `min_words` words; the ending keeps its leading space. None when there is no such cut."""
+    cuts = [m.end() for m in SENTENCE_END.finditer(text)]
+    cuts = [c for c in cuts if len(words(text[:c])) >= min_words and len(words(text[c:])) >= min_words]
+    if not cuts:
+        return None
+    cut = min(cuts, key=lambda c: abs(c - len(text) / 2))
+    return text[:cut], text[cut:]
+
+
+_MARKS = re.compile(r"[^\w\s]")
+
+
+def shuffle_within_sentences(text: str, rng: random.Random) -> str:
+    """The text with the tokens of each sentence shuffled, its closing marks (". ! ? and quotes) kept at
+    its end: the same words, no grammar. Sentences are `stories.words.sentences`."""
+    out = []
+    for sent in sentences(text):
+        toks = split_words(sent, lower=False)
+        n = len(toks)
+        while n and _MARKS.fullmatch(toks[n - 1]):
+            n -= 1
+        body = toks[:n]
+        rng.shuffle(body)
+        out.append(" ".join(body + toks[n:]))
+    return " " + " ".join(out)
+
+
+# --- topical cohesion ----------------------------------------------------------------------------
+
+# Function words, pronouns and the commonest verbs: they say nothing about what a story is about.
+STOP_WORDS = frozenset(
+    """a an the this that these those some any every each all no not nor i me my mine myself you your yours
+    we us our ours they them their theirs he him his himself she her hers herself it its itself and but or so
+    then than when while because if after before once as at in on of to for with from by up down out into over
+    under about around through again too very just also only even still there here where what who whom whose
+    which why how is am are was were be been being have has had do does did done can could will would shall
+    should may might must let let's said say says go went going get got make made see saw look looked come came
+    want wanted like liked know knew one two day time yes oh okay ok""".split())
+
+
+def content_words(text: str) -> list[str]:
+    """The text's words that carry its topic: stemmed (`stories.words.stem`, possessives dropped), with
+    `STOP_WORDS` and one-letter words left out."""
+    return [stem(base_word(w)) for w in words(text) if w not in STOP_WORDS and len(w) > 1]
+
+
+class TopicVectors:
+    """TF-IDF vectors of content words, the IDF from a corpus: idf(w) = ln((1 + N) / (1 + df(w))) + 1,
+    tf = 1 + ln(count); an unseen word gets the IDF of a word in no story."""
+
+    def __init__(self, texts: Sequence[str]):
+        df: Counter[str] = Counter()
+        for t in texts:
+            df.update(set(content_words(t)))
+        self.n = len(texts)
+        self.idf = {w: math.log((1 + self.n) / (1 + c)) + 1 for w, c in df.items()}
+        self.unseen_idf = math.log(1 + self.n) + 1
+
+    def vector(self, text: str) -> dict[str, float]:
+        return {w: (1 + math.log(c)) * self.idf.get(w, self.unseen_idf) for w, c in Counter(content_words(text)).items()}
+
+    def cosine(self, a: str, b: str) -> float | None:
+        """Cosine of the two texts' vectors; None when either has no content words."""
+        va, vb = self.vector(a), self.vector(b)
+        if not va or not vb:
+            return None
+        dot = sum(x * vb.get(w, 0.0) for w, x in va.items())
+        return dot / math.sqrt(sum(x * x for x in va.values()) * sum(x * x for x in vb.values()))
+
+
+# --- plot cues -----------------------------------------------------------------------------------
+
+TURN_MARKERS = ("but", "then", "suddenly", "so", "when", "after", "until", "finally", "because", "later",
+                "soon", "next", "however", "instead", "meanwhile", "while", "one day", "the next day",
+                "all of a sudden", "at last", "in the end")
+CLOSING_CUES = ("happy", "happily", "glad", "proud", "smiled", "smile", "learned", "lesson", "forever",
+                "always", "never again", "together", "thanked", "the end", "from that day", "from then on",
+                "ever after", "best friends", "safe", "hugged", "loved")
+
+
+def _phrases_in(toks: list[str], phrases: Sequence[str]) -> list[str]:
+    """The phrases of `phrases` (one word or several) that occur in the token list."""
+    joined = " " + " ".join(toks) + " "
+    return [p for p in phrases if f" {p} " in joined]
+
+
+def _sentence_key(sent: str) -> tuple[str, ...]:
+    return tuple(words(sent))
+
+
+# --- the grader ----------------------------------------------------------------------------------
 
 
 class OfflineGrader:
-    """Offline stand-ins for grading, NOT the paper's GPT-4 grades: they measure copying, name and pronoun
-    consistency, sentence closure, looping and lexical variety, never grammar, creativity or plot as a
-    reader would judge them. Use them to run the pipeline with no judge, or beside the judge's tables.
+    """The paper's four dimensions (grammar, consistency, creativity, plot) measured without an LLM, NOT
+    the paper's GPT-4 grades: each is a stated proxy, scored 0..10, so its tables sit beside the judge's
+    under the same names. Use it to run the pipeline with no judge, or beside the judge's tables.
 
-    Each score is 10 x a raw value in 0..1, so tables can sit beside the judge's out-of-10 ones; the raw
-    values and what each was computed from are kept in `Grade.extra`. A dimension that does not apply to
-    a completion is left out of its scores (the reason is in `extra["not_scored"]`), so means count only
-    completions that were measured:
-    - novelty: 1 - best Rouge-2 precision against the training set (needs `train_index`);
-    - entity_consistency: see `entity_report` (left out when there is nothing to check);
-    - completes_sentence: 10 or 0 (left out when the beginning ends at a sentence boundary);
-    - non_repetition: 1 - `repetition_rate`;
-    - distinct_2: `distinct_n` of the completion alone, n=2.
+    Built from the training stories (`train_texts`: the grammar model on at most `max_lm_stories` of them,
+    the IDF on the same ones, and the nearest-story index, `train_index`, on all of them unless given) and
+    held-out calibration stories (`calibration_texts`, never training ones; those also in `train_texts`
+    are left out), each cut at a sentence end near its middle (`split_story`), which fix the anchors
+    (`self.anchors`) of the 0..10 scales:
+
+    - grammar: x = mean per-token log-probability of the completion after its beginning under a Kneser-Ney
+      word trigram model (`evals.word_lm.WordTrigramLM`). Scale: 10 x clip((x - lo) / (hi - lo), 0, 1),
+      with hi = the mean x of the calibration stories' real second halves, lo = the mean x of the same
+      halves with each sentence's words shuffled (`shuffle_within_sentences`). So 10 reads "as fluent as
+      a real TinyStories continuation, on average", 0 "no better than shuffled words"; real continuations
+      spread around the top of the scale (half of them are below their own mean).
+    - consistency: the mean of the parts that apply, each 0..1, times 10:
+      entities = `entity_report(...).score` (names kept rather than brought in, pronoun gender; applies
+      when there are names or gendered pronouns to check) and topic = clip((c - lo) / (hi - lo), 0, 1)
+      where c is the cosine of the TF-IDF content-word vectors (`TopicVectors`) of beginning and
+      completion, hi the mean c of true (first half, second half) pairs of the calibration stories, lo
+      that of mismatched pairs (one story's first half, the next one's second half). Left out of the
+      scores (reason in `extra["not_scored"]`) only when neither part applies.
+    - creativity: 10 x novelty x grammar / 10, novelty = 1 - the best Rouge-2 precision of the completion
+      against a training story (`NgramIndex.search`). Anchors: 0 = copied from a training story (or not
+      fluent at all), 10 = fluent and sharing no bigram with any training story. Real held-out endings of
+      TinyStories, a formulaic corpus, land near the middle.
+    - plot: 10 x the mean of three parts, each 0..1: non_repetition = min(1 - the share of repeated
+      4-grams, 1 - the share of sentences that repeat an earlier sentence of the story); progression =
+      min(1, distinct `TURN_MARKERS` used / 2); resolution = 1/2 for ending with . ! or ? (closing quote
+      aside) + 1/2 for a `CLOSING_CUES` word or phrase in the last two sentences. Anchors: 10 = a
+      completion that never loops, turns twice and closes; 0 = a loop with no turn and no ending.
+
+    A completion with fewer than two tokens scores 0 on every dimension (noted in `extra["note"]`). A
+    measurement that raises gives a failed Grade with its reason, never a dropped one. The raw values
+    (the old offline measures among them: novelty, entity_consistency, non_repetition, distinct_2,
+    completes_sentence) are kept in `Grade.extra["raw"]`, what they came from in `extra["details"]`.
     """
 
-    name = "offline-metrics (not GPT-4)"
+    name = "offline grader (not GPT-4)"
     is_llm = False
-    DIMENSIONS = ("novelty", "entity_consistency", "completes_sentence", "non_repetition", "distinct_2")
+    DIMENSIONS = ("grammar", "consistency", "creativity", "plot")  # `LLM_DIMENSIONS`, the judge's names
+    MIN_CALIBRATION = 10
 
-    def __init__(self, train_index: NgramIndex | None = None, max_sentence_words: int = 30):
-        self.train_index = train_index
+    def __init__(
+        self,
+        train_texts: Sequence[str],
+        calibration_texts: Sequence[str],
+        train_index: NgramIndex | None = None,
+        max_lm_stories: int = 20_000,
+        max_calibration: int = 1_000,
+        max_sentence_words: int = 30,
+        seed: int = 0,
+    ):
+        train_texts = train_texts if isinstance(train_texts, Sequence) else list(train_texts)
+        self.train_index = train_index if train_index is not None else NgramIndex(train_texts)
         self.max_sentence_words = max_sentence_words
+        lm_texts = list(train_texts[:max_lm_stories])
+        self.lm = WordTrigramLM(lm_texts)
+        self.topics = TopicVectors(lm_texts)
+        self.anchors = self._calibrate(calibration_texts, set(lm_texts), max_calibration, seed)
+
+    # calibration
+
+    def _calibrate(self, texts: Sequence[str], train: set[str], limit: int, seed: int) -> dict:
+        held_out = [t for t in texts if t not in train]
+        if len(held_out) < len(texts):
+            log.warning("offline grader: %d calibration stories are training stories; left out",
+                        len(texts) - len(held_out))
+        pairs = [p for p in map(split_story, held_out) if p is not None][:limit]
+        if len(pairs) < self.MIN_CALIBRATION:
+            raise ValueError(f"the offline grader needs at least {self.MIN_CALIBRATION} held-out calibration "
+                             f"stories of two sentences or more; got {len(pairs)}")
+        rng = random.Random(seed)
+        real = [self.lm.mean_logprob(b, e) for b, e in pairs]
+        shuffled = [self.lm.mean_logprob(b, shuffle_within_sentences(e, rng)) for b, e in pairs]
+        true_c = [self.topics.cosine(b, e) for b, e in pairs]
+        mismatched = [self.topics.cosine(b, pairs[(i + 1) % len(pairs)][1]) for i, (b, _) in enumerate(pairs)]
+
+        def mean(xs):
+            xs = [x for x in xs if x is not None]
+            return sum(xs) / len(xs)
+
+        return {"grammar_logprob": {"hi": mean(real), "lo": mean(shuffled)},
+                "topic_cosine": {"hi": mean(true_c), "lo": mean(mismatched)},
+                "n_calibration": len(pairs)}
+
+    @staticmethod
+    def _scaled(x: float, anchor: dict) -> float:
+        hi, lo = anchor["hi"], anchor["lo"]
+        return min(1.0, max(0.0, (x - lo) / (hi - lo))) if hi != lo else float(x >= hi)
+
+    # grading
 
     def grade(self, completions: Sequence[Completion]) -> list[Grade]:
         return [self._grade_one(c) for c in completions]
@@ -62,45 +251,74 @@ class OfflineGrader:
         grade = Grade(model=c.model, prompt_id=c.prompt_id, completion_key=c.key, grader=self.name,
                       step=c.step, sample_index=c.sample_index)
         try:
-            raw, details, not_scored = self._measure(c)
+            scores, raw, details, not_scored = self._measure(c)
         except Exception as e:  # a failed grade is recorded, never dropped
             grade.status, grade.reason = "failed", f"{type(e).__name__}: {e}"
             return grade
-        grade.scores = {d: 10.0 * v for d, v in raw.items()}
-        grade.extra = {"raw": raw, "details": details, "not_scored": not_scored,
-                       "scale": "score = 10 x raw value in 0..1; offline metrics, not GPT-4"}
+        grade.scores = scores
+        grade.extra = {"raw": raw, "details": details, "not_scored": not_scored, "anchors": self.anchors,
+                       "scale": "0..10 per dimension, calibrated on held-out stories (see OfflineGrader); "
+                                "offline measures, not GPT-4"}
         return grade
 
-    def _measure(self, c: Completion) -> tuple[dict, dict, dict]:
+    def _measure(self, c: Completion) -> tuple[dict, dict, dict, dict]:
         raw: dict[str, float] = {}
         details: dict = {}
         not_scored: dict[str, str] = {}
-        if self.train_index is None:
-            not_scored["novelty"] = "no training index given"
-        else:
-            found = self.train_index.search(c.completion, k=1)
-            if found.n_bigrams == 0:
-                not_scored["novelty"] = "completion has no bigrams"
-            else:
-                best = found.hits[0] if found.hits else (None, 0.0)
-                raw["novelty"] = 1.0 - best[1]
-                details.update(nearest_story=best[0], rouge2_precision=best[1], novelty_exact=found.exact)
+        toks = split_words(c.completion)
+        if len(toks) < 2:
+            details["note"] = "completion has fewer than two tokens: 0 on every dimension"
+            return {d: 0.0 for d in self.DIMENSIONS}, raw, details, not_scored
 
-        known = self.train_index.common_words if self.train_index is not None else None
-        report = entity_report(c.beginning, c.completion, known)
+        # grammar
+        raw["grammar_logprob"] = self.lm.mean_logprob(c.beginning, c.completion)
+        raw["grammar"] = grammar = self._scaled(raw["grammar_logprob"], self.anchors["grammar_logprob"])
+
+        # consistency
+        report = entity_report(c.beginning, c.completion, self.train_index.common_words)
         details["entities"] = {"beginning": report.names_beginning, "kept": report.names_kept,
                                "new": report.names_new, "gender": report.gender}
-        if report.score is None:
-            not_scored["entity_consistency"] = "no names or gendered pronouns to check"
-        else:
-            raw["entity_consistency"] = report.score
+        parts = {}
+        if report.score is not None:
+            parts["entity_consistency"] = raw["entity_consistency"] = report.score
+        cosine = self.topics.cosine(c.beginning, c.completion)
+        if cosine is not None:
+            raw["topic_cosine"] = cosine
+            parts["topic"] = raw["topic"] = self._scaled(cosine, self.anchors["topic_cosine"])
+        if ends_mid_sentence(c.beginning):  # kept for reference; not part of any dimension
+            raw["completes_sentence"] = float(completes_sentence(c.beginning, c.completion, self.max_sentence_words))
+        details["consistency_parts"] = sorted(parts)
 
-        if ends_mid_sentence(c.beginning):
-            raw["completes_sentence"] = float(completes_sentence(c.beginning, c.completion,
-                                                                 self.max_sentence_words))
-        else:
-            not_scored["completes_sentence"] = "beginning ends at a sentence boundary"
+        # creativity
+        found = self.train_index.search(c.completion, k=1)
+        best = found.hits[0] if found.hits else (None, 0.0)
+        raw["rouge2_precision"], raw["novelty"] = best[1], 1.0 - best[1]
+        details.update(nearest_story=best[0], novelty_exact=found.exact)
+        raw["distinct_2"] = distinct_n([c.completion], 2)  # kept for reference; not part of any dimension
 
-        raw["non_repetition"] = 1.0 - repetition_rate(c.completion)
-        raw["distinct_2"] = distinct_n([c.completion], 2)
-        return raw, details, not_scored
+        # plot
+        raw["non_repetition_4gram"] = 1.0 - repetition_rate(c.completion)
+        b_sents = {k for k in map(_sentence_key, sentences(c.beginning)) if k}
+        c_sents = [k for k in map(_sentence_key, sentences(c.completion)) if k]
+        seen, repeats = set(b_sents), 0
+        for k in c_sents:
+            repeats += k in seen
+            seen.add(k)
+        raw["repeated_sentences"] = repeats / len(c_sents) if c_sents else 0.0
+        raw["non_repetition"] = min(raw["non_repetition_4gram"], 1.0 - raw["repeated_sentences"])
+        markers = _phrases_in(toks, TURN_MARKERS)
+        raw["progression"] = min(1.0, len(markers) / 2)
+        tail = [t for s in sentences(c.completion)[-2:] for t in split_words(s)]
+        cues = _phrases_in(tail, CLOSING_CUES)
+        closed = not ends_mid_sentence(c.completion)
+        raw["resolution"] = 0.5 * closed + 0.5 * bool(cues)
+        details.update(turn_markers=markers, closing_cues=cues, ends_closed=closed)
+
+        scores = {"grammar": 10.0 * grammar}
+        if parts:
+            scores["consistency"] = 10.0 * sum(parts.values()) / len(parts)
+        else:
+            not_scored["consistency"] = "no names, gendered pronouns or content words to compare"
+        scores["creativity"] = 10.0 * raw["novelty"] * grammar
+        scores["plot"] = 10.0 * (raw["non_repetition"] + raw["progression"] + raw["resolution"]) / 3
+        return {d: scores[d] for d in self.DIMENSIONS if d in scores}, raw, details, not_scored

@@ -4,13 +4,15 @@ neither written nor recorded (`save` says why instead), so the manifest never cl
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tinystories_lib.runs import data_label
+from tinystories_lib.runs import atomic_write_json, data_label
 
 if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "widget", "ipympl")):
     matplotlib.use("Agg")  # headless (papermill, CI) unless a notebook backend is active
@@ -99,17 +101,19 @@ def has_data(fig) -> bool:
         if ax.get_visible() and ax.get_label() != "<colorbar>" and getattr(ax, "_colorbar", None) is None)
 
 
-def save(run, fig, name: str, caption: str, reproduces: str,
+def save(run, fig, name: str, caption: str, reproduces: str, *, data,
          why: str = "the analysis gave no data") -> SavedFigure | NotSaved:
-    """Write `fig` to figures/<profile>/<name>.png, its data named in a footer, with its caption in the
-    manifest; returns the path.
+    """Write `fig` to figures/<profile>/<name>.png, its data named in a footer, and the numbers it was drawn
+    from (`data`, anything JSON can hold: rows, grids, per-model lists) to <name>.json beside it, so its
+    shape can be checked (`evals.claims`) and re-plotted; both are listed in the manifest with the caption.
     A figure with nothing plotted (`has_data`), or `fig` None, is not written: an earlier file of that
-    name and its manifest entry are removed, the figure is closed (a notebook does not show it either),
-    and the `NotSaved` returned says so with `why`."""
+    name, its data and its manifest entry are removed, the figure is closed (a notebook does not show it
+    either), and the `NotSaved` returned says so with `why`."""
     if not has_data(fig):
         if fig is not None:
             plt.close(fig)
         (run.figures / f"{name}.png").unlink(missing_ok=True)
+        (run.figures / f"{name}.json").unlink(missing_ok=True)
         run.record_figure(name, None, caption, reproduces)
         return NotSaved(name, why)
     # The data a figure was made from is on the figure itself: a stand-in's figure never passes for real.
@@ -120,10 +124,35 @@ def save(run, fig, name: str, caption: str, reproduces: str,
     tmp = run.figures / f".{name}.tmp.png"
     fig.savefig(tmp)
     tmp.replace(path)
-    run.record_figure(name, path, caption, reproduces)
+    data_path = run.figures / f"{name}.json"
+    atomic_write_json(data_path, {"figure": name, "reproduces": reproduces, "data": data_label(run.params),
+                                  "values": _plain(data)})
+    run.record_figure(name, path, caption, reproduces, data_file=data_path)
     saved = SavedFigure(path)
     saved.caption = f"{caption} (reproduces: {reproduces})"
     return saved
+
+
+def _plain(obj):
+    """`obj` with numpy scalars and arrays as Python numbers and lists, tuples as lists, NaN as None (JSON
+    has no NaN), so a figure's data file reads back the same in any language."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "detach"):  # a torch tensor
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _plain(dataclasses.asdict(obj))
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
 
 
 def loss_curves(curves: dict[str, list[dict]], title: str = "Training and validation loss"):

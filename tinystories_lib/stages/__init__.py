@@ -23,6 +23,7 @@ from tinystories_lib.stages.models import (
     grid,
     heads_study,
     model_config,
+    model_rows,
     sampling,
     summary_table,
     sweep,
@@ -33,5 +34,5 @@ from tinystories_lib.stages.models import (
 from tinystories_lib.stages.shards import codec, shards
 
 __all__ = ["ModelRun", "best", "codec", "compute_curves", "corpus", "diversity_sources", "grid", "heads_study",
-           "llm_stories", "llm_stories_path", "model_config", "read_corpus", "sampling", "shards", "summary_table", "sweep",
+           "llm_stories", "llm_stories_path", "model_config", "model_rows", "read_corpus", "sampling", "shards", "summary_table", "sweep",
            "sweep_params", "sweep_slots", "train_model"]

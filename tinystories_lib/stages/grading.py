@@ -180,6 +180,13 @@ def grade_grids(table: list[dict], sweep_runs: list[ModelRun]) -> tuple[list[int
     return layers, hidden, grids
 
 
+def grade_grid_rows(table: list[dict], sweep_runs: list[ModelRun]) -> list[dict]:
+    """The final grades of the sweep's models with their shape: the data of the grades-over-the-grid figure."""
+    shape = {r.label: (r.hidden, r.layers) for r in sweep_runs}
+    return [{**row, "hidden": shape[row["model"]][0], "layers": shape[row["model"]][1]}
+            for row in table if row.get("step") is None and row["model"] in shape]
+
+
 def grades_over_training(run: Run, grader: Grader, models: list[ModelRun], prompts: list[EvalPrompt]):
     """Grade every kept checkpoint of each model. Returns {dimension: {model: [(step, mean), ...]}}."""
     from tinystories_lib.evals.grade_tables import aggregate

@@ -236,6 +236,15 @@ def grid(results: list[ModelRun], value=lambda r: r.val_loss) -> tuple[list[int]
     return ls, hs, vals
 
 
+def model_rows(results: list[ModelRun], main: ModelRun | None = None) -> list[dict]:
+    """One row per model (shape, size, tokens, final validation loss and bits per byte), the grid's
+    models with role "grid" and `main` with role "main": the data of the Figure 4 loss figures."""
+    return [{"model": r.label, "role": role, "hidden": r.hidden, "layers": r.layers, "heads": r.heads,
+             "params": r.summary["params"], "params_non_embedding": r.summary["params_non_embedding"],
+             "train_tokens": r.summary["train_tokens"], "val_loss": r.val_loss, "val_bpb": r.val_bpb}
+            for role, rs in (("grid", results), ("main", [main] if main else [])) for r in rs]
+
+
 def summary_table(results: list[ModelRun]) -> str:
     lines = ["| model | params | non-embedding | train tokens | final val loss | val bits per byte |",
              "|---|---:|---:|---:|---:|---:|"]
