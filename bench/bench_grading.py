@@ -1,9 +1,11 @@
 """Grading throughput: the offline grader (with an NgramIndex) and the LLM judge against a local server.
 
-Offline: `metrics.OfflineGrader` with an `NgramIndex` over 20k storyteller stories grades completions
-made from held-out storyteller stories (each cut after ~40% of its words, mid-sentence). Baseline: the
-same grader with a brute-force nearest-story scan instead of the index (Rouge-2 precision against every
-story, bigrams counted once up front), on a few completions; the novelty scores must agree.
+Offline: `offline.OfflineGrader` (grammar, consistency, creativity, plot; its word LM and IDF on the
+training stories, its anchors on 300 held-out ones) with an `NgramIndex` over 20k storyteller stories
+grades completions made from held-out storyteller stories (each cut after ~40% of its words,
+mid-sentence). Baseline: the same grader with a brute-force nearest-story scan instead of the index
+(Rouge-2 precision against every story, bigrams counted once up front), on a few completions; the
+novelty (the copying part of creativity) must agree.
 
 LLM judge: `judge.LLMJudge.grade` (two turns per completion, JSONL cache) with max_concurrency 32 against
 tests/openai_server.FakeOpenAI (judge_reply, 200 ms per request, child process, loopback only). Ideal:
@@ -16,6 +18,7 @@ AsyncOpenAI client running the same two turns with a 32-slot semaphore and nothi
 from __future__ import annotations
 
 import asyncio
+import copy
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -70,18 +73,22 @@ def offline_part(args, rows: list[Row]) -> None:
         index = NgramIndex(train)
     print(f"   NgramIndex over {n_train} stories built in {t.s:.1f} s")
     comps = completions_from(tell_stories(n_grade, seed=12345))
-    grader = OfflineGrader(index)
+    calibration = [s.text for s in tell_stories(300, seed=54321)]
+    with Timer() as t:
+        grader = OfflineGrader(train, calibration, train_index=index)
+    print(f"   OfflineGrader (word LM, IDF, anchors) built in {t.s:.1f} s")
     grader.grade(comps[:5])  # warm-up
     with Timer() as t_idx:
         grades = grader.grade(comps)
-    brute = OfflineGrader(BruteForceIndex(train, index.common_words))
+    brute = copy.copy(grader)  # the same word LM, IDF and anchors; only the nearest-story search differs
+    brute.train_index = BruteForceIndex(train, index.common_words)
     with Timer() as t_brute:
         slow = brute.grade(comps[:n_brute])
-    same = all(abs(a.scores.get("novelty", -1) - b.scores.get("novelty", -1)) < 1e-9 for a, b in zip(grades, slow))
+    same = all(abs(a.extra["raw"]["novelty"] - b.extra["raw"]["novelty"]) < 1e-9 for a, b in zip(grades, slow))
     print(f"   novelty from the index equals the brute-force scan on {n_brute} completions: {same}")
     index.DENSE_TABLE_MAX = 0  # the same index on its large-vocabulary path (searchsorted), as a baseline
     with Timer() as t_search:
-        searched = OfflineGrader(index).grade(comps)
+        searched = grader.grade(comps)
     del index.DENSE_TABLE_MAX
     same = all(a.scores == b.scores and a.extra == b.extra for a, b in zip(grades, searched))
     print(f"   grades on the searchsorted path equal the dense-table ones on {n_grade} completions: {same}")

@@ -16,7 +16,7 @@ from tinystories_lib.evals.grade_tables import (
     grades_table,
     read_grades_jsonl,
 )
-from tinystories_lib.evals.grades import Completion, Grade
+from tinystories_lib.evals.grades import LLM_DIMENSIONS, Completion, Grade
 from tinystories_lib.evals.intervals import mean_ci, t_critical
 from tinystories_lib.evals.ngram_index import NgramIndex
 from tinystories_lib.evals.offline import OfflineGrader
@@ -247,38 +247,54 @@ def test_completes_sentence(beginning, completion, expected):
 # --- the grader ----------------------------------------------------------------------------------
 
 
-def test_offline_grader_scores_and_labels():
-    stories = ["Lily went to the park. Lily played with her red ball all day.", "Tom had a big dog."]
-    grader = OfflineGrader(train_index=NgramIndex(stories))
-    assert grader.name == "offline-metrics (not GPT-4)" and grader.is_llm is False
+@pytest.fixture(scope="module")
+def offline_grader():
+    from tinystories_lib.stories.storyteller import tell_stories
+
+    train = [s.text for s in tell_stories(300, seed=0)]
+    return train, OfflineGrader(train, [s.text for s in tell_stories(30, seed=99)])
+
+
+def test_offline_grader_scores_the_papers_dimensions_and_says_it_is_not_gpt4(offline_grader):
+    train, grader = offline_grader
+    assert grader.name == "offline grader (not GPT-4)" and grader.is_llm is False
     assert "NOT the paper's GPT-4" in OfflineGrader.__doc__
-    copied = Completion("m", "p1", "Lily went to the", " park. Lily played with her red ball all day.", step=5)
-    fresh = Completion("m", "p2", "Once there was a frog.", " A moon sang quietly tonight.")
-    g1, g2 = grader.grade([copied, fresh])
+    assert set(OfflineGrader.DIMENSIONS) == set(LLM_DIMENSIONS)
+    story = train[0]
+    cut = story.index(" ", len(story) // 2)
+    copied = Completion("m", "p1", story[:cut], story[cut:], step=5)
+    salad = Completion("m", "p2", story[:cut], " moon quietly the purple sang banana under of jump.")
+    g1, g2 = grader.grade([copied, salad])
     assert (g1.grader, g1.step, g1.completion_key, g1.status) == (grader.name, 5, copied.key, "ok")
-    assert g1.scores["novelty"] == 0.0 and g1.extra["details"]["nearest_story"] == 0
-    assert g1.scores["completes_sentence"] == 10.0 and g1.scores["entity_consistency"] == 10.0
-    assert g2.scores["novelty"] == 10.0
-    assert "completes_sentence" not in g2.scores and "completes_sentence" in g2.extra["not_scored"]
     for g in (g1, g2):
+        assert set(g.scores) == set(OfflineGrader.DIMENSIONS)
         assert all(0.0 <= v <= 10.0 for v in g.scores.values())
-        assert all(g.scores[d] == pytest.approx(10 * v) for d, v in g.extra["raw"].items())
-    (g3,) = grader.grade([Completion("m", "p3", "Tom had a", " dog.")])
-    row = grades_table([g2, g3]).splitlines()[2]
-    assert row.startswith("| m | final | offline-metrics (not GPT-4) |") and "10.00 (n=1)" in row
+        assert g.extra["anchors"] == grader.anchors and "novelty" in g.extra["raw"]
+    assert g1.extra["raw"]["novelty"] == 0.0 and g1.scores["creativity"] == 0.0
+    assert g1.extra["details"]["nearest_story"] == 0
+    assert g2.extra["raw"]["novelty"] > 0.8 and g2.scores["creativity"] < 2.0  # novel, but not fluent
+    assert g1.scores["grammar"] > g2.scores["grammar"] + 5
+    row = grades_table([g1, g2]).splitlines()[2]
+    assert row.startswith("| m | 5 | offline grader (not GPT-4) |")
 
 
-def test_offline_grader_without_index_and_failure(monkeypatch):
-    c = Completion("m", "p", "Tom had a", " dog. Tom loved it.")
-    (g,) = OfflineGrader().grade([c])
-    assert "novelty" not in g.scores and set(g.scores) >= {"non_repetition", "distinct_2"}
+def test_offline_grader_too_short_and_failure(offline_grader, monkeypatch):
+    _, grader = offline_grader
+    (g,) = grader.grade([Completion("m", "p", "Tom had a", " ")])
+    assert g.status == "ok" and g.scores == dict.fromkeys(OfflineGrader.DIMENSIONS, 0.0) and g.extra["details"]["note"]
 
     def broken(text, n=4):
         raise ValueError("boom")
 
     monkeypatch.setattr("tinystories_lib.evals.offline.repetition_rate", broken)
-    (g,) = OfflineGrader().grade([c])
+    (g,) = grader.grade([Completion("m", "p", "Tom had a", " dog. Tom loved it.")])
     assert g.status == "failed" and "boom" in g.reason and g.scores == {}
+
+
+def test_offline_grader_needs_held_out_calibration_stories(offline_grader):
+    train, _ = offline_grader
+    with pytest.raises(ValueError, match="calibration"):
+        OfflineGrader(train, train[:50])  # all training stories: none held out
 
 
 # --- aggregation ---------------------------------------------------------------------------------

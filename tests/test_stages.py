@@ -156,6 +156,29 @@ def test_auto_source_offline_is_the_storyteller_said_in_one_line(tmp_path, monke
                                                  "TinyStoriesV2-GPT4-valid.txt"}).params.data  # one key
 
 
+def test_auto_source_offline_reads_local_tinystories_files_where_they_exist(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from tinystories_lib.runs import data_label
+    from tinystories_lib.stages import read_corpus
+    from tinystories_lib.stories.storyteller import tell_stories
+
+    texts = [s.text for s in tell_stories(60, seed=3)]
+    train, val = tmp_path / "train.txt", tmp_path / "valid.txt"
+    train.write_text("\n<|endoftext|>\n".join(texts[:50]))
+    val.write_text("\n<|endoftext|>\n".join(texts[50:]))
+    run = _run(tmp_path, **{"data.source": "auto", "data.paths": [str(train)], "data.val_paths": [str(val)]})
+    assert (run.params.data.source, run.params.data.val_source) == ("files", "files")
+    out = capsys.readouterr().out
+    assert "real TinyStories from local files (train.txt; validation valid.txt)" in out and str(tmp_path) not in out
+    assert "real stories from files" in data_label(run.params)
+    assert len(read_corpus(run, "val")) == 10
+    # without the validation file: held out from the training files; without either: the storyteller
+    run = _run(tmp_path, **{"data.source": "auto", "data.paths": [str(train)], "data.val_paths": [str(tmp_path / "x")]})
+    assert (run.params.data.source, run.params.data.val_source) == ("files", "split")
+    run = _run(tmp_path, **{"data.source": "auto", "data.paths": [str(tmp_path / "missing.txt")]})
+    assert run.params.data.source == "storyteller"
+
+
 def test_auto_source_online_reads_real_tinystories_from_the_hub(tmp_path):
     pytest.importorskip("datasets")
     from fake_hub import FakeHub, run_python, tinystories_files

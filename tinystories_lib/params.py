@@ -59,7 +59,8 @@ class EndpointParams:
 
 @dataclass
 class DataParams:
-    # auto: real TinyStories from the hub where it can be reached, else the storyteller stand-in (said so)
+    # auto: real TinyStories from the hub where it can be reached, else from `paths` (and `val_paths`) where
+    # those files exist, else the storyteller stand-in (said so)
     source: Literal["auto", "storyteller", "llm", "files", "hub"] = "storyteller"
     n_stories: int = 20000  # storyteller: how many to write; files/hub: the first N (0 = all)
     paths: list[str] = field(default_factory=list)  # source=files: .txt/.json/.jsonl/.parquet files or dirs
@@ -142,6 +143,9 @@ class SweepParams:
     heads: int = 4
     max_steps: int = 300
     lr: float = 3e-3
+    # One learning rate per `hidden` entry (same order), for widths that train best at different rates;
+    # empty = `lr` for every width. A heads-study width not in `hidden` uses `lr`.
+    lr_per_hidden: list[float] = field(default_factory=list)
     heads_study: list[int] = field(default_factory=list)  # head counts tried at one fixed shape (03)
     heads_study_shape: list[int] = field(default_factory=lambda: [64, 2])  # [hidden, layers] of that study
     # Models trained at once, each in its own process: 0 = one per visible CUDA device (one at a time
@@ -441,7 +445,7 @@ def _check_values(p: Params) -> None:
     need(p.sample.temperature >= 0, "sample.temperature", f"must be >= 0 (0 = greedy), got {p.sample.temperature}")
     need(p.data.val_source != "files" or bool(p.data.val_paths), "data.val_paths",
          "data.val_source files needs data.val_paths: the files holding the validation stories")
-    for path in p.data.val_paths:
+    for path in p.data.val_paths if p.data.val_source == "files" else []:  # with source auto, a fallback
         need(resolve_path(path).exists(), "data.val_paths", f"{path} not found (paths are from {REPO_ROOT})")
     need(p.data.val_limit >= 0, "data.val_limit", f"must be >= 0 (0 = all), got {p.data.val_limit}")
     need(0.0 <= p.data.near_duplicates <= 1.0, "data.near_duplicates",
@@ -454,6 +458,9 @@ def _check_values(p: Params) -> None:
          "identical; set grade.temperature > 0 or completions_per_prompt: 1")
     need(p.data.source != "files" or bool(p.data.paths), "data.paths",
          "data.source is 'files' but no paths are given; list .txt/.json/.jsonl/.parquet files or directories")
+    need(not p.sweep.lr_per_hidden or len(p.sweep.lr_per_hidden) == len(p.sweep.hidden), "sweep.lr_per_hidden",
+         f"needs one learning rate per sweep.hidden entry ({len(p.sweep.hidden)}), got {len(p.sweep.lr_per_hidden)}")
+    need(all(x > 0 for x in [p.sweep.lr, *p.sweep.lr_per_hidden]), "sweep.lr", "learning rates must be > 0")
     need(p.data.min_chars < p.data.max_chars, "data.min_chars", "must be below data.max_chars")
     need(all(s > 0 for s in p.train.checkpoint_steps), "train.checkpoint_steps", "steps must be positive")
     i = p.instruct

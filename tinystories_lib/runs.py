@@ -43,9 +43,10 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def resolve_source(params: Params) -> Params:
-    """`data.source: auto` made concrete: real TinyStories from the hub where it can be reached, else the
-    offline storyteller stand-in, said in one line. Done before any key is computed, so an offline run
-    and an online one never share an artifact."""
+    """`data.source: auto` made concrete: real TinyStories from the hub where it can be reached; else real
+    stories from `data.paths` where those files exist (validation from `data.val_paths` where they exist);
+    else the offline storyteller stand-in. Said in one line, and done before any key is computed, so runs
+    on different data never share an artifact."""
     d = params.data
     if d.source != "auto":
         return params
@@ -54,8 +55,17 @@ def resolve_source(params: Params) -> Params:
     if hub_reachable():
         val = "hub" if d.val_source == "split" and d.val_hub_data_files else d.val_source
         return dataclasses.replace(params, data=dataclasses.replace(d, source="hub", val_source=val))
-    print("note: the Hugging Face hub cannot be reached, so this run uses the offline storyteller stand-in, "
-          "not real TinyStories; every figure and the manifest say so (data.source: auto)", flush=True)
+    if d.paths and all(params_mod.resolve_path(p).exists() for p in d.paths):
+        val_files = bool(d.val_paths) and all(params_mod.resolve_path(p).exists() for p in d.val_paths)
+        print("note: the Hugging Face hub cannot be reached, so this run reads real TinyStories from local files "
+              f"({', '.join(Path(p).name for p in d.paths)}"
+              + (f"; validation {', '.join(Path(p).name for p in d.val_paths)}" if val_files else "")
+              + ") (data.source: auto)", flush=True)
+        return dataclasses.replace(params, data=dataclasses.replace(
+            d, source="files", val_source="files" if val_files else "split"))
+    print("note: the Hugging Face hub cannot be reached and no local TinyStories file is there (data.paths), so "
+          "this run uses the offline storyteller stand-in, not real TinyStories; every figure and the manifest "
+          "say so (data.source: auto)", flush=True)
     return dataclasses.replace(params, data=dataclasses.replace(d, source="storyteller", val_source="split"))
 
 

@@ -3,9 +3,9 @@
 `entity_report` / `entity_consistency` compare a completion with its beginning: the names it keeps or
 brings in, and whether its gendered pronouns agree with a single named character. `common_words` learns
 from a corpus which capitalised words are only sentence openers ("Suddenly"), so they are not taken for
-names. The offline grader (`evals.offline`) scores with it and the manipulation check
-(`evals.manipulation`) finds the name to swap with it; the stop lists (`_STARTERS`) are shared with
-`evals.text_metrics`, which asks whether a completion restarts instead of finishing a sentence.
+names. The offline grader (`evals.offline`) scores part of its consistency with it and the manipulation
+check (`evals.manipulation`) finds the name to swap with it; the stop lists (`_STARTERS`) are shared
+with `evals.text_metrics`, which asks whether a completion restarts instead of finishing a sentence.
 
 `text_entities` / `text_facts` read what a plain story (no storyteller facts) is about from its own text:
 names, the gender or kind the text gives them, and the prompt vocabulary's nouns it uses with a

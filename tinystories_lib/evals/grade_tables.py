@@ -19,7 +19,6 @@ from pathlib import Path
 
 from tinystories_lib.evals.grades import AGE_GROUPS, LLM_DIMENSIONS, Grade
 from tinystories_lib.evals.intervals import mean_ci
-from tinystories_lib.evals.offline import OfflineGrader
 
 
 def _groups(grades: Iterable[Grade]) -> dict[tuple, list[Grade]]:
@@ -31,9 +30,10 @@ def _groups(grades: Iterable[Grade]) -> dict[tuple, list[Grade]]:
 
 
 def _dimensions(grades: Sequence[Grade]) -> list[str]:
-    """Every scored dimension, the paper's four first in its order, then the offline ones."""
+    """Every scored dimension, the paper's four first in its order (the offline grader scores the same
+    four), then any others in order of first appearance."""
     seen = list(dict.fromkeys(d for g in grades if g.status == "ok" for d in g.scores))
-    known = list(LLM_DIMENSIONS) + list(OfflineGrader.DIMENSIONS)
+    known = list(LLM_DIMENSIONS)
     return sorted(seen, key=lambda d: known.index(d) if d in known else len(known) + seen.index(d))
 
 

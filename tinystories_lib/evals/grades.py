@@ -1,7 +1,8 @@
 """The grading interface: a completion to grade, a grade, and the graders that produce them.
 
 Two kinds of grader plug in here: the paper's LLM judge (`tinystories_lib.evals.judge`, any OpenAI-compatible
-endpoint) and offline metrics (`tinystories_lib.evals.offline`), which say plainly that they are not GPT-4.
+endpoint) and the offline grader (`tinystories_lib.evals.offline`), which scores the same four dimensions
+without an LLM and says plainly that it is not GPT-4.
 Both return `Grade` records, so tables and figures treat them alike.
 """
 
@@ -39,7 +40,7 @@ class Completion:
 @dataclass
 class Grade:
     """One grader's verdict on one completion. `scores` maps a dimension to a number (LLM judge: out of
-    10; offline metrics: their own scale, stated by the grader). `status` is "ok" or "failed"; a failed
+    10; the offline grader: the same dimensions, 0..10 on scales it states). `status` is "ok" or "failed"; a failed
     grade keeps its `reason` and is never dropped silently."""
 
     model: str

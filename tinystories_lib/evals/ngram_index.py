@@ -4,8 +4,9 @@
 the text against them (`search`, `nearest`, `novelty`), exactly when it can prove it and approximately
 (flagged) past `max_candidates`; `save` / `load` keep a built index. It tokenises with
 `stories.words.split_words`, as the Rouge functions of `evals.text_metrics` do, so its scores are theirs.
-The offline grader's novelty and the memorization check (`evals.memorization`) both search it; it also
-keeps `common_words` of the corpus for the grader's name finding (`evals.entities`).
+The offline grader's novelty (the copying part of its creativity) and the memorization check
+(`evals.memorization`) both search it; it also keeps `common_words` of the corpus for the grader's name
+finding (`evals.entities`).
 """
 
 from __future__ import annotations

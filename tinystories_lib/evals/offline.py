@@ -14,9 +14,11 @@ narrow, stated proxy for what a reader would judge, calibrated to 0..10 on held-
   cosine of TF-IDF vectors of the content words of beginning and completion. Anchors of the cosine:
   10 = true (first half, second half) pairs of calibration stories, 0 = mismatched pairs (the first half
   of one story, the second half of another).
-- creativity: novelty in fluent text: 10 x novelty x grammar / 10, with novelty = 1 - the best Rouge-2
-  precision of the completion against any training story (`evals.ngram_index.NgramIndex.search`). Text
-  copied from the training set scores ~0, and so does word salad, novel as it is.
+- creativity: novelty in fluent, varied text: 10 x novelty x (grammar / 10) x variety, with novelty =
+  1 - the best Rouge-2 precision of the completion against any training story
+  (`evals.ngram_index.NgramIndex.search`) and variety = 1 - the share of its 4-grams that repeat an
+  earlier one. Text copied from the training set scores ~0, and so do word salad and a loop, novel as
+  they are.
 - plot: does the completion move the story on and close it: the mean of not looping (no repeated
   sentences, few repeated 4-grams: `evals.text_metrics.repetition_rate`), turns and sequence markers
   ("but", "then", "suddenly", "one day", ...) and a resolution (it ends with closing punctuation, and its
@@ -150,9 +152,9 @@ def _sentence_key(sent: str) -> tuple[str, ...]:
 
 
 class OfflineGrader:
-    """The paper's four dimensions (grammar, consistency, creativity, plot) measured without an LLM, NOT
-    the paper's GPT-4 grades: each is a stated proxy, scored 0..10, so its tables sit beside the judge's
-    under the same names. Use it to run the pipeline with no judge, or beside the judge's tables.
+    """The paper's four dimensions (grammar, consistency, creativity, plot) measured without an LLM.
+    These are NOT the paper's GPT-4 grades: each is a stated proxy, scored 0..10, so its tables sit beside
+    the judge's under the same names. Use it to run the pipeline with no judge, or beside the judge's.
 
     Built from the training stories (`train_texts`: the grammar model on at most `max_lm_stories` of them,
     the IDF on the same ones, and the nearest-story index, `train_index`, on all of them unless given) and
@@ -173,26 +175,29 @@ class OfflineGrader:
       completion, hi the mean c of true (first half, second half) pairs of the calibration stories, lo
       that of mismatched pairs (one story's first half, the next one's second half). Left out of the
       scores (reason in `extra["not_scored"]`) only when neither part applies.
-    - creativity: 10 x novelty x grammar / 10, novelty = 1 - the best Rouge-2 precision of the completion
-      against a training story (`NgramIndex.search`). Anchors: 0 = copied from a training story (or not
-      fluent at all), 10 = fluent and sharing no bigram with any training story. Real held-out endings of
-      TinyStories, a formulaic corpus, land near the middle.
+    - creativity: 10 x novelty x (grammar / 10) x variety, novelty = 1 - the best Rouge-2 precision of the
+      completion against a training story (`NgramIndex.search`), variety = 1 - `repetition_rate` (the
+      share of repeated 4-grams; ~0.99 for real endings, ~0.2 for a sentence said over and over, which
+      is novel against the training set but not creative). Anchors: 0 = copied from a training story,
+      not fluent at all, or one loop; 10 = fluent, never repeating itself and sharing no bigram with any
+      training story. Real held-out endings of TinyStories, a formulaic corpus, land near 7.
     - plot: 10 x the mean of three parts, each 0..1: non_repetition = min(1 - the share of repeated
       4-grams, 1 - the share of sentences that repeat an earlier sentence of the story); progression =
       min(1, distinct `TURN_MARKERS` used / 2); resolution = 1/2 for ending with . ! or ? (closing quote
       aside) + 1/2 for a `CLOSING_CUES` word or phrase in the last two sentences. Anchors: 10 = a
       completion that never loops, turns twice and closes; 0 = a loop with no turn and no ending.
 
-    A completion with fewer than two tokens scores 0 on every dimension (noted in `extra["note"]`). A
-    measurement that raises gives a failed Grade with its reason, never a dropped one. The raw values
-    (the old offline measures among them: novelty, entity_consistency, non_repetition, distinct_2,
-    completes_sentence) are kept in `Grade.extra["raw"]`, what they came from in `extra["details"]`.
+    A completion with fewer than two tokens scores 0 on every dimension (`extra["details"]["note"]`). A
+    measurement that raises gives a failed Grade with its reason, never a dropped one. Every raw value is
+    kept in `Grade.extra["raw"]`, among them the old offline measures (novelty, entity_consistency,
+    non_repetition_4gram; distinct_2 and, where the beginning ends mid-sentence, completes_sentence for
+    reference only), what they came from in `extra["details"]` and the anchors in `extra["anchors"]`.
     """
 
     name = "offline grader (not GPT-4)"
     is_llm = False
     DIMENSIONS = ("grammar", "consistency", "creativity", "plot")  # `LLM_DIMENSIONS`, the judge's names
-    MIN_CALIBRATION = 10
+    MIN_CALIBRATION = 5  # fewer held-out stories cannot fix an anchor; under 50 they are rough (warned)
 
     def __init__(
         self,
@@ -223,6 +228,8 @@ class OfflineGrader:
         if len(pairs) < self.MIN_CALIBRATION:
             raise ValueError(f"the offline grader needs at least {self.MIN_CALIBRATION} held-out calibration "
                              f"stories of two sentences or more; got {len(pairs)}")
+        if len(pairs) < 50:
+            log.warning("offline grader: only %d calibration stories; the 0..10 anchors are rough", len(pairs))
         rng = random.Random(seed)
         real = [self.lm.mean_logprob(b, e) for b, e in pairs]
         shuffled = [self.lm.mean_logprob(b, shuffle_within_sentences(e, rng)) for b, e in pairs]
@@ -233,14 +240,18 @@ class OfflineGrader:
             xs = [x for x in xs if x is not None]
             return sum(xs) / len(xs)
 
-        return {"grammar_logprob": {"hi": mean(real), "lo": mean(shuffled)},
-                "topic_cosine": {"hi": mean(true_c), "lo": mean(mismatched)},
-                "n_calibration": len(pairs)}
+        anchors = {"grammar_logprob": {"hi": mean(real), "lo": mean(shuffled)},
+                   "topic_cosine": {"hi": mean(true_c), "lo": mean(mismatched)}}
+        for name, a in anchors.items():
+            if not a["hi"] > a["lo"]:
+                raise ValueError(f"offline grader calibration failed: {name} of real stories ({a['hi']:.3f}) is "
+                                 f"not above that of broken ones ({a['lo']:.3f})")
+        return {**anchors, "n_calibration": len(pairs)}
 
     @staticmethod
     def _scaled(x: float, anchor: dict) -> float:
         hi, lo = anchor["hi"], anchor["lo"]
-        return min(1.0, max(0.0, (x - lo) / (hi - lo))) if hi != lo else float(x >= hi)
+        return min(1.0, max(0.0, (x - lo) / (hi - lo)))
 
     # grading
 
@@ -294,10 +305,10 @@ class OfflineGrader:
         best = found.hits[0] if found.hits else (None, 0.0)
         raw["rouge2_precision"], raw["novelty"] = best[1], 1.0 - best[1]
         details.update(nearest_story=best[0], novelty_exact=found.exact)
+        raw["non_repetition_4gram"] = 1.0 - repetition_rate(c.completion)  # variety; also part of plot
         raw["distinct_2"] = distinct_n([c.completion], 2)  # kept for reference; not part of any dimension
 
         # plot
-        raw["non_repetition_4gram"] = 1.0 - repetition_rate(c.completion)
         b_sents = {k for k in map(_sentence_key, sentences(c.beginning)) if k}
         c_sents = [k for k in map(_sentence_key, sentences(c.completion)) if k]
         seen, repeats = set(b_sents), 0
@@ -319,6 +330,6 @@ class OfflineGrader:
             scores["consistency"] = 10.0 * sum(parts.values()) / len(parts)
         else:
             not_scored["consistency"] = "no names, gendered pronouns or content words to compare"
-        scores["creativity"] = 10.0 * raw["novelty"] * grammar
+        scores["creativity"] = 10.0 * raw["novelty"] * grammar * raw["non_repetition_4gram"]
         scores["plot"] = 10.0 * (raw["non_repetition"] + raw["progression"] + raw["resolution"]) / 3
         return {d: scores[d] for d in self.DIMENSIONS if d in scores}, raw, details, not_scored

@@ -133,10 +133,11 @@ def make_grader(run: Run, judge: str | None = None) -> Grader:
         from tinystories_lib.stages.corpus import llm_config
 
         return LLMJudge(llm_config(g.llm), cache_path=run.root / "judge_cache.jsonl", budget_usd=g.llm.budget_usd)
-    from tinystories_lib.evals.ngram_index import NgramIndex
     from tinystories_lib.evals.offline import OfflineGrader
 
-    return OfflineGrader(train_index=NgramIndex([s.text for s in read_corpus(run, "train")]))
+    # Trained on the training stories, its 0..10 anchors calibrated on held-out validation stories.
+    return OfflineGrader([s.text for s in read_corpus(run, "train")],
+                         [s.text for s in read_corpus(run, "val")[:300]])
 
 
 def grade(run: Run, grader: Grader, items: list[Completion]) -> list[Grade]:

@@ -133,18 +133,26 @@ def _sweep_label(run: Run, mp: ModelParams) -> str:
     return base if mp.heads == run.params.sweep.heads else f"{base}-a{mp.heads}"
 
 
-def _train_sweep_models(run: Run, shapes: list[ModelParams], progress: bool) -> list[ModelRun]:
-    """Every model of a study with the sweep's training budget; a model trained before (by this or
-    another study, same label and parameters) is reused. Checkpoints at 1/4, 1/2 and 3/4 of training
-    let notebook 04 grade abilities as they emerge. `sweep.jobs` trains several at once."""
+def sweep_lr(run: Run, hidden: int) -> float:
+    """The learning rate of a sweep model of width `hidden`: its `sweep.lr_per_hidden` entry, else `sweep.lr`."""
     s = run.params.sweep
-    kw = dict(max_steps=s.max_steps, lr=s.lr, min_lr=s.lr / 10, checkpoint_steps=quarter_checkpoints(s.max_steps))
+    return dict(zip(s.hidden, s.lr_per_hidden)).get(hidden, s.lr)
+
+
+def _train_sweep_models(run: Run, shapes: list[ModelParams], progress: bool) -> list[ModelRun]:
+    """Every model of a study with the sweep's training budget (its width's learning rate); a model
+    trained before (by this or another study, same label and parameters) is reused. Checkpoints at 1/4,
+    1/2 and 3/4 of training let notebook 04 grade abilities as they emerge. `sweep.jobs` trains several
+    at once."""
+    s = run.params.sweep
+    kws = [dict(max_steps=s.max_steps, lr=sweep_lr(run, mp.hidden), min_lr=sweep_lr(run, mp.hidden) / 10,
+                checkpoint_steps=quarter_checkpoints(s.max_steps)) for mp in shapes]
     labels = [_sweep_label(run, mp) for mp in shapes]
     slots = sweep_slots(s.jobs, run.params.train.device)
     if len(slots) > 1 and len(shapes) > 1:
-        return _train_in_parallel(run, shapes, labels, kw, slots, progress)
+        return _train_in_parallel(run, shapes, labels, kws, slots, progress)
     results = []
-    for i, (mp, label) in enumerate(zip(shapes, labels)):
+    for i, (mp, label, kw) in enumerate(zip(shapes, labels, kws)):
         if progress:
             print(f"[{i + 1}/{len(shapes)}] {label}", flush=True)
         results.append(train_model(run, mp, progress=progress, label=label, **kw))
@@ -164,7 +172,7 @@ def sweep_slots(jobs: int, device: str = "auto") -> list[tuple[str, int]]:
     return [("cpu", max(1, (os.cpu_count() or 1) // n))] * n
 
 
-def _train_in_parallel(run: Run, shapes, labels, kw, slots, progress: bool) -> list[ModelRun]:
+def _train_in_parallel(run: Run, shapes, labels, kws, slots, progress: bool) -> list[ModelRun]:
     """Train the models in len(slots) worker processes (spawned: safe with CUDA), each pinned to its slot;
     completed models are reused exactly as in a sequential run, since the artifact keys are the same."""
     import multiprocessing
@@ -180,7 +188,7 @@ def _train_in_parallel(run: Run, shapes, labels, kw, slots, progress: bool) -> l
         for slot in slots:
             free.put(slot)
         futures = {pool.submit(_sweep_job, run.params, str(run.root.parent), str(run.figures.parent), mp, label, kw,
-                               free): label for mp, label in zip(shapes, labels)}
+                               free): label for mp, label, kw in zip(shapes, labels, kws)}
         for n_done, fut in enumerate(as_completed(futures), 1):
             r = fut.result()  # a failed job raises here, with its traceback
             results[r.label] = r
