@@ -148,3 +148,9 @@ def read_grades_jsonl(path: str | Path) -> list[Grade]:
     if bad:
         warnings.warn(f"{path}: skipped {bad} unreadable line(s)", stacklevel=2)
     return grades
+
+
+def per_grader(rows: Iterable[dict]) -> list[dict]:
+    """`aggregate` rows of several graders scoring the same dimensions, each model relabelled
+    "<model> · <grader>" so a table or a figure shows the graders side by side instead of overlaying them."""
+    return [{**r, "model": f"{r['model']} · {r['grader']}"} for r in rows]
