@@ -131,3 +131,15 @@ def test_reproduce_prints_the_claims_and_keeps_them_in_the_manifest(tmp_path, ca
     manifest = json.loads((run.figures / "manifest.json").read_text())
     by_id = {c["id"]: c for c in manifest["claims"]}
     assert by_id["not-copying"]["holds"] is False and by_id["fig4-width"]["holds"] is True
+
+
+def test_sweep_learning_rate_per_width(tmp_path):
+    from tinystories_lib import params
+    from tinystories_lib.runs import Run
+    from tinystories_lib.stages.models import sweep_lr
+
+    run = Run(params.load("tiny", {"sweep.lr": 0.003, "sweep.lr_per_hidden": [0.01, 0.002]}),
+              runs_root=tmp_path / "runs", figures_root=tmp_path / "figures")
+    assert (sweep_lr(run, 16), sweep_lr(run, 32), sweep_lr(run, 48)) == (0.01, 0.002, 0.003)  # 48: not in the grid
+    with pytest.raises(params.ParamsError, match="one learning rate per sweep.hidden"):
+        params.load("tiny", {"sweep.lr_per_hidden": [0.01]})

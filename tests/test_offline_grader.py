@@ -81,7 +81,8 @@ def real():
     grader = OfflineGrader(train, calibration)
     pairs = [p for p in map(split_story, test) if p is not None][:N_TEST]
     assert len(pairs) == N_TEST
-    return {"train": train, "grader": grader, "pairs": pairs, "intact": _grade(grader, pairs)}
+    return {"train": train, "grader": grader, "pairs": pairs, "intact": _grade(grader, pairs),
+            "calibration": calibration}
 
 
 def _grade(grader, pairs):
@@ -167,3 +168,19 @@ def test_plot_intact_above_truncated_and_repeated(real):
     broken = _grade(real["grader"], [(b, looped(e)) for b, e in real["pairs"]])
     _assert_separates("plot", real["intact"], broken, margin=3.0, share=0.95)
     _assert_separates("creativity", real["intact"], broken, margin=3.0)  # a loop is not creative either
+
+
+def test_grammar_under_a_published_model_intact_above_shuffled_words(real):
+    """With stories260K (a published TinyStories model) as the grammar model: the same separation, on its
+    own anchors, and the grader says which model it used."""
+    from tinystories_lib.stages.references import load_reference
+
+    ref = load_reference(str(shared_path("models/stories260K/stories260K.bin")))
+    grader = OfflineGrader(real["train"], real["calibration"][:120], reference=ref)
+    assert "stories260K" in grader.anchors["grammar_logprob"]["model"]
+    pairs = real["pairs"][:80]
+    intact = _grade(grader, pairs)
+    rng = random.Random(2)
+    broken = _grade(grader, [(b, shuffle_within_sentences(e, rng)) for b, e in pairs])
+    _assert_separates("grammar", intact, broken, margin=5.0, share=0.95)
+    assert "stories260K" in intact[0].extra["details"]["grammar_model"]

@@ -81,7 +81,8 @@ def data_label(params: Params) -> str:
         what = d.hub_name + (f" {d.hub_data_files}" if d.hub_data_files else f" ({d.hub_split})")
         label = f"real TinyStories: {first}{what}" + (f" @ {d.hub_revision}" if d.hub_revision else "")
     else:
-        label = f"real stories from files: {first}" + ", ".join(Path(p).name for p in d.paths)
+        at_most = f" (at most {d.n_stories:,} stories)" if d.n_stories else ""
+        label = "real stories from files: " + ", ".join(Path(p).name for p in d.paths) + at_most
     if d.val_source == "files":
         label += "; validation " + ", ".join(Path(p).name for p in d.val_paths)
     elif d.val_source == "hub":

@@ -5,10 +5,14 @@ consistency, creativity and plot out of 10 (`evals.grades.LLM_DIMENSIONS`); `Off
 same four dimensions, under the same names so tables line up, with measures that need no LLM. Each is a
 narrow, stated proxy for what a reader would judge, calibrated to 0..10 on held-out stories:
 
-- grammar: mean per-token log-probability of the completion, after its beginning, under a word trigram
-  model with Kneser-Ney smoothing trained on the training stories (`evals.word_lm`). Anchors: 10 = the
-  mean over real continuations (second halves of calibration stories after their first halves), 0 = the
-  same continuations with the words of each sentence shuffled.
+- grammar: how likely the completion is, after its beginning, under a published TinyStories model given
+  as `reference` (e.g. llama2.c's stories260K: minus its bits per byte), else under a word trigram model
+  with Kneser-Ney smoothing trained on the training stories (`evals.word_lm`: mean log-probability per
+  word). Anchors: 10 = the mean over real continuations (second halves of calibration stories after
+  their first halves), 0 = the same continuations with the words of each sentence shuffled. Prefer the
+  reference: the models being graded learn the trigram statistics of their training stories first, so
+  the trigram rates their early, broken text near real text, while a neural model with the whole
+  beginning in view does not. (The reference's own completions are then graded by itself.)
 - consistency: does the completion stay with its beginning's story: the names it keeps and the pronoun
   gender it agrees with (`evals.entities.entity_report`, where there is something to check), and the
   cosine of TF-IDF vectors of the content words of beginning and completion. Anchors of the cosine:
@@ -162,8 +166,9 @@ class OfflineGrader:
     are left out), each cut at a sentence end near its middle (`split_story`), which fix the anchors
     (`self.anchors`) of the 0..10 scales:
 
-    - grammar: x = mean per-token log-probability of the completion after its beginning under a Kneser-Ney
-      word trigram model (`evals.word_lm.WordTrigramLM`). Scale: 10 x clip((x - lo) / (hi - lo), 0, 1),
+    - grammar: x = minus the bits per byte of the completion after its beginning under `reference` (a
+      published model), else the mean per-word log-probability under a Kneser-Ney word trigram model
+      (`evals.word_lm.WordTrigramLM`). Scale: 10 x clip((x - lo) / (hi - lo), 0, 1),
       with hi = the mean x of the calibration stories' real second halves, lo = the mean x of the same
       halves with each sentence's words shuffled (`shuffle_within_sentences`). So 10 reads "as fluent as
       a real TinyStories continuation, on average", 0 "no better than shuffled words"; real continuations
@@ -208,12 +213,14 @@ class OfflineGrader:
         max_calibration: int = 1_000,
         max_sentence_words: int = 30,
         seed: int = 0,
+        reference=None,
     ):
         train_texts = train_texts if isinstance(train_texts, Sequence) else list(train_texts)
         self.train_index = train_index if train_index is not None else NgramIndex(train_texts)
         self.max_sentence_words = max_sentence_words
         lm_texts = list(train_texts[:max_lm_stories])
         self.lm = WordTrigramLM(lm_texts)
+        self.reference = reference  # a published model (`stages.references.Reference`) for grammar, or None
         self.topics = TopicVectors(lm_texts)
         self.anchors = self._calibrate(calibration_texts, set(lm_texts), max_calibration, seed)
 
@@ -231,8 +238,8 @@ class OfflineGrader:
         if len(pairs) < 50:
             log.warning("offline grader: only %d calibration stories; the 0..10 anchors are rough", len(pairs))
         rng = random.Random(seed)
-        real = [self.lm.mean_logprob(b, e) for b, e in pairs]
-        shuffled = [self.lm.mean_logprob(b, shuffle_within_sentences(e, rng)) for b, e in pairs]
+        real = self._fluency(pairs)
+        shuffled = self._fluency([(b, shuffle_within_sentences(e, rng)) for b, e in pairs])
         true_c = [self.topics.cosine(b, e) for b, e in pairs]
         mismatched = [self.topics.cosine(b, pairs[(i + 1) % len(pairs)][1]) for i, (b, _) in enumerate(pairs)]
 
@@ -240,13 +247,34 @@ class OfflineGrader:
             xs = [x for x in xs if x is not None]
             return sum(xs) / len(xs)
 
-        anchors = {"grammar_logprob": {"hi": mean(real), "lo": mean(shuffled)},
+        anchors = {"grammar_logprob": {"hi": mean(real), "lo": mean(shuffled), "model": self.grammar_model},
                    "topic_cosine": {"hi": mean(true_c), "lo": mean(mismatched)}}
         for name, a in anchors.items():
             if not a["hi"] > a["lo"]:
                 raise ValueError(f"offline grader calibration failed: {name} of real stories ({a['hi']:.3f}) is "
                                  f"not above that of broken ones ({a['lo']:.3f})")
         return {**anchors, "n_calibration": len(pairs)}
+
+    @property
+    def grammar_model(self) -> str:
+        return (f"{self.reference.label} (negative bits per byte)" if self.reference is not None
+                else "word trigram of the training stories (mean log-probability per word)")
+
+    def _fluency(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
+        """How likely each (beginning, continuation)'s continuation is: under the reference model, minus its
+        bits per byte given the beginning; else the word trigram's mean log-probability per word."""
+        if self.reference is None:
+            return [self.lm.mean_logprob(b, e) for b, e in pairs]
+        from tinystories_lib.evals.probes import perplexity_of_completions
+
+        cdc = self.reference.codec
+        ppl = perplexity_of_completions(self.reference.model, cdc, [Completion("", "", b, e) for b, e in pairs])
+        out = []
+        for (_, e), p in zip(pairs, ppl):
+            n_bytes = len(e.encode("utf-8"))
+            ok = n_bytes and math.isfinite(p)
+            out.append(-math.log2(p) * len(cdc.encode(e)) / n_bytes if ok else None)
+        return out
 
     @staticmethod
     def _scaled(x: float, anchor: dict) -> float:
@@ -256,13 +284,14 @@ class OfflineGrader:
     # grading
 
     def grade(self, completions: Sequence[Completion]) -> list[Grade]:
-        return [self._grade_one(c) for c in completions]
+        fluency = self._fluency([(c.beginning, c.completion) for c in completions])  # batched through the model
+        return [self._grade_one(c, x) for c, x in zip(completions, fluency)]
 
-    def _grade_one(self, c: Completion) -> Grade:
+    def _grade_one(self, c: Completion, fluency: float | None) -> Grade:
         grade = Grade(model=c.model, prompt_id=c.prompt_id, completion_key=c.key, grader=self.name,
                       step=c.step, sample_index=c.sample_index)
         try:
-            scores, raw, details, not_scored = self._measure(c)
+            scores, raw, details, not_scored = self._measure(c, fluency)
         except Exception as e:  # a failed grade is recorded, never dropped
             grade.status, grade.reason = "failed", f"{type(e).__name__}: {e}"
             return grade
@@ -272,7 +301,7 @@ class OfflineGrader:
                                 "offline measures, not GPT-4"}
         return grade
 
-    def _measure(self, c: Completion) -> tuple[dict, dict, dict, dict]:
+    def _measure(self, c: Completion, fluency: float | None) -> tuple[dict, dict, dict, dict]:
         raw: dict[str, float] = {}
         details: dict = {}
         not_scored: dict[str, str] = {}
@@ -282,7 +311,10 @@ class OfflineGrader:
             return {d: 0.0 for d in self.DIMENSIONS}, raw, details, not_scored
 
         # grammar
-        raw["grammar_logprob"] = self.lm.mean_logprob(c.beginning, c.completion)
+        if fluency is None:
+            raise ValueError("the grammar model found nothing to score in the completion")
+        raw["grammar_logprob"] = fluency
+        details["grammar_model"] = self.grammar_model
         raw["grammar"] = grammar = self._scaled(raw["grammar_logprob"], self.anchors["grammar_logprob"])
 
         # consistency

@@ -134,10 +134,13 @@ def make_grader(run: Run, judge: str | None = None) -> Grader:
 
         return LLMJudge(llm_config(g.llm), cache_path=run.root / "judge_cache.jsonl", budget_usd=g.llm.budget_usd)
     from tinystories_lib.evals.offline import OfflineGrader
+    from tinystories_lib.stages.references import available
 
-    # Trained on the training stories, its 0..10 anchors calibrated on held-out validation stories.
+    # Trained on the training stories, its 0..10 anchors calibrated on held-out validation stories; grammar
+    # under the first published model of `grade.reference_models` that is there, else a word trigram.
+    reference = next((ref for _, ref in available(g.reference_models)), None)
     return OfflineGrader([s.text for s in read_corpus(run, "train")],
-                         [s.text for s in read_corpus(run, "val")[:300]])
+                         [s.text for s in read_corpus(run, "val")[:300]], reference=reference)
 
 
 def grade(run: Run, grader: Grader, items: list[Completion]) -> list[Grade]:
