@@ -47,6 +47,14 @@ def test_every_notebook_runs_and_writes_its_figures(tiny_run):
         entry = manifest["figures"][name]
         assert entry["caption"] and entry["reproduces"] and entry["params_hash"] == manifest["params_hash"]
         assert (figs / entry["file"]).stat().st_size > 5000  # a real plot, not an empty canvas
+    for name, entry in manifest["figures"].items():  # every figure with its data beside it
+        data = json.loads((figs / entry["data_file"]).read_text())
+        assert data["figure"] == name and data["values"] and data["reproduces"] == entry["reproduces"]
+    # the paper's claims, checked on that data, printed at the end and kept in the manifest
+    claims = {c["id"]: c for c in manifest["claims"]}
+    assert set(claims) == {"fig4-width", "fig4-depth", "fig4-main", "emergence-order", "depth-consistency",
+                           "instruct-follows", "not-copying", "heads"} and claims == {c["id"]: c for c in result["claims"]}
+    assert all(c["this_run"] and c["holds"] is not None for c in claims.values())  # each one measured
     assert set(manifest["notebooks"]) == {nb.stem for nb in notebooks()}
     assert all(v["seconds"] > 0 for v in manifest["notebooks"].values())
 
