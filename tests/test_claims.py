@@ -109,6 +109,14 @@ def test_missing_or_unreadable_data_is_not_measured_never_passed(tmp_path):
     assert "could not be read" in got["not-copying"].this_run
 
 
+def test_a_grade_that_ends_at_zero_is_not_timed(tmp_path):
+    data = _series({"grammar": 100, "consistency": 200, "creativity": 300})
+    data["series"]["creativity"]["main"] = [[s, 0.0] for s, _ in data["series"]["creativity"]["main"]]
+    _write(tmp_path, "grades_over_training", data)
+    got = {c.id: c for c in C.check_claims(tmp_path)}["emergence-order"]
+    assert got.holds is None and "nothing emerged" in got.this_run
+
+
 def test_plateau_step_interpolates_between_checkpoints():
     assert C.plateau_step([(0, 0.0), (100, 10.0)]) == pytest.approx(90.0)
     assert C.plateau_step([(50, 9.5), (100, 10.0)]) == 50  # never below: the first step

@@ -125,6 +125,8 @@ def grammar_consistency_creativity(values: dict) -> tuple[str, bool]:
         points = [tuple(p) for p in series.get(dim, {}).get(main, []) if p[1] is not None]
         if len(points) < 3:
             raise NotMeasured(f"{dim} of {main} has {len(points)} graded checkpoints (3 needed)")
+        if points[-1][1] <= 0:
+            raise NotMeasured(f"{dim} of {main} ends training at 0: nothing emerged to time")
         steps[dim] = (plateau_step(points), points[-1][1])
     g, c, k = (steps[d][0] for d in EMERGENCE_ORDER)
     text = ", ".join(f"{d} at step {steps[d][0]:.0f} (final {_fmt(steps[d][1])})" for d in EMERGENCE_ORDER)
