@@ -173,6 +173,11 @@ def test_auto_source_offline_reads_local_tinystories_files_where_they_exist(tmp_
     assert "real stories from files" in data_label(run.params)
     assert len(read_corpus(run, "val")) == 10
     # without the validation file: held out from the training files; without either: the storyteller
+    from tinystories_lib.stages import diversity_sources
+
+    with_compare = _run(tmp_path, **{"data.source": "auto", "data.paths": [str(train)], "data.val_paths": [str(val)],
+                                     "data.compare_paths": [str(train), str(val)]})
+    assert list(diversity_sources(with_compare)) == ["corpus (files)", "TinyStories (valid.txt)"]  # not itself
     run = _run(tmp_path, **{"data.source": "auto", "data.paths": [str(train)], "data.val_paths": [str(tmp_path / "x")]})
     assert (run.params.data.source, run.params.data.val_source) == ("files", "split")
     run = _run(tmp_path, **{"data.source": "auto", "data.paths": [str(tmp_path / "missing.txt")]})

@@ -173,8 +173,11 @@ def diversity_sources(run: Run) -> dict[str, list[Story]]:
     if d.source != "llm":
         for path in sorted(run.root.glob("llm_stories/*/stories.jsonl")):
             sources[f"LLM stories ({path.parent.name})"] = list(read_jsonl(path))[: d.compare_limit]
+    read = {resolve_path(p).resolve() for p in d.paths} if d.source == "files" else set()
     for p in d.compare_paths:
         path = resolve_path(p)
+        if path.exists() and path.resolve() in read:
+            continue  # the corpus is this file already: no comparison with itself
         if not path.exists():
             print(f"note: data.compare_paths entry {p} not found; skipped (download a TinyStories file, e.g. "
                   "TinyStories-valid.txt from the hub, and list its path there)")
