@@ -120,5 +120,6 @@ def report_claims(run: Run) -> list[dict]:
     claims = check_claims(run.figures)
     print(f"\nThe paper's claims on this run's figures (data: {data_label(run.params)}):\n")
     print(claims_table(claims))
-    run.record_claims([c.to_dict() for c in claims])
-    return [c.to_dict() for c in claims]
+    rows = [c.to_dict() for c in claims]
+    run.record_claims(rows)
+    return rows

@@ -55,8 +55,11 @@ def resolve_source(params: Params) -> Params:
     if hub_reachable():
         val = "hub" if d.val_source == "split" and d.val_hub_data_files else d.val_source
         return dataclasses.replace(params, data=dataclasses.replace(d, source="hub", val_source=val))
-    if d.paths and all(params_mod.resolve_path(p).exists() for p in d.paths):
-        val_files = bool(d.val_paths) and all(params_mod.resolve_path(p).exists() for p in d.val_paths)
+    def all_there(paths: list[str]) -> bool:
+        return bool(paths) and all(params_mod.resolve_path(p).exists() for p in paths)
+
+    if all_there(d.paths):
+        val_files = all_there(d.val_paths)
         print("note: the Hugging Face hub cannot be reached, so this run reads real TinyStories from local files "
               f"({', '.join(Path(p).name for p in d.paths)}"
               + (f"; validation {', '.join(Path(p).name for p in d.val_paths)}" if val_files else "")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 # The step at which a grade "reaches its plateau": the first step from which it stays at or above this
@@ -158,16 +158,15 @@ def instructions_are_followed(values: dict) -> tuple[str, bool]:
 
     rows = [r for r in values.get("rows", []) if r.get("mean") is not None]
 
-    def mean_of(cond):
-        vals = {r["dimension"]: r["mean"] for r in rows if r["condition"] == cond}
-        return vals
+    def means(cond):  # dimension -> mean share, for one condition
+        return {r["dimension"]: r["mean"] for r in rows if r["condition"] == cond}
 
-    base = mean_of(MISMATCHED)
+    base = means(MISMATCHED)
     if not base:
         raise NotMeasured("no mismatched-instructions row to compare with")
     parts, ok = [], True
     for cond in (IN_DIST, OOD):
-        mine = mean_of(cond)
+        mine = means(cond)
         dims = [d for d in mine if d in base]
         if not dims:
             raise NotMeasured(f"no {cond} grades")
@@ -207,8 +206,11 @@ def heads_by_distance_and_entity(values: dict) -> tuple[str, bool]:
     a, b = _verdicts(models[one]), _verdicts(models[rnd])
     has = a["distance"] + a["mixed"] > 0 and a["entity"] + a["mixed"] > 0
     none = b["distance"] + b["mixed"] + b["entity"] == 0
-    show = lambda c: ", ".join(f"{c[k]} {k}" for k in ("distance", "entity", "mixed", "other"))  # noqa: E731
-    return f"{one}: {show(a)}; random init: {show(b)}", has and none
+    return f"{one}: {_counts(a)}; random init: {_counts(b)}", has and none
+
+
+def _counts(c: dict[str, int]) -> str:
+    return ", ".join(f"{c[k]} {k}" for k in ("distance", "entity", "mixed", "other"))
 
 
 # ------------------------------------------------------------------ the table
@@ -242,7 +244,7 @@ def check_claims(figures_dir: str | Path) -> list[Claim]:
     figures_dir = Path(figures_dir)
     out = []
     for template, check in CHECKS:
-        claim = Claim(**{k: v for k, v in asdict(template).items()})
+        claim = replace(template)
         path = figures_dir / f"{claim.figure}.json"
         if not path.exists():
             claim.this_run = f"{claim.figure}.png was not written in this run (its notebook did not run or had no data)"

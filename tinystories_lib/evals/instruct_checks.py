@@ -40,7 +40,7 @@ from tinystories_lib.stories.instruct_format import (
     story_fields,
 )
 from tinystories_lib.stories.records import Story
-from tinystories_lib.stories.words import base_word, sentences, stem, uses_word, words
+from tinystories_lib.stories.words import content_words, sentences, stem, uses_word, words
 
 IN_DIST, OOD = "in-distribution", "out-of-distribution"
 REFERENCE, MISMATCHED = "reference stories", "mismatched instructions"
@@ -171,23 +171,9 @@ def features_honoured(text: str, features: Sequence[str]) -> dict[str, bool]:
     return {f: FEATURE_CUES[f](text) for f in features if f in FEATURE_CUES}
 
 
-_STOPWORDS = frozenset(
-    "a an the and or but so if then than that this these those to of in on at by for with from up down out "
-    "into over under about after before when while because as is are was were be been being it its it's "
-    "he she they them his her their him we you i me my our your not no all some one very too can could will "
-    "would do does did has have had get gets got go goes went there here what who which how just also".split())
-
-
-def content_words(text: str) -> set[str]:
-    """Stems of the words that carry a summary's content: not stopwords, not contractions ("didn't"), not
-    one letter. A possessive counts as its owner ("Lily's" -> "lily")."""
-    bases = (base_word(w) for w in words(text))
-    return {stem(w) for w in bases if "'" not in w and len(w) > 1 and w not in _STOPWORDS}
-
-
 def summary_overlap(text: str, summary: str) -> float:
     """Share of the summary's content words (names included) that the text uses."""
-    wanted = content_words(summary)
+    wanted = set(content_words(summary))
     if not wanted:
         return float("nan")
     have = {stem(w) for w in words(text)}

@@ -53,7 +53,14 @@ from tinystories_lib.evals.text_metrics import (
     repetition_rate,
 )
 from tinystories_lib.evals.word_lm import WordTrigramLM
-from tinystories_lib.stories.words import SENTENCE_END, base_word, sentences, split_words, stem, words
+from tinystories_lib.stories.words import (
+    SENTENCE_END,
+    content_words,
+    sentences,
+    split_words,
+    uses_phrase,
+    words,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,24 +99,8 @@ def shuffle_within_sentences(text: str, rng: random.Random) -> str:
 # --- topical cohesion ----------------------------------------------------------------------------
 
 # Function words, pronouns and the commonest verbs: they say nothing about what a story is about.
-STOP_WORDS = frozenset(
-    """a an the this that these those some any every each all no not nor i me my mine myself you your yours
-    we us our ours they them their theirs he him his himself she her hers herself it its itself and but or so
-    then than when while because if after before once as at in on of to for with from by up down out into over
-    under about around through again too very just also only even still there here where what who whom whose
-    which why how is am are was were be been being have has had do does did done can could will would shall
-    should may might must let let's said say says go went going get got make made see saw look looked come came
-    want wanted like liked know knew one two day time yes oh okay ok""".split())
-
-
-def content_words(text: str) -> list[str]:
-    """The text's words that carry its topic: stemmed (`stories.words.stem`, possessives dropped), with
-    `STOP_WORDS` and one-letter words left out."""
-    return [stem(base_word(w)) for w in words(text) if w not in STOP_WORDS and len(w) > 1]
-
-
 class TopicVectors:
-    """TF-IDF vectors of content words, the IDF from a corpus: idf(w) = ln((1 + N) / (1 + df(w))) + 1,
+    """TF-IDF vectors of content words (`stories.words.content_words`), the IDF from a corpus: idf(w) = ln((1 + N) / (1 + df(w))) + 1,
     tf = 1 + ln(count); an unseen word gets the IDF of a word in no story."""
 
     def __init__(self, texts: Sequence[str]):
@@ -140,12 +131,6 @@ TURN_MARKERS = ("but", "then", "suddenly", "so", "when", "after", "until", "fina
 CLOSING_CUES = ("happy", "happily", "glad", "proud", "smiled", "smile", "learned", "lesson", "forever",
                 "always", "never again", "together", "thanked", "the end", "from that day", "from then on",
                 "ever after", "best friends", "safe", "hugged", "loved")
-
-
-def _phrases_in(toks: list[str], phrases: Sequence[str]) -> list[str]:
-    """The phrases of `phrases` (one word or several) that occur in the token list."""
-    joined = " " + " ".join(toks) + " "
-    return [p for p in phrases if f" {p} " in joined]
 
 
 def _sentence_key(sent: str) -> tuple[str, ...]:
@@ -349,10 +334,11 @@ class OfflineGrader:
             seen.add(k)
         raw["repeated_sentences"] = repeats / len(c_sents) if c_sents else 0.0
         raw["non_repetition"] = min(raw["non_repetition_4gram"], 1.0 - raw["repeated_sentences"])
-        markers = _phrases_in(toks, TURN_MARKERS)
+        ws = words(c.completion)
+        markers = [p for p in TURN_MARKERS if uses_phrase(ws, p)]
         raw["progression"] = min(1.0, len(markers) / 2)
-        tail = [t for s in sentences(c.completion)[-2:] for t in split_words(s)]
-        cues = _phrases_in(tail, CLOSING_CUES)
+        tail = [w for s in sentences(c.completion)[-2:] for w in words(s)]
+        cues = [p for p in CLOSING_CUES if uses_phrase(tail, p)]
         closed = not ends_mid_sentence(c.completion)
         raw["resolution"] = 0.5 * closed + 0.5 * bool(cues)
         details.update(turn_markers=markers, closing_cues=cues, ends_closed=closed)

@@ -10,6 +10,7 @@
     stem(word)          a light suffix stripper, for matching "likes" with "liked"
     word_forms(word)    a word's inflections (rules, a table of irregulars, the prompt vocabulary's own)
     uses_word(...)      whether a text uses a word in some form (uses_phrase for "ice cream")
+    content_words(text) the stems of the words that carry a text's topic (STOP_WORDS left out)
 
 Every module that splits text into words (grading, generation checks, probes, diversity,
 interpretability, corpus statistics) calls these, so "a word" means the same thing everywhere.
@@ -234,3 +235,20 @@ def uses_phrase(text_words: list[str], phrase: str) -> bool:
     last = _cached_word_forms(p[-1])
     tw = list(text_words)
     return any(tw[i + n - 1] in last and tw[i : i + n - 1] == head for i in range(len(tw) - n + 1))
+
+
+# Words that carry no topic: function words, pronouns, the commonest verbs of telling and a few fillers.
+STOP_WORDS = frozenset(
+    """a an the this that these those some any every each all no not nor i me my mine myself you your yours
+    we us our ours they them their theirs he him his himself she her hers herself it its itself and but or so
+    then than when while because if after before once as at in on of to for with from by up down out into over
+    under about around through again too very just also only even still there here where what who whom whose
+    which why how is am are was were be been being have has had do does did done can could will would shall
+    should may might must let let's said say says go goes went going get gets got make made see saw look looked
+    come came want wanted like liked know knew one two day time yes oh okay ok""".split())
+
+
+def content_words(text: str) -> list[str]:
+    """The stems (`stem`) of the text's words that carry its topic, in order: possessives count as their
+    owner ("Lily's" -> "lily"); `STOP_WORDS`, contractions ("didn't") and one-letter words are left out."""
+    return [stem(b) for b in map(base_word, words(text)) if "'" not in b and len(b) > 1 and b not in STOP_WORDS]
