@@ -302,7 +302,7 @@ def test_second_concurrent_run_is_refused(tmp_path):
     out = tmp_path / "s.jsonl"
     with open(tmp_path / "s.jsonl.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(RuntimeError, match="another generation run"):
+        with pytest.raises(RuntimeError, match="already generating into"):
             generate_stories(make_specs(1), LLMConfig(base_url="http://127.0.0.1:9/v1", model="m"), out, progress=False)
 
 

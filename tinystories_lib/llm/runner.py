@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tinystories_lib.llm.client import (
 from tinystories_lib.llm.errors import BudgetExceeded, describe_error, error_detail
 from tinystories_lib.llm.jsonl import JsonlAppender, read_jsonl_records, repair_jsonl_tail
 from tinystories_lib.llm.story_checks import StoryValidator
+from tinystories_lib.locks import exclusive
 from tinystories_lib.stories.records import Story
 
 log = logging.getLogger(__name__)
@@ -133,25 +133,9 @@ def default_rejects_path(out_path: Path) -> Path:
     return out_path.with_name(_stem(out_path) + ".rejects.jsonl")
 
 
-@contextlib.contextmanager
-def _exclusive(out_path: Path) -> Iterator[None]:
-    """Refuse to run two generations into the same file at once (that would break exactly-once).
-    The kernel drops the lock when a process dies, so a killed run never blocks the next one."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no locking
-        yield
-        return
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path.with_name(out_path.name + ".lock"), "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another generation run is writing {out_path}") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _exclusive(out_path: Path):
+    """Refuse to run two generations into the same file at once (that would break exactly-once)."""
+    return exclusive(out_path, "generating into")
 
 
 @dataclass
