@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -138,3 +140,84 @@ def test_a_profile_path_works_from_any_directory(tmp_path, monkeypatch, capsys):
     assert params.load("params/tiny.yaml").profile == "tiny"
     assert cli_main(["params", "check", "params/paper.yaml"]) == 0
     assert "ok: profile 'paper'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override, says", [
+    ({"seed": -1}, r"seed: must be in \[0, 4294967295\]"),
+    ({"train.beta2": 1.5}, r"train.beta2: must be in \[0, 1\)"),
+    ({"train.grad_clip": -1}, r"train.grad_clip: must be at least 0 \(0 = off\)"),
+    ({"train.weight_decay": -1}, "train.weight_decay: must be at least 0"),
+    ({"data.llm.timeout_s": -1}, "data.llm.timeout_s: must be above 0"),
+    ({"grade.llm.budget_usd": -5}, "grade.llm.budget_usd: must be at least 0"),
+    ({"data.llm.price_per_1m_output": -0.1}, "data.llm.price_per_1m_output: must be at least 0"),
+    ({"grade.llm.max_tokens": 0}, "grade.llm.max_tokens: must be at least 1"),
+    ({"sweep.hidden": []}, r"sweep.hidden: needs at least one entry, got \[\]"),
+    ({"sweep.layers": [1, 0]}, r"sweep.layers\[1\]: must be at least 1, got 0"),
+    ({"sweep.lr_per_hidden": [0.003, 0.0, -1]}, r"sweep.lr_per_hidden\[1\]: must be above 0"),
+    ({"interpret.distance_min": 2}, r"interpret.distance_min: must be in \[0, 1\]"),
+    ({"interpret.neuron_layers": 0}, "interpret.neuron_layers: must be at least 1"),
+    ({"diversity.top_p": 0}, r"diversity.top_p: must be in \(0, 1\]"),
+    ({"data.source": "storyteller", "data.n_stories": 0}, "data.n_stories: .*must be at least 1"),
+    ({"model.heads": 0}, "model.heads: must be at least 1"),  # before hidden % heads divides by it
+])
+def test_every_numeric_setting_is_range_checked(override, says):
+    """Values once accepted by `params check` that failed late (seed -1) or silently (grad_clip -1: no clipping)."""
+    with pytest.raises(ParamsError, match=f"override .* on .*tiny.yaml: {says}"):
+        params.load("tiny", override)
+
+
+def test_every_numeric_field_declares_its_range():
+    """A new int or float field gets a Range in its annotation (Positive, Count, ... or its own), so it is
+    validated like the rest; this names the fields that have none."""
+    import dataclasses
+    import types
+    import typing
+
+    def unranged(hint, key):
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) is typing.Annotated:
+            ranged = any(isinstance(m, params.Range) for m in hint.__metadata__)
+            return [] if ranged and args[0] in (int, float) else unranged(args[0], key)
+        if dataclasses.is_dataclass(hint):
+            hints = typing.get_type_hints(hint, include_extras=True)
+            return [k for f in dataclasses.fields(hint) for k in unranged(hints[f.name], f"{key}.{f.name}")]
+        if typing.get_origin(hint) in (list, typing.Union, types.UnionType):
+            return [k for a in args for k in unranged(a, key)]
+        return [key] if hint in (int, float) else []
+
+    assert unranged(params.Params, "params") == []
+
+
+def test_a_key_given_twice_names_the_key_the_file_and_the_line(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("train:\n  lr: 0.001\n  max_steps: 10\n  lr: 0.01\n")
+    with pytest.raises(ParamsError, match=f"{f}, line 4: key 'lr' is given twice .*also on line 2.*keep one"):
+        params.load(f)
+    assert params.read_yaml("a: 1\nb: {a: 2}") == {"a": 1, "b": {"a": 2}}  # one key in two sections is fine
+    assert params.read_yaml("base: &b {x: 1}\nc:\n  <<: *b\n  x: 2") == {"base": {"x": 1}, "c": {"x": 2}}
+
+
+def test_no_secret_is_ever_echoed(capsys):
+    secret = "sk-proj-SECRET123"
+    for pair in (f"data.llm.api_key={secret}", f"grade.llm.api_key_env={secret}", f"data.llm={{hf_token: {secret}}}",
+                 f"data.llm.api_key_env=[{secret}]", f"api_key:{secret}"):
+        assert cli_main(["params", "check", "tiny", "--set", pair]) == 2, pair
+        err = capsys.readouterr().err
+        assert secret not in err and ("secret" in err or "not shown" in err), (pair, err)
+    with pytest.raises(ParamsError, match="got 0"):  # a count of tokens is no secret: its value is shown
+        params.load("tiny", {"data.llm.max_tokens": 0})
+
+
+@pytest.mark.parametrize("name, content, says", [
+    ("p.json", b'{"train": {"lr": 0.001}}', " is not a profile .*data.paths.*ending in .yaml"),
+    ("stories.parquet", b"PAR1\x00\x15", " is not a profile .*data.paths"),
+    ("p.yaml", b"\x89PNG\r\n\x1a\n\x00\xff", ": not a text file; a profile is a YAML text file"),
+    ("nul.yaml", b"train: \x00\n", ": not a text file"),
+    ("p.yaml", b"train: [1,\n", ", line 2: not valid YAML .*fix that line"),
+    ("d.yaml", None, " is a directory; give a profile's YAML file"),
+])
+def test_every_load_error_names_the_file_and_what_to_do(tmp_path, name, content, says):
+    f = tmp_path / name
+    f.mkdir() if content is None else f.write_bytes(content)
+    with pytest.raises(ParamsError, match=re.escape(str(f)) + says):
+        params.load(f)

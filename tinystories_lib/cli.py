@@ -15,6 +15,12 @@ import sys
 import yaml
 
 from tinystories_lib import params as params_mod
+from tinystories_lib.errors import KitError
+
+# Expected failures of modules whose errors do not derive from KitError yet, looked up only in modules
+# already loaded (a class never imported was never raised): (module, class).
+_EXPECTED_ELSEWHERE = (("tinystories_lib.locks", "ArtifactBusy"), ("tinystories_lib.llm.errors", "LLMError"),
+                       ("tinystories_lib.stories.hub", "HubError"), ("tinystories_lib.lm.checkpoints", "TrainingDiverged"))
 
 
 def _overrides(pairs: list[str] | None) -> dict:
@@ -22,10 +28,28 @@ def _overrides(pairs: list[str] | None) -> dict:
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise params_mod.ParamsError(f"--set expects key=value, got '{pair}'")
+            got = "a value not shown here" if params_mod.is_secret(pair) else f"'{pair}'"
+            raise params_mod.ParamsError(f"--set expects key=value, got {got}")
         k, v = pair.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        try:
+            out[k.strip()] = params_mod.read_yaml(v)
+        except params_mod.ParamsError as e:  # a key given twice
+            raise params_mod.ParamsError(f"--set {k.strip()}: {e}") from None
+        except yaml.YAMLError as e:
+            raise params_mod.ParamsError(f"--set {k.strip()}: the value is not valid YAML "
+                                         f"({getattr(e, 'problem', None) or e}); quote it to pass a string") from None
     return out
+
+
+def _exit_code(e: Exception) -> int | None:
+    """2 for a bad parameter or option, 1 for another expected failure, None for a bug (its traceback shows)."""
+    if isinstance(e, params_mod.ParamsError):
+        return 2
+    elsewhere = tuple(c for m, name in _EXPECTED_ELSEWHERE if (c := getattr(sys.modules.get(m), name, None)))
+    if isinstance(e, (KitError, *elsewhere)):
+        return 1
+    # Until lm/ and stories/ raise KitErrors for bad options and data files, their builtins are taken as such.
+    return 2 if isinstance(e, (FileNotFoundError, ValueError)) else None
 
 
 def cmd_reproduce(a) -> int:
@@ -94,6 +118,7 @@ def cmd_params_check(a) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tinystories", description="tinystories-lab: reproduce the TinyStories paper")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of every error, expected ones too")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("reproduce", help="run the notebooks headless with papermill on a profile")
@@ -139,12 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
         return a.func(a)
-    except params_mod.ParamsError as e:
+    except Exception as e:
+        code = _exit_code(e)
+        if code is None or a.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        if not isinstance(e, params_mod.ParamsError):
+            print("(tinystories --debug ... shows the traceback)", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 A profile is a YAML file whose keys mirror the dataclasses below. Loading it checks every key, type and
 value and stops with a message that names the key, what was given and what is allowed, so a typo in a
-profile never runs for ten minutes before failing. Notebooks get their parameters from here, never from
-scattered constants.
+profile never runs for ten minutes before failing. Every numeric field carries its allowed values in its
+annotation (`Positive`, `Count`, `Annotated[float, Range(0, 1)]`, ...), checked by one rule; a new field
+declares its own (tests/test_params.py fails on one that does not). Notebooks get their parameters from
+here, never from scattered constants.
 """
 
 from __future__ import annotations
@@ -15,18 +17,62 @@ import json
 import re
 import types
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
+
+from tinystories_lib.errors import KitError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_DIR = REPO_ROOT / "params"
 
 
-class ParamsError(ValueError):
+class ParamsError(KitError, ValueError):
     """A profile that cannot run: the message names the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting allows (a list's: each item's), in its annotation (`Annotated[int,
+    Range(1)]`), so every field is checked by one rule before any work; `note` says what edge values mean."""
+
+    lo: float
+    hi: float | None = None
+    open_lo: bool = False  # lo itself is refused
+    open_hi: bool = False
+    note: str = ""
+
+    def refuses(self, v) -> str | None:
+        if (v > self.lo if self.open_lo else v >= self.lo) and (
+                self.hi is None or (v < self.hi if self.open_hi else v <= self.hi)):
+            return None
+        if self.hi is None:
+            allowed = f"{'above' if self.open_lo else 'at least'} {self.lo}"
+        else:
+            allowed = f"in {'(' if self.open_lo else '['}{self.lo}, {self.hi}{')' if self.open_hi else ']'}"
+        return f"must be {allowed}{f' ({self.note})' if self.note else ''}, got {v}"
+
+
+@dataclass(frozen=True)
+class NonEmpty:
+    """A list setting that needs at least one entry."""
+
+    def refuses(self, v) -> str | None:
+        return None if v else "needs at least one entry, got []"
+
+
+Positive = Annotated[int, Range(1)]
+Count = Annotated[int, Range(0)]  # 0 allowed: what it means is said beside each field
+PositiveFloat = Annotated[float, Range(0, open_lo=True)]
+NonNegative = Annotated[float, Range(0)]
+Temperature = Annotated[float, Range(0, note="0 = greedy")]
+TopP = Annotated[float, Range(0, 1, open_lo=True, note="1 = off")]
+USD = Annotated[float, Range(0, note="US dollars")]
+Fraction = Annotated[float, Range(0, 1)]
+AllIfZero = Annotated[int, Range(0, note="0 = all")]
 
 
 @dataclass
@@ -38,16 +84,16 @@ class EndpointParams:
     model: str = "gpt-4o-mini"
     api_key_env: str = "OPENAI_API_KEY"
     azure_api_version: str | None = None  # set for Azure OpenAI (base_url = the resource endpoint)
-    max_concurrency: int = 16
-    timeout_s: float = 60.0
-    price_per_1m_input: float = 0.15  # USD, for the cost estimate and the budget cap
-    price_per_1m_output: float = 0.6
-    temperature: float | None = None
-    max_tokens: int | None = None
-    budget_usd: float | None = None  # stop issuing requests past this spend
+    max_concurrency: Positive = 16
+    timeout_s: PositiveFloat = 60.0
+    price_per_1m_input: USD = 0.15  # for the cost estimate and the budget cap
+    price_per_1m_output: USD = 0.6
+    temperature: NonNegative | None = None
+    max_tokens: Positive | None = None
+    budget_usd: USD | None = None  # stop issuing requests past this spend
     batch_api: bool = False  # the Batch API: half the price, results within 24 h
     http_client: Literal["auto", "aiohttp", "httpx"] = "auto"  # auto: aiohttp when installed (less CPU a request)
-    processes: int = 1  # online story generation: client processes sharing the requests (hundreds a second)
+    processes: Positive = 1  # online story generation: client processes sharing the requests (hundreds a second)
 
     # How the requests are made, not what they ask: left out of artifact keys (Params.section_hash), so a
     # run stopped by its budget resumes into the same files when the budget, concurrency or client change.
@@ -62,7 +108,7 @@ class DataParams:
     # auto: real TinyStories from the hub where it can be reached, else from `paths` (and `val_paths`) where
     # those files exist, else the storyteller stand-in (said so)
     source: Literal["auto", "storyteller", "llm", "files", "hub"] = "storyteller"
-    n_stories: int = 20000  # storyteller: how many to write; files/hub: the first N (0 = all)
+    n_stories: AllIfZero = 20000  # storyteller: how many to write; files/hub: the first N (0 = all)
     paths: list[str] = field(default_factory=list)  # source=files: .txt/.json/.jsonl/.parquet files or dirs
     hub_name: str = "roneneldan/TinyStories"
     hub_split: str = "train"
@@ -75,20 +121,20 @@ class DataParams:
     val_paths: list[str] = field(default_factory=list)
     val_hub_split: str = "validation"
     val_hub_data_files: str | None = None  # e.g. "TinyStoriesV2-GPT4-valid.txt"
-    val_limit: int = 0  # the first N validation stories (0 = all)
-    val_fraction: float = 0.05
-    min_chars: int = 50
-    max_chars: int = 4000
+    val_limit: AllIfZero = 0  # the first N validation stories (0 = all)
+    val_fraction: Annotated[float, Range(0, 0.5, open_lo=True, open_hi=True)] = 0.05
+    min_chars: Count = 50
+    max_chars: Positive = 4000
     # Cleaning real corpora (each drop counted, with examples, in the corpus artifact's report):
     fix_mojibake: bool = True  # repair text decoded with the wrong codec ("â€™" -> "’") with ftfy
     gpt4_only: bool = False  # keep only stories whose known source is GPT-4 (TinyStories_all_data's `source`)
     drop_fragments: bool = True  # drop a story that does not end with a sentence end (cut-off text)
-    near_duplicates: float = 0.0  # drop a story this similar (MinHash Jaccard) to one kept before it; 0 = off
+    near_duplicates: Fraction = 0.0  # drop a story this similar (MinHash Jaccard) to one kept before it; 0 = off
     txt_separator: Literal["endoftext", "blank_line"] = "endoftext"  # how a .txt file separates stories
     llm: EndpointParams = field(default_factory=EndpointParams)  # source=llm: who writes the stories
     llm_summaries: bool = False  # source=llm: a second call writes a one-line summary (TinyStories-Instruct)
     compare_paths: list[str] = field(default_factory=list)  # real TinyStories files shown beside the corpus (01)
-    compare_limit: int = 3000
+    compare_limit: Count = 3000
 
     HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("compare_paths", "compare_limit")  # notebook 01's display only
 
@@ -96,7 +142,8 @@ class DataParams:
 @dataclass
 class TokenizerParams:
     kind: Literal["bpe", "gpt-neo-top-k"] = "bpe"
-    vocab_size: int = 2048  # bpe: trained size; gpt-neo-top-k: how many of GPT-Neo's tokens to keep
+    # bpe: trained size; gpt-neo-top-k: how many of GPT-Neo's tokens to keep
+    vocab_size: Annotated[int, Range(1, 65535, note="token shards are uint16")] = 2048
     gpt2_files: str | None = None  # dir with vocab.json + merges.txt (gpt-neo-top-k; None: from the hub)
 
     HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("gpt2_files",)  # where GPT-2's BPE is read from, not what it is
@@ -104,29 +151,29 @@ class TokenizerParams:
 
 @dataclass
 class ModelParams:
-    hidden: int = 128
-    layers: int = 4
-    heads: int = 4
-    context: int = 256
-    window: int = 256  # local-attention window (the paper: 256)
-    dropout: float = 0.0
+    hidden: Positive = 128
+    layers: Positive = 4
+    heads: Positive = 4
+    context: Annotated[int, Range(2)] = 256
+    window: Positive = 256  # local-attention window (the paper: 256)
+    dropout: Annotated[float, Range(0, 1, open_hi=True)] = 0.0
 
 
 @dataclass
 class TrainParams:
-    batch_size: int = 16
-    grad_accum: int = 1
-    max_steps: int = 600
-    lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int = 50
-    weight_decay: float = 0.1
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    eval_interval: int = 100
-    eval_batches: int = 10
-    checkpoint_steps: list[int] = field(default_factory=list)  # extra checkpoints kept for emergence
-    threads: int = 0  # torch threads on CPU; 0 = all cores
+    batch_size: Positive = 16
+    grad_accum: Positive = 1
+    max_steps: Positive = 600
+    lr: PositiveFloat = 3e-3
+    min_lr: NonNegative = 3e-4
+    warmup_steps: Count = 50
+    weight_decay: NonNegative = 0.1
+    beta2: Annotated[float, Range(0, 1, open_hi=True)] = 0.99
+    grad_clip: Annotated[float, Range(0, note="0 = off")] = 1.0
+    eval_interval: Positive = 100
+    eval_batches: Positive = 10
+    checkpoint_steps: list[Positive] = field(default_factory=list)  # extra checkpoints kept for emergence
+    threads: Annotated[int, Range(0, note="0 = all cores")] = 0  # torch threads on CPU; 0 = all cores
     compile: bool = False
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # On a CPU, matmuls in bf16 under autocast (attention and softmax stay fp32), as GPUs always train
@@ -138,30 +185,30 @@ class TrainParams:
 
 @dataclass
 class SweepParams:
-    hidden: list[int] = field(default_factory=lambda: [32, 64])
-    layers: list[int] = field(default_factory=lambda: [1, 2])
-    heads: int = 4
-    max_steps: int = 300
-    lr: float = 3e-3
+    hidden: Annotated[list[Positive], NonEmpty()] = field(default_factory=lambda: [32, 64])
+    layers: Annotated[list[Positive], NonEmpty()] = field(default_factory=lambda: [1, 2])
+    heads: Positive = 4
+    max_steps: Positive = 300
+    lr: PositiveFloat = 3e-3
     # One learning rate per `hidden` entry (same order), for widths that train best at different rates;
     # empty = `lr` for every width. A heads-study width not in `hidden` uses `lr`.
-    lr_per_hidden: list[float] = field(default_factory=list)
-    heads_study: list[int] = field(default_factory=list)  # head counts tried at one fixed shape (03)
-    heads_study_shape: list[int] = field(default_factory=lambda: [64, 2])  # [hidden, layers] of that study
+    lr_per_hidden: list[PositiveFloat] = field(default_factory=list)
+    heads_study: list[Positive] = field(default_factory=list)  # head counts tried at one fixed shape (03)
+    heads_study_shape: list[Positive] = field(default_factory=lambda: [64, 2])  # [hidden, layers] of that study
     # Models trained at once, each in its own process: 0 = one per visible CUDA device (one at a time
     # without a GPU); N > 1 on a CPU splits the cores between N jobs (threads = cores // N each).
-    jobs: int = 1
+    jobs: Annotated[int, Range(0, note="0 = one per CUDA device")] = 1
 
     HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("jobs",)
 
 
 @dataclass
 class SampleParams:
-    n_samples: int = 6
-    max_new_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int = 0  # 0 = off
-    top_p: float = 0.9  # 1.0 = off
+    n_samples: Count = 6
+    max_new_tokens: Positive = 200
+    temperature: Temperature = 0.8
+    top_k: Annotated[int, Range(0, note="0 = off")] = 0
+    top_p: TopP = 0.9
 
 
 @dataclass
@@ -170,11 +217,11 @@ class GradeParams:
     # The evaluation set: "kit" (shipped with the package), "paper" (the paper's `Evaluation prompts.yaml`
     # from the hub, cached), or the path of a YAML file in either format (relative to the repository root).
     prompts: str = "kit"
-    n_prompts: int = 30  # how many of the set's prompts, every kind represented (0 = all)
-    completions_per_prompt: int = 1
-    temperature: float = 0.0  # 0 = greedy
-    max_new_tokens: int = 120
-    n_probes: int = 200  # exact context-tracking probes cut from held-out storyteller stories (0 = none)
+    n_prompts: AllIfZero = 30  # how many of the set's prompts, every kind represented (0 = all)
+    completions_per_prompt: Positive = 1
+    temperature: Temperature = 0.0
+    max_new_tokens: Positive = 120
+    n_probes: Count = 200  # exact context-tracking probes cut from held-out storyteller stories (0 = none)
     # Published models scored, completed and graded beside the profile's (notebooks 03 and 04): llama2.c
     # checkpoints (a .bin, its tokenizer beside it) or Hugging Face GPT-Neo ids/dirs (roneneldan/TinyStories-1M).
     reference_models: list[str] = field(default_factory=list)
@@ -187,46 +234,32 @@ class DiversityParams:
     """Notebook 05: is the model creative or copying? Defaults keep the smoke profile's notebook near a minute
     on 2 cores: every nearest-story search scans part of the training set, so counts stay small."""
 
-    n_prompts: int = 8  # evaluation beginnings (general stories first) completed per model
-    completions_per_prompt: int = 1
-    max_new_tokens: int = 120
-    temperature: float = 1.0
-    top_p: float = 1.0  # 1.0 = off: plain temperature sampling
-    baseline_stories: int = 40  # training stories compared against the rest of the training set
-    max_candidates: int = 2000  # stories scored per nearest-story search; above it the answer is approximate
-    pairs_shown: int = 3  # most-copied completions printed beside their nearest training story
-    manipulations: int = 10  # validation beginnings per kind (name, object) with that word swapped
-    manipulation_tokens: int = 40  # greedy continuation length for the manipulation check
-
-    def __post_init__(self):
-        # Checked here because only this class may grow: the keys are named as the profile spells them.
-        for key in ("n_prompts", "completions_per_prompt", "max_new_tokens", "baseline_stories", "max_candidates",
-                    "manipulation_tokens"):
-            if getattr(self, key) < 1:
-                raise ParamsError(f"diversity.{key}: must be at least 1, got {getattr(self, key)}")
-        for key in ("pairs_shown", "manipulations"):
-            if getattr(self, key) < 0:
-                raise ParamsError(f"diversity.{key}: must be at least 0, got {getattr(self, key)}")
-        if self.temperature < 0:
-            raise ParamsError(f"diversity.temperature: must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ParamsError(f"diversity.top_p: must be in (0, 1], got {self.top_p}")
+    n_prompts: Positive = 8  # evaluation beginnings (general stories first) completed per model
+    completions_per_prompt: Positive = 1
+    max_new_tokens: Positive = 120
+    temperature: Temperature = 1.0
+    top_p: TopP = 1.0  # 1.0 = off: plain temperature sampling
+    baseline_stories: Positive = 40  # training stories compared against the rest of the training set
+    max_candidates: Positive = 2000  # stories scored per nearest-story search; above it the answer is approximate
+    pairs_shown: Count = 3  # most-copied completions printed beside their nearest training story
+    manipulations: Count = 10  # validation beginnings per kind (name, object) with that word swapped
+    manipulation_tokens: Positive = 40  # greedy continuation length for the manipulation check
 
 
 @dataclass
 class InterpretParams:
     """Notebook 06: attention heads and MLP neurons (thresholds: see `tinystories_lib.evals.interpret`)."""
 
-    n_stories: int = 200  # validation stories scanned for top-activating contexts and neuron selectivity
-    head_stories: int = 40  # validation stories behind the head scores (each gives hundreds of queries)
-    n_neurons: int = 8  # neurons shown per layer
-    contexts_per_neuron: int = 5
-    neuron_layers: int = 2  # the last MLP layers of the main model analysed
-    selectivity_contexts: int = 20  # top contexts per neuron behind the selectivity scores
-    recent_tokens: int = 3  # a distance head attends to the last this-many tokens (the query included)
-    distance_min: float = 0.3  # attention mass on those tokens that makes a head a "distance" head
-    entity_lift_min: float = 2.0  # entity mass over its uniform share that makes a head an "entity" head
-    map_tokens: int = 40  # story tokens drawn in the attention-map figure
+    n_stories: Positive = 200  # validation stories scanned for top-activating contexts and neuron selectivity
+    head_stories: Positive = 40  # validation stories behind the head scores (each gives hundreds of queries)
+    n_neurons: Positive = 8  # neurons shown per layer
+    contexts_per_neuron: Positive = 5
+    neuron_layers: Positive = 2  # the last MLP layers of the main model analysed
+    selectivity_contexts: Positive = 20  # top contexts per neuron behind the selectivity scores
+    recent_tokens: Positive = 3  # a distance head attends to the last this-many tokens (the query included)
+    distance_min: Fraction = 0.3  # attention mass on those tokens that makes a head a "distance" head
+    entity_lift_min: PositiveFloat = 2.0  # entity mass over its uniform share that makes a head an "entity" head
+    map_tokens: Positive = 40  # story tokens drawn in the attention-map figure
 
 
 @dataclass
@@ -234,15 +267,15 @@ class InstructParams:
     """Notebook 07: TinyStories-Instruct, and the paper's out-of-distribution test: one combination of
     instruction fields (`held_out_pair`) never appears together in a training record, then is asked for."""
 
-    hidden: int = 128
-    layers: int = 4  # >= 3: layers alternate global/local; copying from the header needs a 2nd global layer
-    heads: int = 4
-    max_steps: int = 500
-    n_eval: int = 30  # instruction sets graded per condition (in-distribution, out-of-distribution)
-    max_records: int = 0  # training stories made into records (0 = all); a short run reads only a few
+    hidden: Positive = 128
+    layers: Positive = 4  # >= 3: layers alternate global/local; copying from the header needs a 2nd global layer
+    heads: Positive = 4
+    max_steps: Positive = 500
+    n_eval: Positive = 30  # instruction sets graded per condition (in-distribution, out-of-distribution)
+    max_records: AllIfZero = 0  # training stories made into records (0 = all); a short run reads only a few
     held_out_pair: list[str] = field(default_factory=lambda: ["summary", "words"])  # of summary, features, words
-    max_new_tokens: int = 200  # story length asked of the model (also capped by model.context)
-    temperature: float = 0.7  # sampling temperature of the instructed stories (0 = greedy)
+    max_new_tokens: Positive = 200  # story length asked of the model (also capped by model.context)
+    temperature: Temperature = 0.7  # sampling temperature of the instructed stories
     # Summaries for stories that have none (real TinyStories files): "none" leaves the field out; "llm"
     # asks the endpoint of `data.llm` for one sentence per story (paid once, kept under runs/<p>/summaries/).
     summaries: Literal["none", "llm"] = "none"
@@ -252,7 +285,7 @@ class InstructParams:
 class Params:
     profile: str = "smoke"
     description: str = ""
-    seed: int = 1337
+    seed: Annotated[int, Range(0, 2**32 - 1, note="numpy's seeds")] = 1337
     data: DataParams = field(default_factory=DataParams)
     tokenizer: TokenizerParams = field(default_factory=TokenizerParams)
     model: ModelParams = field(default_factory=ModelParams)
@@ -312,6 +345,22 @@ def _type_name(tp) -> str:
 
 
 _SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential", "credentials")
+
+
+def is_secret(key: str) -> bool:
+    """A setting whose value may be a credential: a word of its name ends in key, token, secret or password
+    (api_key, hf_token, apiKey, api_key_env); a count of tokens (max_tokens) is not."""
+    return any(w.endswith(_SECRET_WORDS) for w in re.split(r"[^a-z0-9]+", str(key).lower()))
+
+
+def shown(key: str, value: Any) -> str:
+    """`value` as a message may show it: a secret's never (nor one inside a mapping under its own key)."""
+    if is_secret(key):
+        return "<not shown: a secret>"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {shown(k, v)}" for k, v in value.items()) + "}"
+    return repr(value)
 
 
 def _coerce(value, tp, key: str, default: Any = None):
@@ -320,11 +369,11 @@ def _coerce(value, tp, key: str, default: Any = None):
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ParamsError(f"{key}: expected a mapping of {tp.__name__} keys, got {value!r}")
+            raise ParamsError(f"{key}: expected a mapping of {tp.__name__} keys, got {shown(key, value)}")
         return _build(tp, value, key, default)
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ParamsError(f"{key}: {value!r} is not allowed; choose one of {_type_name(tp)}")
+            raise ParamsError(f"{key}: {shown(key, value)} is not allowed; choose one of {_type_name(tp)}")
         return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -338,29 +387,29 @@ def _coerce(value, tp, key: str, default: Any = None):
                 return _coerce(value, a, key)
             except ParamsError as e:
                 errors.append(str(e))
-        raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ParamsError(f"{key}: expected {_type_name(tp)}, got {shown(key, value)}")
     if origin is list:
         if not isinstance(value, list):
-            raise ParamsError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+            raise ParamsError(f"{key}: expected {_type_name(tp)}, got {shown(key, value)}")
         (item,) = typing.get_args(tp)
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float:
         if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
             return float(value)  # YAML 1.1 (PyYAML) reads 1e-3 as a string; it means the number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamsError(f"{key}: expected a number, got {value!r}")
+            raise ParamsError(f"{key}: expected a number, got {shown(key, value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"{key}: expected an integer, got {value!r}")
+            raise ParamsError(f"{key}: expected an integer, got {shown(key, value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ParamsError(f"{key}: expected true or false, got {value!r}")
+            raise ParamsError(f"{key}: expected true or false, got {shown(key, value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ParamsError(f"{key}: expected a string, got {value!r}")
+            raise ParamsError(f"{key}: expected a string, got {shown(key, value)}")
         return value
     raise TypeError(f"unsupported annotation {tp} for {key}")
 
@@ -381,9 +430,10 @@ def _build(cls, data: dict, prefix: str = "", base: Any = None):
     kwargs = {k: getattr(base, k) for k in allowed if fields[k].init} if base is not None else {}
     for k, v in data.items():
         key = f"{prefix}.{k}" if prefix else str(k)
-        if k == "api_key":
-            raise ParamsError(f"'{key}': API keys never go in a profile; export the key in an environment "
-                              "variable and name that variable in 'api_key_env' (default OPENAI_API_KEY)")
+        if k not in allowed and is_secret(k):
+            raise ParamsError(f"'{key}': API keys never go in a profile, nor other secrets (the value is not shown); "
+                              "export the key in an environment variable and name that variable in "
+                              "'api_key_env' (default OPENAI_API_KEY)")
         if k not in allowed:
             close = difflib.get_close_matches(str(k), allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -394,32 +444,40 @@ def _build(cls, data: dict, prefix: str = "", base: Any = None):
     return cls(**kwargs)
 
 
+def _check_ranges(obj, prefix: str = "") -> None:
+    """Every setting of a parameters dataclass against the rules (Range, NonEmpty) its annotation carries."""
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    for f in dataclasses.fields(obj):
+        _check_rules(getattr(obj, f.name), hints[f.name], f"{prefix}{f.name}")
+
+
+def _check_rules(value, hint, key: str) -> None:
+    if dataclasses.is_dataclass(value):
+        return _check_ranges(value, f"{key}.")
+    if value is None:
+        return
+    if typing.get_origin(hint) is Annotated:
+        hint, *rules = typing.get_args(hint)
+        for rule in rules:
+            if problem := rule.refuses(value):
+                raise ParamsError(f"{key}: {problem}")
+    if typing.get_origin(hint) is list:
+        for i, v in enumerate(value):
+            _check_rules(v, typing.get_args(hint)[0], f"{key}[{i}]")
+    elif typing.get_origin(hint) in (typing.Union, types.UnionType):  # value is not None: its other arm
+        for arm in typing.get_args(hint):
+            if arm is not type(None):
+                _check_rules(value, arm, key)
+
+
 def _check_values(p: Params) -> None:
-    """Constraints between values that types alone cannot express."""
+    """Constraints between values that types and ranges alone cannot express."""
 
     def need(ok: bool, key: str, msg: str):
         if not ok:
             raise ParamsError(f"{key}: {msg}")
 
-    positive = {
-        "data.n_stories": (p.data.n_stories, 0), "tokenizer.vocab_size": (p.tokenizer.vocab_size, 1),
-        "model.hidden": (p.model.hidden, 1), "model.layers": (p.model.layers, 1), "model.heads": (p.model.heads, 1),
-        "model.context": (p.model.context, 2), "model.window": (p.model.window, 1),
-        "train.batch_size": (p.train.batch_size, 1), "train.grad_accum": (p.train.grad_accum, 1),
-        "train.max_steps": (p.train.max_steps, 1), "train.eval_interval": (p.train.eval_interval, 1),
-        "train.eval_batches": (p.train.eval_batches, 1), "train.threads": (p.train.threads, 0),
-        "sweep.heads": (p.sweep.heads, 1), "sweep.max_steps": (p.sweep.max_steps, 1), "sweep.jobs": (p.sweep.jobs, 0),
-        "sample.n_samples": (p.sample.n_samples, 0), "sample.max_new_tokens": (p.sample.max_new_tokens, 1),
-        "sample.top_k": (p.sample.top_k, 0), "grade.n_prompts": (p.grade.n_prompts, 0),
-        "grade.completions_per_prompt": (p.grade.completions_per_prompt, 1),
-        "grade.max_new_tokens": (p.grade.max_new_tokens, 1), "grade.llm.max_concurrency": (p.grade.llm.max_concurrency, 1),
-        "data.llm.max_concurrency": (p.data.llm.max_concurrency, 1), "data.llm.processes": (p.data.llm.processes, 1),
-    }
-    for key, (v, lo) in positive.items():
-        need(v >= lo, key, f"must be at least {lo}, got {v}")
-    need(0 < p.data.val_fraction < 0.5, "data.val_fraction", f"must be in (0, 0.5), got {p.data.val_fraction}")
-    need(p.tokenizer.vocab_size <= 65535, "tokenizer.vocab_size",
-         f"must be at most 65535 (token shards are uint16), got {p.tokenizer.vocab_size}")
+    _check_ranges(p)
     need(p.tokenizer.vocab_size >= 260 or p.tokenizer.kind != "bpe", "tokenizer.vocab_size",
          f"a byte-level BPE needs at least 260 tokens (256 bytes + specials), got {p.tokenizer.vocab_size}")
     need(p.model.hidden % p.model.heads == 0, "model.hidden",
@@ -429,30 +487,26 @@ def _check_values(p: Params) -> None:
         need(h % p.sweep.heads == 0, "sweep.heads",
              f"{p.sweep.heads} heads do not divide sweep.hidden {h}; choose heads that divide every hidden size "
              f"in {p.sweep.hidden}: {[d for d in range(1, min(p.sweep.hidden) + 1) if all(x % d == 0 for x in p.sweep.hidden)]}")
-        need(h >= 1, "sweep.hidden", f"sizes must be positive, got {h}")
     need(len(p.sweep.heads_study_shape) == 2, "sweep.heads_study_shape", "must be [hidden, layers]")
     for h in p.sweep.heads_study:
-        need(h >= 1 and p.sweep.heads_study_shape[0] % h == 0, "sweep.heads_study",
+        need(p.sweep.heads_study_shape[0] % h == 0, "sweep.heads_study",
              f"{h} heads do not divide hidden size {p.sweep.heads_study_shape[0]}")
-    for n in p.sweep.layers:
-        need(n >= 1, "sweep.layers", f"layer counts must be positive, got {n}")
-    need(p.train.lr > 0 and 0 <= p.train.min_lr <= p.train.lr, "train.min_lr",
-         f"need 0 <= min_lr <= lr and lr > 0, got lr={p.train.lr}, min_lr={p.train.min_lr}")
+    need(p.train.min_lr <= p.train.lr, "train.min_lr",
+         f"must be at most train.lr={p.train.lr} (the schedule decays from lr to min_lr), got {p.train.min_lr}")
     need(p.train.warmup_steps < p.train.max_steps, "train.warmup_steps",
          f"must be below train.max_steps={p.train.max_steps}, got {p.train.warmup_steps}")
-    need(0.0 <= p.model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {p.model.dropout}")
-    need(0.0 < p.sample.top_p <= 1.0, "sample.top_p", f"must be in (0, 1], got {p.sample.top_p}")
-    need(p.sample.temperature >= 0, "sample.temperature", f"must be >= 0 (0 = greedy), got {p.sample.temperature}")
     need(p.data.val_source != "files" or bool(p.data.val_paths), "data.val_paths",
          "data.val_source files needs data.val_paths: the files holding the validation stories")
     for path in p.data.val_paths if p.data.val_source == "files" else []:  # with source auto, a fallback
         need(resolve_path(path).exists(), "data.val_paths", f"{path} not found (paths are from {REPO_ROOT})")
-    need(p.data.val_limit >= 0, "data.val_limit", f"must be >= 0 (0 = all), got {p.data.val_limit}")
-    need(0.0 <= p.data.near_duplicates <= 1.0, "data.near_duplicates",
-         f"must be a Jaccard similarity in [0, 1] (0 = off), got {p.data.near_duplicates}")
+    for key, llm in (("data.llm", p.data.llm), ("grade.llm", p.grade.llm)):
+        need(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", llm.api_key_env) is not None, f"{key}.api_key_env",
+             "must name an environment variable (letters, digits, _) such as OPENAI_API_KEY, got a value not shown "
+             "here; if it is the key itself, export it in such a variable and name the variable instead")
+    need(p.data.n_stories > 0 or p.data.source not in ("storyteller", "llm"), "data.n_stories",
+         f"data.source {p.data.source} writes n_stories stories: must be at least 1, got 0")
     need(p.grade.prompts in ("kit", "paper") or resolve_path(p.grade.prompts).is_file(), "grade.prompts",
          f"{p.grade.prompts!r} is neither kit, paper nor an existing file (paths are from {REPO_ROOT})")
-    need(p.grade.temperature >= 0, "grade.temperature", f"must be >= 0 (0 = greedy), got {p.grade.temperature}")
     need(p.grade.completions_per_prompt == 1 or p.grade.temperature > 0, "grade.completions_per_prompt",
          f"{p.grade.completions_per_prompt} completions per prompt with grade.temperature 0 (greedy) would be "
          "identical; set grade.temperature > 0 or completions_per_prompt: 1")
@@ -460,17 +514,11 @@ def _check_values(p: Params) -> None:
          "data.source is 'files' but no paths are given; list .txt/.json/.jsonl/.parquet files or directories")
     need(not p.sweep.lr_per_hidden or len(p.sweep.lr_per_hidden) == len(p.sweep.hidden), "sweep.lr_per_hidden",
          f"needs one learning rate per sweep.hidden entry ({len(p.sweep.hidden)}), got {len(p.sweep.lr_per_hidden)}")
-    need(all(x > 0 for x in [p.sweep.lr, *p.sweep.lr_per_hidden]), "sweep.lr", "learning rates must be > 0")
     need(p.data.min_chars < p.data.max_chars, "data.min_chars", "must be below data.max_chars")
-    need(all(s > 0 for s in p.train.checkpoint_steps), "train.checkpoint_steps", "steps must be positive")
     i = p.instruct
     fields_ok = {"summary", "features", "words"}
     need(len(i.held_out_pair) == 2 and len(set(i.held_out_pair)) == 2 and set(i.held_out_pair) <= fields_ok,
          "instruct.held_out_pair", f"must be two different fields of {sorted(fields_ok)}, got {i.held_out_pair}")
-    for key, value, low in (("hidden", i.hidden, 1), ("layers", i.layers, 1), ("heads", i.heads, 1),
-                            ("max_steps", i.max_steps, 1), ("n_eval", i.n_eval, 1), ("max_records", i.max_records, 0),
-                            ("max_new_tokens", i.max_new_tokens, 1), ("temperature", i.temperature, 0)):
-        need(value >= low, f"instruct.{key}", f"must be at least {low}, got {value}")
     need(i.hidden % i.heads == 0, "instruct.hidden", f"hidden size {i.hidden} is not divisible by instruct.heads={i.heads}")
 
 
@@ -516,15 +564,60 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be overridden
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            if not isinstance(key, Hashable):
+                continue  # a list as a key: refused below
+            if key in lines:
+                raise ParamsError(f"line {line}: key '{key}' is given twice in one section (also on line "
+                                  f"{lines[key]}) and only the last would count; keep one")
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML text as profiles are parsed (safe, duplicate keys refused with their line)."""
+    return yaml.load(text, _UniqueKeyLoader)
+
+
+def _read_profile(path: Path) -> Any:
+    """The YAML of a profile file; any failure names the file and says what to do."""
+    example = "params/smoke.yaml is an example"
+    if path.is_dir():
+        raise ParamsError(f"{path} is a directory; give a profile's YAML file or name ({example})")
+    try:
+        return read_yaml(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.reader.ReaderError):
+        raise ParamsError(f"{path}: not a text file; a profile is a YAML text file ({example})") from None
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot be read ({e.strerror}); check the path and its permissions") from None
+    except ParamsError as e:
+        raise ParamsError(f"{path}, {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ParamsError(f"{path}{where}: not valid YAML ({problem}); fix that line ({example})") from None
+
+
 def load(name_or_path: str | Path = "smoke", overrides: dict | None = None) -> Params:
     """Load and validate a profile by name (`params/NAME.yaml`) or path, with optional overrides."""
-    path = profile_path(name_or_path)
+    path, given = profile_path(name_or_path), Path(name_or_path)
+    if not path.exists() and given.suffix and given.is_file():
+        use = " (a data file: list it in data.paths of a profile, with data.source: files)" if given.suffix in (
+            ".txt", ".json", ".jsonl", ".parquet") else ""
+        raise ParamsError(f"{given} is not a profile{use}: a profile is a YAML file ending in .yaml or .yml, "
+                          f"or a name in params/: {', '.join(available_profiles())}")
     if not path.exists():
         raise ParamsError(f"no profile '{name_or_path}' (looked for {path}); available: {', '.join(available_profiles())}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    data = _read_profile(path) or {}
     if isinstance(data, dict):
         data.setdefault("profile", path.stem)
     if not overrides or not isinstance(data, dict):
@@ -537,5 +630,5 @@ def load(name_or_path: str | Path = "smoke", overrides: dict | None = None) -> P
         except ParamsError:
             raise e from None  # the file itself is invalid
         # The profile is valid on its own: the override is to blame, so name it rather than the file.
-        shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
-        raise ParamsError(f"override ({shown}) on {path}: {str(e).removeprefix(f'{path}: ')}") from None
+        given = ", ".join(f"{k}={shown(k, v)}" for k, v in overrides.items())
+        raise ParamsError(f"override ({given}) on {path}: {str(e).removeprefix(f'{path}: ')}") from None

@@ -14,10 +14,15 @@ import time
 from pathlib import Path
 
 from tinystories_lib import params as params_mod
+from tinystories_lib.errors import KitError
 from tinystories_lib.params import REPO_ROOT
 from tinystories_lib.runs import Run, data_label
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+class NotebookFailed(KitError, RuntimeError):
+    """A notebook stopped with an error; its executed copy holds the traceback."""
 
 
 def notebooks() -> list[Path]:
@@ -86,12 +91,18 @@ def reproduce(profile: str = "smoke", only: list[str] | None = None, overrides: 
             os.environ["TINYSTORIES_NOTEBOOK"] = nb.stem
             executed = out_dir / nb.name
             t0 = time.perf_counter()
-            papermill.execute_notebook(
-                str(nb), str(executed),
-                parameters={"profile": profile, "overrides": overrides or {}},
-                cwd=str(NOTEBOOK_DIR), kernel_name="python3", log_output=log_output, progress_bar=False,
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport warnings in the output
-            )
+            try:
+                papermill.execute_notebook(
+                    str(nb), str(executed),
+                    parameters={"profile": profile, "overrides": overrides or {}},
+                    cwd=str(NOTEBOOK_DIR), kernel_name="python3", log_output=log_output, progress_bar=False,
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport warnings in the output
+                )
+            except papermill.PapermillExecutionError as e:
+                raise NotebookFailed(
+                    f"notebook {nb.stem} stopped at cell [{e.exec_count}] with {e.ename}: {e.evalue}\n"
+                    f"Its executed copy, with the traceback, is {executed}. Fix the cause and run the same command "
+                    "again: what the earlier notebooks built is reused.") from e
             times[nb.stem] = time.perf_counter() - t0
             run.record_notebook(nb.stem, times[nb.stem], executed)
             print(f"=== {nb.stem} done in {times[nb.stem]:.0f}s ===", flush=True)
