@@ -2,7 +2,8 @@
 
     runs/<profile>/<stage>/<key>/   one directory per stage and parameter hash; `artifact.json` is written
                                     last, so a directory without it is an unfinished stage (recomputed or
-                                    resumed), and a changed parameter gets a new key (recomputed).
+                                    resumed), and a changed parameter gets a new key (recomputed); one
+                                    process at a time builds it (`Run.building`, `.lock` inside it).
     runs/<profile>/notebooks/       executed notebooks
     figures/<profile>/              figures and `manifest.json` (how each was made)
 """
@@ -18,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tinystories_lib import params as params_mod
+from tinystories_lib.locks import exclusive, stage_wait_s, temp_path
 from tinystories_lib.params import REPO_ROOT, Params
 
 
@@ -37,7 +39,7 @@ def git_commit() -> str:
 
 def atomic_write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     tmp.write_text(json.dumps(obj, indent=2, default=str))
     tmp.replace(path)
 
@@ -111,6 +113,12 @@ class Run:
         d = self.root / stage / key
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+    @staticmethod
+    def building(d: Path, what: str):
+        """The stage's lock on `d` (locks.exclusive), waiting a while for another process building it: the
+        caller checks `is_done` again inside, since that process has usually just finished it."""
+        return exclusive(d, what, wait_s=stage_wait_s())
 
     @staticmethod
     def is_done(d: Path) -> bool:

@@ -10,6 +10,7 @@ a model learns where stories start and end; sampling starts from that token.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from tinystories_lib.locks import temp_path
 from tinystories_lib.stories.records import EOT
 
 
@@ -78,14 +80,57 @@ class Codec:
 
     @classmethod
     def load(cls, directory: str | Path) -> Codec:
+        """The tokenizer files of `directory`, checked against what the directory records of them: the
+        sha256 (`tokenizer_sha256`) and vocabulary size in a model's config.json or a token stage's
+        artifact.json. A tokenizer that is not the model's decodes its ids into fluent-looking nonsense."""
         d = Path(directory)
         path = d / "tokenizer.json"
         if not path.exists():
             raise FileNotFoundError(f"no tokenizer.json in {d}: train one (notebook 02) or copy it beside the model")
-        id_map = None
-        if (d / "token_map.json").exists():
-            id_map = np.array(json.loads((d / "token_map.json").read_text())["model_to_base"], dtype=np.int64)
-        return cls(Tokenizer.from_file(str(path)), id_map)
+        record, sha, vocab = _recorded_tokenizer(d)
+        fix = (f"copy tokenizer.json (and token_map.json) of the token shards it was trained on ({sha[1]}, under "
+               f"runs/<profile>/) into {d}" if sha and sha[1] else f"delete {d} and run its stage again")
+        if sha and tokenizer_sha256(d) != sha[0]:
+            raise ValueError(f"{path} is not the tokenizer {record} records (sha256 {tokenizer_sha256(d)[:12]}, "
+                             f"recorded {sha[0][:12]}): {fix}")
+        try:
+            id_map = None
+            if (d / "token_map.json").exists():
+                id_map = np.array(json.loads((d / "token_map.json").read_text())["model_to_base"], dtype=np.int64)
+            codec = cls(Tokenizer.from_file(str(path)), id_map)
+        except Exception as e:  # a truncated or foreign file: tokenizers' own errors name no file
+            raise ValueError(f"{path} is not a readable tokenizer ({type(e).__name__}: {e}): {fix}") from None
+        if vocab is not None and codec.vocab_size != vocab:
+            raise ValueError(f"{path} has {codec.vocab_size} tokens but {record} says {vocab}: {fix}")
+        return codec
+
+
+TOKENIZER_FILES = ("tokenizer.json", "token_map.json")
+
+
+def tokenizer_sha256(directory: str | Path) -> str:
+    """One hash of the tokenizer files in `directory`: what a token stage and a model record of their
+    tokenizer, and `Codec.load` checks."""
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        if (Path(directory) / name).exists():
+            h.update(name.encode() + b"\0" + (Path(directory) / name).read_bytes())
+    return h.hexdigest()
+
+
+def _recorded_tokenizer(d: Path) -> tuple[str, tuple[str, str | None] | None, int | None]:
+    """(the file that records it, (sha256, the token shards' key it came from) or None, vocabulary size or
+    None) for a model directory (config.json) or a token stage (artifact.json); nothing for others."""
+    for name, vocab_of in (("config.json", lambda c: (c.get("model") or {}).get("vocab_size")),
+                           ("artifact.json", lambda c: c.get("vocab_size"))):
+        if (d / name).exists():
+            try:
+                c = json.loads((d / name).read_text())
+            except ValueError:
+                continue  # a damaged record is reported by whatever reads it for its own purpose
+            sha = c.get("tokenizer_sha256")
+            return str(d / name), (sha, c.get("shards")) if sha else None, vocab_of(c)
+    return "", None, None
 
 
 def _byte_token_ids(tok: Tokenizer) -> dict[str, int]:
@@ -99,7 +144,7 @@ def _byte_token_ids(tok: Tokenizer) -> dict[str, int]:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_path(path)
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
@@ -198,7 +243,7 @@ def write_shard(codec: Codec, texts: Iterable[str], path: str | Path, progress: 
     if codec.vocab_size > 65536:
         raise ValueError(f"vocab of {codec.vocab_size} does not fit uint16 shards")
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_path(path)
     n_tokens = 0
     bar = None
     if progress:

@@ -9,7 +9,11 @@ A run lives in one directory:
     checkpoints/step_NNNNNN/  model + optimizer + RNG state (lm.checkpoints); `checkpoints/latest.json` names
                          the newest.
 Resume is exact: batch k is drawn from an RNG seeded by (seed, k), so the data order needs no state
-beyond the step, and the optimizer and RNG states are in the checkpoint. Nothing is unpickled on load.
+beyond the step, and the optimizer and RNG states and the running loss of the next log row are in the
+checkpoint; metrics.jsonl is cut back to the step resumed from, so a resumed run logs the same rows as an
+uninterrupted one. A damaged checkpoint falls back to the previous kept one, a damaged final model is
+rebuilt from the last checkpoint. Nothing is unpickled on load. One process at a time trains into a
+directory (locks.exclusive); a second is refused, naming the first.
 Under `torchrun`, the same entry point trains with DistributedDataParallel: each rank takes its slice of
 the same global batch, so N processes see exactly what one process with N times the batch would.
 A finished run is reused when its config says the same thing is learned (`what_is_learned`), and never
@@ -31,15 +35,18 @@ import numpy as np
 import torch
 
 from tinystories_lib.lm.checkpoints import (
+    DamagedWeights,
     TrainingDiverged,
     _atomic_json,
-    latest_checkpoint,
     load_checkpoint,
+    read_weights,
+    resume_candidates,
     save_checkpoint,
     save_model,
 )
 from tinystories_lib.lm.model import GPTNeo, GPTNeoConfig
 from tinystories_lib.lm.scoring import bits_per_byte, shard_nll
+from tinystories_lib.locks import exclusive, temp_path
 from tinystories_lib.params import TrainParams
 
 
@@ -121,9 +128,12 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop rows logged after the checkpoint we resume from (they will be logged again)."""
+    """Before training, drop rows logged after the step it starts from (0 for a fresh start): a killed run
+    logged them, and this one logs them again."""
+    if not path.exists():
+        return
     rows = [r for r in read_metrics(path) if r["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_path(path)
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(path)
 
@@ -135,7 +145,8 @@ def what_is_learned(run_config: dict | None) -> dict | None:
     if not run_config:
         return run_config
     train = {k: v for k, v in run_config.get("train", {}).items() if k not in TrainParams.HOW_NOT_WHAT}
-    return {**run_config, "train": train}
+    # The tokenizer's hash is recorded for Codec.load to check; the shards' key already says what it is.
+    return {k: v for k, v in run_config.items() if k != "tokenizer_sha256"} | {"train": train}
 
 
 @torch.no_grad()
@@ -212,6 +223,15 @@ def train(
     estimate beside each validation loss, and the whole validation shard scored at the end."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Two processes in one directory would log every step twice and overwrite each other's checkpoints;
+    # under torchrun the master holds the lock for all ranks.
+    with exclusive(out_dir, "training into") if _dist_info()[0] == 0 else nullcontext():
+        return _train(model_cfg, cfg, train_data, val_data, out_dir, progress=progress, desc=desc,
+                      stop_after=stop_after, extra_config=extra_config, val_bytes=val_bytes)
+
+
+def _train(model_cfg, cfg, train_data, val_data, out_dir: Path, *, progress, desc, stop_after, extra_config,
+           val_bytes) -> dict:
     rank, local_rank, world = _dist_info()
     ddp = world > 1
     device = pick_device(cfg.device)
@@ -228,11 +248,15 @@ def train(
     run_config = {"model": model_cfg.to_dict(), "train": asdict(cfg), "world_size": world, **(extra_config or {})}
     if summary_path.exists() and (out_dir / "model.safetensors").exists():
         done = json.loads(summary_path.read_text())
-        if what_is_learned(done.get("config")) == what_is_learned(run_config):
+        if what_is_learned(done.get("config")) != what_is_learned(run_config):
+            # A finished model is never overwritten: a directory is meant for one configuration.
+            raise ValueError(f"{out_dir} holds a finished model trained with other settings; train into another "
+                             "directory, or delete this one to retrain it")
+        try:
+            read_weights(out_dir / "model.safetensors", "rebuilding it from the last checkpoint")
             return done | {"skipped": True}
-        # A finished model is never overwritten: a directory is meant for one configuration.
-        raise ValueError(f"{out_dir} holds a finished model trained with other settings; train into another "
-                         "directory, or delete this one to retrain it")
+        except DamagedWeights as e:  # the final checkpoint holds the same weights: resumed from below
+            print(f"note: {e}", flush=True)
 
     torch.manual_seed(cfg.seed)
     model = GPTNeo(model_cfg).to(device)
@@ -244,17 +268,21 @@ def train(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, cfg.beta2), fused=fused,
     )
-    start = 0
-    ck = latest_checkpoint(out_dir)
-    if ck is not None:
-        saved = json.loads((out_dir / "config.json").read_text()) if (out_dir / "config.json").exists() else {}
-        # A checkpoint of another world size saw other batches: it is not this run's to resume.
-        if (saved.get("model") == run_config["model"] and saved.get("train", {}).get("seed") == cfg.seed
-                and saved.get("world_size", 1) == world):
-            start = load_checkpoint(ck, model, opt)
-            if master:
-                _truncate_metrics(out_dir / "metrics.jsonl", start)
+    start, loss_acc, n_acc = 0, 0.0, 0
+    saved = json.loads((out_dir / "config.json").read_text()) if (out_dir / "config.json").exists() else {}
+    # A checkpoint of another world size saw other batches: it is not this run's to resume.
+    if (saved.get("model") == run_config["model"] and saved.get("train", {}).get("seed") == cfg.seed
+            and saved.get("world_size", 1) == world):
+        for ck in resume_candidates(out_dir):
+            try:
+                state = load_checkpoint(ck, model, opt)
+            except DamagedWeights as e:  # it is rewritten when training reaches its step again
+                print(f"note: {e}", flush=True)
+                continue
+            start, loss_acc, n_acc = int(state["step"]), state.get("loss_acc", 0.0), state.get("n_acc", 0)
+            break
     if master:
+        _truncate_metrics(out_dir / "metrics.jsonl", start)
         _atomic_json(out_dir / "config.json", run_config)
 
     step_model = model
@@ -286,8 +314,7 @@ def train(
 
     t_start = time.perf_counter()
     t_last, tokens_last = t_start, 0
-    loss_acc = 0.0
-    n_acc = 0
+    done_acc = (loss_acc, n_acc)  # the running loss at the last completed step: what an interrupt saves
     last_val, last_step_evaluated = None, None
     model.train()
     step = start
@@ -320,8 +347,9 @@ def train(
                     f"gradients became {norm.item()} at step {step} in {out_dir} (loss {loss_acc / n_acc:.4g}); the "
                     f"last good checkpoint is kept. Lower train.lr (now {cfg.lr}) or set train.grad_clip.")
             opt.step()
-            opt.zero_grad(set_to_none=True)
             step += 1
+            done_acc = (loss_acc, n_acc)
+            opt.zero_grad(set_to_none=True)
             tokens_last += tokens_per_step
             if bar:
                 bar.update(1)
@@ -338,6 +366,7 @@ def train(
                 row = {"step": step, "train_loss": train_loss, "lr": lr, "tokens": step * tokens_per_step,
                        "tokens_per_s": tokens_last / max(now - t_last, 1e-9), "wall_s": now - t_start}
                 loss_acc, n_acc, t_last, tokens_last = 0.0, 0, now, 0
+                done_acc = (0.0, 0)
                 if is_eval:
                     last_val = evaluate(model, val_b, cfg.eval_batches, device, autocast)
                     if not math.isfinite(last_val):  # never checkpoint weights that already diverged
@@ -354,14 +383,15 @@ def train(
                     bar.set_postfix(loss=f"{train_loss:.3f}", **({"val": f"{last_val:.3f}"} if is_eval else {}))
             save_now = is_eval or step in keep or (stop_after is not None and step >= stop_after)
             if master and save_now:
-                save_checkpoint(out_dir, step, model, opt, keep, cfg.keep_last)
+                save_checkpoint(out_dir, step, model, opt, keep, cfg.keep_last, {"loss_acc": loss_acc, "n_acc": n_acc})
             if stop_after is not None and step >= stop_after:
                 if ddp:
                     barrier()  # the checkpoint is written before any rank returns
                 return {"stopped_at": step, "out_dir": str(out_dir)}
     except KeyboardInterrupt:
         if master and step > start:
-            save_checkpoint(out_dir, step, model, opt, keep, cfg.keep_last)
+            save_checkpoint(out_dir, step, model, opt, keep, cfg.keep_last,
+                            {"loss_acc": done_acc[0], "n_acc": done_acc[1]})
         raise
     finally:
         if bar:

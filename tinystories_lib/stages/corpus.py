@@ -113,12 +113,18 @@ def _validation_stories(run: Run) -> list[Story] | None:
 def corpus(run: Run, progress: bool = True) -> Path:
     """Stories from the profile's source, cleaned (mojibake, lengths, fragments, duplicates: `data.*`) and
     split train/val, or with validation stories from their own source (`data.val_source`)."""
+    out = run.stage_dir("corpus", run.params.section_hash("data"))
+    if not run.is_done(out):
+        with run.building(out, "building the corpus in"):
+            if not run.is_done(out):  # else the process this one waited for built it
+                _build_corpus(run, out, progress)
+    _record(run, out)
+    return out
+
+
+def _build_corpus(run: Run, out: Path, progress: bool) -> None:
     from tinystories_lib.stories.cleaning import clean, normalize_text, split
 
-    out = run.stage_dir("corpus", run.params.section_hash("data"))
-    if run.is_done(out):
-        _record(run, out)
-        return out
     t0 = time.perf_counter()
     stories = _source_stories(run, progress)
     d = run.params.data
@@ -149,8 +155,6 @@ def corpus(run: Run, progress: bool = True) -> Path:
     run.mark_done(out, {"source": run.params.data.source, "n_loaded": len(stories), "n_train": len(train_s),
                         "n_val": len(val_s), "clean_report": report.as_dict(), "seconds": time.perf_counter() - t0,
                         "data": asdict(run.params.data), **extra})
-    _record(run, out)
-    return out
 
 
 def _record(run: Run, out: Path) -> None:

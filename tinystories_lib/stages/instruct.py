@@ -45,7 +45,7 @@ from tinystories_lib.evals.instruct_checks import (
 )
 from tinystories_lib.lm.sample import SamplingConfig, complete
 from tinystories_lib.lm.scoring import text_bytes
-from tinystories_lib.lm.tokenizer import Codec, train_bpe, write_shard
+from tinystories_lib.lm.tokenizer import Codec, tokenizer_sha256, train_bpe, write_shard
 from tinystories_lib.params import ModelParams, Params, _what
 from tinystories_lib.runs import Run
 from tinystories_lib.stages import models
@@ -157,8 +157,14 @@ def instruct_tokens(run: Run, progress: bool = True) -> Path:
     records (whatever `tokenizer.kind` says: the field labels must be tokens of their own), and train/val
     shards. The artifact records the plan and how many stories had each field derived. Reused when done."""
     out = run.stage_dir("instruct_tokens", _tokens_key(run))
-    if run.is_done(out):
-        return out
+    if not run.is_done(out):
+        with run.building(out, "tokenizing Instruct records into"):
+            if not run.is_done(out):  # else the process this one waited for built it
+                _build_instruct_tokens(run, out, progress)
+    return out
+
+
+def _build_instruct_tokens(run: Run, out: Path, progress: bool) -> None:
     t0 = time.perf_counter()
     corpus(run, progress)
     seed = run.params.seed
@@ -181,8 +187,7 @@ def instruct_tokens(run: Run, progress: bool = True) -> Path:
         "derived_fields": {"train": dict(derived), "val": dict(val_derived)}, "notes": list(plan.notes),
         "combos": dict(Counter(combo_name(f) for f in shown).most_common()),
         "held_out_cooccurrences": sum(is_held_out(f, pair) for f in shown),  # 0 by construction; recorded as proof
-        "seconds": time.perf_counter() - t0})
-    return out
+        "tokenizer_sha256": tokenizer_sha256(out), "seconds": time.perf_counter() - t0})
 
 
 def describe_fields(meta: dict) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 from tinystories_lib.lm.model import GPTNeoConfig
 from tinystories_lib.lm.sample import SamplingConfig
-from tinystories_lib.lm.tokenizer import read_shard
+from tinystories_lib.lm.tokenizer import TOKENIZER_FILES, Codec, read_shard, tokenizer_sha256
 from tinystories_lib.lm.train import (
     TrainConfig,
     barrier,
@@ -31,6 +31,7 @@ from tinystories_lib.lm.train import (
     train,
     what_is_learned,
 )
+from tinystories_lib.locks import temp_path
 from tinystories_lib.params import ModelParams, TrainParams
 from tinystories_lib.runs import Run
 from tinystories_lib.stages.shards import shards
@@ -113,11 +114,17 @@ def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, 
     key = p.section_hash(extra=what_is_learned({"model": mcfg.to_dict(), "train": asdict(tcfg), **identity,
                                                 **key_extra}))
     out = run.stage_dir("models", f"{label}-{key}")
-    for name in ("tokenizer.json", "token_map.json"):
-        if rank == 0 and (shards_dir / name).exists() and not (out / name).exists():
-            shutil.copy(shards_dir / name, out / name)  # a model directory is self-contained for sampling
+    Codec.load(shards_dir)  # readable and the one the shards were made with, before a model depends on it
+    for name in TOKENIZER_FILES:  # a model directory is self-contained for sampling
+        src, dst = shards_dir / name, out / name
+        if rank == 0 and src.exists() and (not dst.exists() or dst.read_bytes() != src.read_bytes()):
+            tmp = temp_path(dst)
+            shutil.copy(src, tmp)
+            tmp.replace(dst)
+    # The tokenizer's hash is recorded in config.json (Codec.load checks it), not keyed: the shards' key is.
     summary = train(mcfg, tcfg, read_shard(shards_dir / "train.bin"), read_shard(shards_dir / "val.bin"), out,
-                    progress=progress, desc=label, stop_after=stop_after, extra_config=identity,
+                    progress=progress, desc=label, stop_after=stop_after,
+                    extra_config={**identity, "tokenizer_sha256": tokenizer_sha256(shards_dir)},
                     val_bytes=meta.get("val_bytes"))
     return ModelRun(label, mp.hidden, mp.layers, mp.heads, out, summary)
 

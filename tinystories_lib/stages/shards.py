@@ -1,7 +1,8 @@
 """The token stage: the profile's tokenizer and the corpus as uint16 token shards.
 
     shards(run)   runs/<p>/tokens/<key>/: tokenizer.json (+ token_map.json for GPT-Neo's top-k), train.bin,
-                  val.bin; keyed by the `data` and `tokenizer` sections
+                  val.bin; keyed by the `data` and `tokenizer` sections; `artifact.json` records the
+                  tokenizer's hash, which `Codec.load` checks
     codec(run)    the tokenizer of those shards
 `tokenizer.kind: bpe` trains a byte-level BPE on the training split; `gpt-neo-top-k` keeps the GPT-Neo
 tokenizer's most frequent tokens, as the paper did."""
@@ -16,6 +17,7 @@ from tinystories_lib.lm.tokenizer import (
     Codec,
     fetch_gpt_neo_files,
     load_gpt2,
+    tokenizer_sha256,
     top_k_codec,
     train_bpe,
     write_shard,
@@ -30,8 +32,14 @@ def shards(run: Run, progress: bool = True) -> Path:
     """Tokenizer trained (or restricted) on the training split, and train/val token shards."""
     cdir = corpus(run, progress)
     out = run.stage_dir("tokens", run.params.section_hash("data", "tokenizer"))
-    if run.is_done(out):
-        return out
+    if not run.is_done(out):
+        with run.building(out, "tokenizing into"):
+            if not run.is_done(out):  # else the process this one waited for built it
+                _build_shards(run, cdir, out, progress)
+    return out
+
+
+def _build_shards(run: Run, cdir: Path, out: Path, progress: bool) -> None:
     t0 = time.perf_counter()
     tp = run.params.tokenizer
     train_texts = [s.text for s in read_jsonl(cdir / "train.jsonl")]
@@ -45,9 +53,8 @@ def shards(run: Run, progress: bool = True) -> Path:
     n_train = write_shard(codec, train_texts, out / "train.bin", progress, len(train_texts))
     n_val = write_shard(codec, val_texts, out / "val.bin", progress, len(val_texts))
     run.mark_done(out, {"vocab_size": codec.vocab_size, "train_tokens": n_train, "val_tokens": n_val,
-                        "val_bytes": text_bytes(val_texts),
+                        "val_bytes": text_bytes(val_texts), "tokenizer_sha256": tokenizer_sha256(out),
                         "tokens_per_story": n_train / max(1, len(train_texts)), "seconds": time.perf_counter() - t0})
-    return out
 
 
 def codec(run: Run) -> Codec:

@@ -26,7 +26,6 @@ from pathlib import Path
 from tinystories_lib.stories import instruct_format
 from tinystories_lib.stories.documents import require_extra, stories_from_documents, story_id, take
 from tinystories_lib.stories.hub import DEFAULT_HUB_NAME, load_hub
-from tinystories_lib.stories.instruct_format import iter_documents
 from tinystories_lib.stories.records import EOT, Story
 
 LOCAL_FORMS = (".txt", ".json", ".jsonl", ".parquet")
@@ -37,6 +36,9 @@ _FORMS_HELP = (
 TXT_SEPARATORS = ("endoftext", "blank_line")  # how a .txt file separates stories (data.txt_separator)
 _ONE_STORY_MAX_CHARS = 2000  # longer than this with no separator, a .txt file is not one story
 _SNIFF_CHARS = 1 << 20  # how much of a .txt file is searched for a separator before loading it
+# A document longer than this is no story (real ones are a few thousand characters): it is skipped while
+# the file is read, never held whole; a 50 MB line cost 1 GB of memory on its way to cleaning's max_chars.
+_DOC_MAX_CHARS = 1 << 20
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -51,7 +53,8 @@ def load_txt(
     is_instruct: bool | None = None,
     separator: str = "endoftext",
 ) -> list[Story]:
-    """Stories from a text file, read line by line (the V2 file is 2 GB).
+    """Stories from a text file, streamed (the V2 file is 2 GB; a document over `_DOC_MAX_CHARS` is
+    skipped, with a note, without ever being held whole).
 
     `separator` "endoftext" (the published files): stories end at `<|endoftext|>`; a file longer than a
     story without any is an error naming `data.txt_separator: blank_line`, not one giant story that
@@ -63,21 +66,24 @@ def load_txt(
     if separator not in TXT_SEPARATORS:
         raise ValueError(f"unknown .txt separator {separator!r}: expected one of {TXT_SEPARATORS}")
     path = Path(path)
+    too_long = [0]  # documents skipped for their length, counted by the readers
     # errors="replace": the V2 files contain a few bytes that are not valid UTF-8.
     with open(path, encoding="utf-8", errors="replace") as f:
         if separator == "endoftext":
             _check_has_separator(f, path)
-            docs = iter_documents(f, line_based=True)
-        else:
-            docs = _blank_line_documents(f)
+            docs = _eot_documents(f, too_long)
+        else:  # lines of at most _DOC_MAX_CHARS: a longer one arrives in pieces, and its document is skipped
+            docs = _blank_line_documents(iter(lambda: f.readline(_DOC_MAX_CHARS), ""), too_long)
         first = next(docs, None)
         if first is None:
+            _say_too_long(path, too_long[0])
             return []
         if is_instruct is None:
             is_instruct = instruct_format.looks_like_record(first)
         stories = stories_from_documents(
             itertools.chain([first], docs), f"file:{path.name}", path.stem, limit, is_instruct
         )
+    _say_too_long(path, too_long[0])
     if separator == "blank_line":
         print(
             f"note: {path.name}: {len(stories):,} stories, split at blank lines "
@@ -100,17 +106,60 @@ def _check_has_separator(f, path: Path) -> None:
     )
 
 
-def _blank_line_documents(lines: Iterable[str]) -> Iterator[str]:
-    """Documents separated by blank lines (or `<|endoftext|>` lines), stripped, empties skipped."""
+def _eot_documents(f, too_long: list[int]) -> Iterator[str]:
+    """Documents separated by `<|endoftext|>` anywhere in a line, stripped, empties skipped: what
+    `instruct_format.iter_documents` yields for a file's lines (universal newlines make them equal), read
+    in chunks, so memory stays within `_DOC_MAX_CHARS` whatever the lines; longer documents are counted."""
+    parts: list[str] = []
+    size, keep, carry = 0, len(EOT) - 1, ""
+    while True:
+        chunk = f.read(_SNIFF_CHARS)
+        pieces = (carry + chunk).split(EOT)
+        carry = ""
+        if chunk:  # the end of the last piece may be the start of a separator cut by the chunk boundary
+            pieces[-1], carry = pieces[-1][:-keep], pieces[-1][-keep:]
+        for i, piece in enumerate(pieces):
+            size += len(piece)
+            if size <= _DOC_MAX_CHARS:
+                parts.append(piece)
+            else:  # too long to be a story: what was read of it is let go
+                parts.clear()
+            if i < len(pieces) - 1 or not chunk:  # a separator, or the end of the file, ends the document
+                if size > _DOC_MAX_CHARS:
+                    too_long[0] += 1
+                elif doc := "".join(parts).strip():
+                    yield doc
+                parts, size = [], 0
+        if not chunk:
+            return
+
+
+def _blank_line_documents(lines: Iterable[str], too_long: list[int]) -> Iterator[str]:
+    """Documents separated by blank lines (or `<|endoftext|>` lines), stripped, empties skipped; one
+    longer than `_DOC_MAX_CHARS` is counted in `too_long`, not kept."""
     buffer: list[str] = []
+    size = 0
     for line in itertools.chain(lines, [""]):
         if line.strip() in ("", EOT):
             doc = "\n".join(b.rstrip("\r\n") for b in buffer).strip()
+            too_long[0] += size > _DOC_MAX_CHARS
             buffer.clear()
-            if doc:
+            if doc and size <= _DOC_MAX_CHARS:
                 yield doc
+            size = 0
         else:
-            buffer.append(line)
+            size += len(line)
+            if size <= _DOC_MAX_CHARS:
+                buffer.append(line)
+            else:
+                buffer.clear()
+
+
+def _say_too_long(path: Path, n: int) -> None:
+    if n:
+        print(f"note: {path}: skipped {n:,} document(s) of more than {_DOC_MAX_CHARS:,} characters without a "
+              f"'{EOT}' separator: no story is that long (a file whose separators are missing, or a runaway text)",
+              flush=True)
 
 
 def load_json(path: str | Path, limit: int | None = None) -> list[Story]:

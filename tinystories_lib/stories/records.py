@@ -1,4 +1,5 @@
-"""The one record type every story source produces (storyteller, LLM, hub, local files)."""
+"""The one record type every story source produces (storyteller, LLM, hub, local files), and its JSONL
+files: written whole or not at all (temporary name, renamed), read skipping lines that are not stories."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from tinystories_lib.locks import temp_path
 
 EOT = "<|endoftext|>"  # the marker between stories in the published .txt files and in token streams
 
@@ -42,7 +45,7 @@ def write_jsonl(stories: Iterable[Story], path: str | Path) -> int:
     """Write stories to `path` atomically (tmp file + rename). Returns the count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_path(path)
     n = 0
     with open(tmp, "w", encoding="utf-8") as f:
         for s in stories:
@@ -53,7 +56,21 @@ def write_jsonl(stories: Iterable[Story], path: str | Path) -> int:
 
 
 def read_jsonl(path: str | Path) -> Iterator[Story]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield Story.from_dict(json.loads(line))
+    """The stories of a JSONL file. A line that is not a story (torn by a kill, damaged on disk, edited by
+    hand) is skipped, as generation skips it (llm.jsonl.read_jsonl_records), and said once with the file
+    and its line numbers: one bad line must not stop every rerun of the corpus stage."""
+    bad = []
+    # errors="replace": a damaged byte costs one character (or the line, if it breaks the JSON), as in loading
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                story = Story.from_dict(json.loads(line))
+            except (ValueError, TypeError):  # not JSON; JSON but not a story record
+                bad.append(n)
+                continue
+            yield story
+    if bad:
+        lines = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        print(f"note: {path}: skipped {len(bad)} line(s) that are not story records (line {lines})", flush=True)
