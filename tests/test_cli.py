@@ -103,6 +103,16 @@ def test_a_failing_notebook_names_its_error_and_its_executed_copy(tmp_path):
     assert str(tmp_path / "runs" / "tiny" / "notebooks" / "01_data_creation.ipynb") in out.stderr
 
 
+def test_a_corpus_that_cleaning_empties_is_one_message(tmp_path):
+    """`train` on such a corpus: the stage's RuntimeError once escaped the CLI as a traceback."""
+    short = tmp_path / "short.txt"
+    short.write_text("Hi.<|endoftext|>\nYo.<|endoftext|>\n")
+    out = _cli(["train", "--profile", "tiny", "--set", "data.source=files", "--set", f"data.paths=[{short}]"],
+               tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("error: only 0 stories survived cleaning")
+
+
 _RAISING = """import sys
 from tinystories_lib import cli, errors, locks
 

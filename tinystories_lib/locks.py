@@ -19,8 +19,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tinystories_lib.errors import KitError
 
-class ArtifactBusy(RuntimeError):
+
+class ArtifactBusy(KitError, RuntimeError):
     """Another live process holds the artifact's lock."""
 
 

@@ -20,17 +20,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from tinystories_lib.errors import KitError
 from tinystories_lib.lm.model import GPTNeo, GPTNeoConfig
 from tinystories_lib.locks import temp_path
 
 # ---------------------------------------------------------------- checkpoints
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(KitError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class DamagedWeights(ValueError):
+class DamagedWeights(KitError, ValueError):
     """A weights file that cannot be read whole (truncated, not safetensors) or holds NaN/inf."""
 
 

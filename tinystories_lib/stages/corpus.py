@@ -14,12 +14,17 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from tinystories_lib.errors import KitError
 from tinystories_lib.params import _what, resolve_path
 from tinystories_lib.runs import Run
 from tinystories_lib.stories.records import Story, read_jsonl, write_jsonl
 
 # ---------------------------------------------------------------- corpus
 
+
+
+class CorpusError(KitError, RuntimeError):
+    """The corpus cannot be built as the profile asks (generation unfinished, cleaning left too little)."""
 
 def llm_config(ep):
     """An `LLMConfig` for the client layer from a profile's endpoint section."""
@@ -85,7 +90,7 @@ def _source_stories(run: Run, progress: bool) -> list[Story]:
         out, report, ids = llm_stories(run, progress)
         print(report.summary(), flush=True)
         if report.status != "complete":
-            raise RuntimeError(f"story generation is {report.status}: {report.summary()}\n"
+            raise CorpusError(f"story generation is {report.status}: {report.summary()}\n"
                                "Nothing is lost: run this cell (or the command) again to resume where it stopped.")
         return [s for s in read_jsonl(out) if s.id in ids]
     from tinystories_lib.stories.loading import load_corpus
@@ -132,7 +137,7 @@ def _build_corpus(run: Run, out: Path, progress: bool) -> None:
                     gpt4_only=d.gpt4_only, drop_fragments=d.drop_fragments, near_duplicates=d.near_duplicates)
     kept, report = clean(stories, **settings)
     if len(kept) < 20:
-        raise RuntimeError(f"only {len(kept)} stories survived cleaning (report: {report}); "
+        raise CorpusError(f"only {len(kept)} stories survived cleaning (report: {report}); "
                            "check data.source / data.paths / data.min_chars")
     extra = {}
     separate = _validation_stories(run)
@@ -141,7 +146,7 @@ def _build_corpus(run: Run, out: Path, progress: bool) -> None:
     else:
         val_s, val_report = clean(separate, **settings)
         if not val_s:
-            raise RuntimeError(f"no validation story survived cleaning (report: {val_report}); check data.val_*")
+            raise CorpusError(f"no validation story survived cleaning (report: {val_report}); check data.val_*")
         held = {normalize_text(s.text) for s in val_s}
         train_s = [s for s in kept if normalize_text(s.text) not in held]  # never train on a validation story
         extra = {"val_source": run.params.data.val_source, "val_clean_report": val_report.as_dict(),

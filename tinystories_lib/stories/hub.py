@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from tinystories_lib.errors import KitError
 from tinystories_lib.stories.documents import require_extra, stories_from_documents
 from tinystories_lib.stories.instruct_format import iter_documents
 from tinystories_lib.stories.records import Story
@@ -32,7 +33,7 @@ DEFAULT_HUB_NAME = "roneneldan/TinyStories"
 # ---------------------------------------------------------------------------------------------------------
 
 
-class HubError(RuntimeError):
+class HubError(KitError, RuntimeError):
     """Loading from the hub failed; the message says what was asked for, what happened and what to do."""
 
 
