@@ -1,7 +1,8 @@
 # tinystories-lab: the verbs. Each target sets up its own environment on first use.
 #   make reproduce [PROFILE=smoke]   run the notebooks headless, figures into figures/$(PROFILE)/
 #   make test                        the test suite
-#   make lab                         JupyterLab on notebooks/
+#   make lab [PROFILE=smoke]         JupyterLab on notebooks/ (LAB_IP=localhost, LAB_PORT=8888, LAB_FLAGS=...)
+#   make test-browser                notebook 06 in a real browser (chromium + playwright: the browser extra)
 # TORCH_SPEC picks the torch install when the venv has none: the default is the CPU-friendly pin CI
 # uses; `make TORCH_SPEC=torch` takes the newest release, or pre-install any torch >= 2.2 in the venv.
 
@@ -11,10 +12,17 @@ PROFILE ?= smoke
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The kernel every notebook names (metadata.kernelspec): this venv's python, whichever Jupyter opens them.
+KERNEL := $(VENV)/share/jupyter/kernels/tinystories-lab/kernel.json
+LAB_IP ?= localhost
+LAB_PORT ?= 8888
+LAB_FLAGS ?=
+# root (a container, a cloud box) needs --allow-root, and has no desktop browser to open
+ROOT_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root --no-browser)
 
-.PHONY: setup reproduce test lab lint bench clean distclean
+.PHONY: setup reproduce test test-browser lab lint bench clean distclean
 
-setup: $(STAMP)
+setup: $(STAMP) $(KERNEL)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,14 +32,27 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet -e ".[all,dev,vocab]"
 	@touch $@
 
+$(KERNEL): $(STAMP)
+	@$(BIN)/python -m ipykernel install --sys-prefix --name tinystories-lab --display-name "Python (tinystories-lab)" >/dev/null
+	@echo "registered the Jupyter kernel 'Python (tinystories-lab)' ($(VENV)/bin/python)"
+
 reproduce: $(STAMP)
 	$(BIN)/tinystories reproduce --profile $(PROFILE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+# Jupyter prints the URL with its token once it listens; a taken port is an error, not a silent other port.
+# The notebooks' parameters cell reads TINYSTORIES_PROFILE, so PROFILE picks the profile they open on.
+lab: $(KERNEL)
+	TINYSTORIES_PROFILE=$(PROFILE) $(BIN)/jupyter lab --notebook-dir=notebooks --ip=$(LAB_IP) --port=$(LAB_PORT) \
+	  --ServerApp.port_retries=0 --config=tools/jupyter_lab_config.py $(ROOT_FLAGS) $(LAB_FLAGS)
+
+# Needs chromium (Debian: apt-get install chromium) and `pip install -e ".[browser]"`; make test skips it
+# without them. Writes screenshots to build/test-artifacts/browser/ and docs/img/.
+test-browser: $(KERNEL)
+	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[browser]"
+	DOCS_IMG=1 $(BIN)/python -m pytest -q -rs -m browser tests/test_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

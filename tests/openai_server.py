@@ -7,10 +7,16 @@
 
 Implements POST .../chat/completions (OpenAI and Azure paths), POST /v1/files (multipart upload),
 GET /v1/files/{id}[/content], POST /v1/batches and GET /v1/batches/{id} (the batch completes after
-`batch_polls` retrievals). Behaviour is scriptable per test: a fixed `latency_s`, and a queue of
-`Fault`s consumed one per chat request (HTTP errors with Retry-After, delays longer than the client
-timeout, malformed bodies). It also provides deterministic fake "LLMs": `StoryWriter` writes a story
-that uses the prompt's three words, `judge_reply` answers the two GPT-Eval turns in a chosen format.
+`batch_polls` retrievals; `batch_statuses` sets the final status of the 1st, 2nd... batch created;
+`batch_token_limit` refuses a batch, as OpenAI's enqueued-token limit does, when its prompt tokens and
+those of the batches still in progress pass the limit; `hold_batches_after` makes POST /v1/batches past
+that many hang, creating nothing, so a kill test can stop a client between two submissions).
+Behaviour is scriptable per test: a fixed `latency_s`, and a queue of `Fault`s consumed one per chat
+request (HTTP errors with Retry-After and a message, delays longer than the client timeout, malformed
+bodies); a reply function may return an `Answer` to set its finish_reason; `served_model` is the model
+(snapshot) replies name; `refuse_max_tokens` answers a `max_tokens` request with OpenAI's 400. It also
+provides deterministic fake "LLMs": `StoryWriter` writes a story that uses the prompt's three words,
+`judge_reply` answers the two GPT-Eval turns in a chosen format.
 """
 
 from __future__ import annotations
@@ -28,16 +34,26 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
-Reply = Callable[[list], str]
+Reply = Callable[[list], "str | Answer"]
+
+
+@dataclass
+class Answer:
+    """A scripted reply with more than text: a `finish_reason` ("length": cut off at max_tokens)."""
+
+    text: str
+    finish_reason: str = "stop"
 
 
 @dataclass
 class Fault:
     """One scripted misbehaviour for the next chat request. `status` answers with that HTTP error
-    (with `retry_after` as the Retry-After header); `delay_s` sleeps first (longer than the client's
-    timeout = a timeout); `body`/`content_type` replace the reply with raw bytes (malformed replies)."""
+    (with `retry_after` as the Retry-After header, `message` as the error message); `delay_s` sleeps
+    first (longer than the client's timeout = a timeout); `body`/`content_type` replace the reply with
+    raw bytes (malformed replies)."""
 
     status: int | None = None
+    message: str = "scripted error"
     retry_after: float | None = None
     delay_s: float = 0.0
     body: bytes | None = None
@@ -69,8 +85,9 @@ def _words(text: str) -> int:
     return len(str(text).split())
 
 
-def chat_completion_json(model: str, text: str, messages: list) -> dict:
+def chat_completion_json(model: str, text: str | Answer, messages: list) -> dict:
     """A chat completion body; token counts are word counts so tests can compute costs exactly."""
+    text, finish_reason = (text.text, text.finish_reason) if isinstance(text, Answer) else (text, "stop")
     prompt_tokens = sum(_words(m.get("content", "")) for m in messages)
     return {
         "id": "chatcmpl-fake",
@@ -78,7 +95,7 @@ def chat_completion_json(model: str, text: str, messages: list) -> dict:
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
         ],
         "usage": {
             "prompt_tokens": prompt_tokens,
@@ -97,12 +114,23 @@ class FakeOpenAI:
         batch_polls: int = 2,
         batch_final_status: str = "completed",
         batch_fail_ids: set | None = None,
+        batch_statuses: list | None = None,
+        batch_token_limit: int | None = None,
+        hold_batches_after: int | None = None,
+        served_model: str | None = None,
+        refuse_max_tokens: bool = False,
     ):
         self.reply = reply or (lambda messages: "Hello from the fake model.")
         self.latency_s = latency_s
         self.batch_polls = batch_polls
         self.batch_final_status = batch_final_status
         self.batch_fail_ids = set(batch_fail_ids or ())
+        self.batch_statuses = list(batch_statuses or ())
+        self.batch_token_limit = batch_token_limit
+        self.hold_batches_after = hold_batches_after
+        self.served_model = served_model  # the `model` of replies (a snapshot); None: the one asked for
+        self.refuse_max_tokens = refuse_max_tokens  # as OpenAI's reasoning models do
+        self.batch_held = threading.Event()  # set once a POST /v1/batches hangs
         self.requests: list[Recorded] = []
         self.files: dict[str, dict] = {}
         self.batches: dict[str, _Batch] = {}
@@ -202,11 +230,18 @@ class FakeOpenAI:
             "error": None,
         }
 
+    def final_status(self, batch: _Batch) -> str:
+        return batch.extra.get("final_status") or self.batch_final_status
+
+    def enqueued_tokens(self, batch: _Batch) -> int:
+        """A batch's prompt tokens (word counts, as in the fake's usage)."""
+        return sum(_words(m.get("content", "")) for line in batch.lines for m in line["body"]["messages"])
+
     def finish_batch(self, batch: _Batch) -> None:
         lines = batch.lines
-        if self.batch_final_status == "expired":
+        if self.final_status(batch) == "expired":
             lines = lines[: len(lines) // 2]  # an expired batch returns what it got done
-        if self.batch_final_status in ("completed", "expired"):
+        if self.final_status(batch) in ("completed", "expired"):
             records = [self.run_batch_line(line) for line in lines]
             ok = [r for r in records if r["response"]["status_code"] == 200]
             bad = [r for r in records if r["response"]["status_code"] != 200]
@@ -220,15 +255,25 @@ class FakeOpenAI:
         return fid
 
     def batch_json(self, batch: _Batch) -> dict:
-        done = batch.polls >= self.batch_polls
-        status = self.batch_final_status if done else "in_progress"
+        refused = batch.extra.get("refused")
+        done = batch.polls >= self.batch_polls or refused
+        status = "failed" if refused else self.final_status(batch) if done else "in_progress"
         if done and batch.output_file_id is None and status in ("completed", "expired"):
             self.finish_batch(batch)
+        errors = None
+        if refused:  # OpenAI's wording, with a fake organization
+            message = (
+                f"Enqueued token limit reached for {batch.lines[0]['body']['model']} in organization org-fake. "
+                f"Limit: {self.batch_token_limit:,} enqueued tokens. Please try again once some in_progress "
+                "batches have been completed."
+            )
+            error = {"code": "token_limit_exceeded", "message": message, "param": None, "line": None}
+            errors = {"object": "list", "data": [error]}
         return {
             "id": batch.id,
             "object": "batch",
             "endpoint": "/v1/chat/completions",
-            "errors": None,
+            "errors": errors,
             "input_file_id": batch.input_file_id,
             "completion_window": "24h",
             "status": status,
@@ -327,14 +372,21 @@ class _Handler(BaseHTTPRequestHandler):
             fake.sleep(fake.latency_s + (fault.delay_s if fault else 0.0))
             if fault and fault.status:
                 headers = {"retry-after": str(fault.retry_after)} if fault.retry_after is not None else None
-                self._error(fault.status, "scripted error", headers)
+                self._error(fault.status, fault.message, headers)
                 return
             if fault and fault.body is not None:
                 self._send(200, fault.body, fault.content_type)
                 return
+            if fake.refuse_max_tokens and "max_tokens" in rec.json:  # OpenAI's words and fields
+                message = ("Unsupported parameter: 'max_tokens' is not supported with this model. "
+                           "Use 'max_completion_tokens' instead.")
+                error = {"message": message, "type": "invalid_request_error", "param": "max_tokens",
+                         "code": "unsupported_parameter"}
+                self._json(400, {"error": error})
+                return
             messages = rec.json["messages"]
             text = fake.reply(messages)
-            self._json(200, chat_completion_json(rec.json["model"], text, messages))
+            self._json(200, chat_completion_json(fake.served_model or rec.json["model"], text, messages))
         finally:
             fake.leave()
 
@@ -353,8 +405,18 @@ class _Handler(BaseHTTPRequestHandler):
         if f is None:
             self._error(404, "input file not found")
             return
+        if fake.hold_batches_after is not None and len(fake.batches) >= fake.hold_batches_after:
+            fake.batch_held.set()
+            fake._stop.wait()  # until the server closes; the client is killed meanwhile
+            return
         lines = [json.loads(line) for line in f["data"].decode().splitlines() if line.strip()]
         batch = _Batch(fake.new_id("batch"), f["id"], lines, extra={"metadata": body.get("metadata")})
+        n = len(fake.batches)
+        if n < len(fake.batch_statuses):
+            batch.extra["final_status"] = fake.batch_statuses[n]
+        if fake.batch_token_limit is not None:
+            running = [b for b in fake.batches.values() if not b.extra.get("refused") and b.polls < fake.batch_polls]
+            batch.extra["refused"] = sum(map(fake.enqueued_tokens, running + [batch])) > fake.batch_token_limit
         fake.batches[batch.id] = batch
         self._json(200, fake.batch_json(batch))
 

@@ -124,8 +124,8 @@ def test_unparseable_reply_is_reminded_once_then_failed(tmp_path):
         assert third[-2]["role"] == "assistant" and "Age group: <one letter" in third[-1]["content"]
         assert grade.status == "failed" and "unparseable" in grade.reason and "grammar" in grade.reason
         assert grade.scores == {} and len(grade.extra["replies"]) == 3
-        judge.grade(completions(1))  # failures are not cached: a re-run asks again
-        assert len(server.chat_requests) == 6
+        judge.grade(completions(1))  # a re-run asks again, from turn 2: turn 1's reply is kept
+        assert len(server.chat_requests) == 5
 
 
 def test_reminder_can_recover_a_grade():
@@ -170,7 +170,8 @@ def test_cache_prevents_repeat_calls(tmp_path):
         assert len(server.chat_requests) == calls + 2
     records = [json.loads(line) for line in cache.read_text().splitlines()]
     assert {r["judge_model"] for r in records} == {"judge-model", "other-judge"}
-    assert all(r["prompt_version"] and len(r["replies"]) == 2 for r in records)
+    grades = [r for r in records if r.get("kind") != "turn1"]
+    assert len(grades) == 4 and all(r["prompt_version"] and len(r["replies"]) == 2 for r in grades)
 
 
 def test_budget_cap_turns_the_rest_into_failed_grades():

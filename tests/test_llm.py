@@ -23,7 +23,14 @@ from tinystories_lib.llm.client import (  # noqa: E402
     retry_after_seconds,
     run_async,
 )
-from tinystories_lib.llm.errors import BatchError, BatchPending, BudgetExceeded, MalformedReply, MissingAPIKey  # noqa: E402
+from tinystories_lib.llm.errors import (  # noqa: E402
+    BatchError,
+    BatchPending,
+    BudgetExceeded,
+    MalformedReply,
+    MissingAPIKey,
+    RequestRefused,
+)
 from tinystories_lib.llm.jsonl import JsonlAppender, repair_jsonl_tail  # noqa: E402
 
 MSG = [{"role": "user", "content": "Tell me a story"}]
@@ -132,17 +139,34 @@ def test_500_is_retried_then_gives_up():
         result, usage = chat_once(cfg(server))
         assert result.text and usage.retries == 2 and len(server.chat_requests) == 3
 
-        server.add_faults(Fault(status=500), Fault(status=500))
-        with pytest.raises(openai.InternalServerError):
+        server.add_faults(Fault(status=500, message="busy (req 1)"), Fault(status=500, message="busy (req 2)"))
+        with pytest.raises(openai.InternalServerError):  # two different bodies: transient, retries ran out
             chat_once(cfg(server, max_retries=1))
 
 
-def test_client_errors_are_not_retried():
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_client_errors_fail_at_once_with_the_servers_message(status, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-never-shown-1234")
     with FakeOpenAI() as server:
-        server.add_faults(Fault(status=400))
-        with pytest.raises(openai.BadRequestError):
+        server.add_faults(Fault(status=status, message="prompt is 9000 tokens, sk-test-never-shown-1234 allows 2048"))
+        with pytest.raises(RequestRefused, match=f"HTTP {status}: 'prompt is 9000 tokens") as e:
             chat_once(cfg(server))
-        assert len(server.chat_requests) == 1
+        assert len(server.chat_requests) == 1 and e.value.status_code == status
+    assert "sk-test-never-shown" not in str(e.value) and "[redacted]" in str(e.value)
+    assert ("OPENAI_API_KEY" in str(e.value)) == (status in (401, 403))  # what to do: check the key
+
+
+def test_a_5xx_with_the_same_body_twice_fails_after_the_second():
+    """`transformers serve` answers a context overflow with a 500 and the same body each time."""
+    overflow = "Input length 3000 exceeds the model's maximum context of 2048"
+    with FakeOpenAI() as server:
+        server.add_faults(*[Fault(status=500, message=overflow)] * 2)  # a third try would succeed
+        with pytest.raises(RequestRefused, match="same answer twice") as e:
+            chat_once(cfg(server))
+        assert len(server.chat_requests) == 2 and overflow in str(e.value)
+        server.add_faults(Fault(status=500, message=overflow), Fault(status=503, message=overflow))
+        result, usage = chat_once(cfg(server))  # not two in a row: retried as before
+        assert result.text and usage.retries == 2
 
 
 def test_timeout_is_retried():

@@ -69,3 +69,43 @@ def test_attention_explorer(model, codec):
     assert "token 5" in html and "outline" in html  # the picked token is framed
     ui.head.value = -1
     assert torch.allclose(ui.weights(), ui.maps[1, :, 5].mean(0)) and ui.view.value != html
+
+
+def test_attention_explorer_models_clicks_and_own_text(model, codec):
+    torch.manual_seed(1)
+    one_layer = GPTNeo(GPTNeoConfig(vocab_size=codec.vocab_size, hidden=32, layers=1, heads=2, context=48)).eval()
+    ui = widgets.attention_explorer({"deep": model, "shallow": one_layer}, codec, "Tom had a red ball.",
+                                    model="shallow")
+    assert ui.maps.shape[:2] == (1, 2) and len(ui.layer.options) == 1
+    ui._buttons[3].click()  # clicking a token picks it
+    assert ui.token.value == 3 and "token 3 " in ui.view.value
+    assert ui._buttons[3].layout is not ui._buttons[2].layout  # the picked token is framed
+    ui.model.value = "deep"  # the layers and heads follow the model; the picked token stays
+    assert ui.maps.shape[:2] == (2, 4) and len(ui.layer.options) == 2 and ui.token.value == 3
+    ui.text.value = "Mia saw a dog.\nThe dog ran."
+    ui.use_text.click()
+    assert "".join(ui.pieces[1:]) == "Mia saw a dog.\nThe dog ran." and ui.token.max == len(ui.pieces) - 1
+    assert len(ui.tokens.children) == len(ui.pieces) + 1  # a line break after the newline token
+    assert "interactive" in repr(ui)  # what an executed notebook shows
+
+
+def test_tables_escape_and_truncate():
+    t = widgets.markdown_table("| model | score |\n|---|---:|\n" + "".join(f"| m<{i}> \\| x | **{i}** |\n" for i in range(30)),
+                               max_rows=5)
+    page = t._repr_html_()
+    assert "m&lt;0&gt; | x" in page and "<b>0</b>" in page and "m&lt;5&gt;" not in page
+    assert "30 rows; showing 5" in page and "30 rows; showing 5" in repr(t)
+    neurons = [{"neuron": 7, "max_activation": 1.5,
+                "contexts": [{"left": "the big", "token": "gest**", "right": " <dog>", "story": 0}]}]
+    cell = widgets.contexts_table(neurons)._repr_html_()
+    assert "the big<mark>gest**</mark> &lt;dog&gt;" in cell  # glued to its word, no Markdown to break
+    assert widgets.collapse_repeats("They ran. They ran. They ran. The end.") == "They ran. [×3] The end."
+    assert widgets.collapse_repeats("a b c d e", max_words=2) == "a b … [+3 words]"
+
+
+def test_completions_table_one_row_per_model_and_prompt():
+    items = [SimpleNamespace(model=m, prompt_id=p, beginning=f"Beginning {p}.", completion="Go. Go. Go.")
+             for p in ("a", "b", "c") for m in ("h32-l1", "main") for _ in range(2)]  # two samples each
+    t = widgets.completions_table(items, n_prompts=2)
+    assert [r[0] for r in t.rows] == ["h32-l1", "main"] * 2 and t.rows[0][1] == "Beginning a." and t.rows[1][1] == "″"
+    assert t.rows[0][2] == "Go. [×3]"

@@ -4,7 +4,8 @@ The paper's two turns word for word (`TURN1_INTRO`, `TURN1_QUESTION`, `TURN2`), 
 (`TURN1_INSTRUCTIONS`, `TURN2_INSTRUCTIONS`) and the format reminder, as text (`turn1_text`, ...) and as
 chat messages (`turn1_messages`, ...). `parse_grade` reads a grading reply, free text or JSON, into
 scores out of 10 and an age group A-F (`parse_age_group`), telling the scale hints and the echoed age
-options of the question apart from the judge's answer. Pure functions of strings, so the prompt and the
+options of the question apart from the judge's answer, and reading past a reasoning model's `<think>` block
+(`llm.client.strip_reasoning`, the one the story checks use: grades inside it are drafts). Pure functions of strings, so the prompt and the
 parser are tested without an endpoint; `evals.judge` runs the conversation. Bump `PROMPT_VERSION` when
 the prompt text changes: it keys the judge's cache.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from tinystories_lib.evals.grades import AGE_GROUPS, LLM_DIMENSIONS, Completion
+from tinystories_lib.llm.client import strip_reasoning
 
 PROMPT_VERSION = "gpt-eval-v1"
 INSTRUCTION_DIMENSION = "instruction_following"
@@ -215,8 +217,9 @@ def _parse_json(obj: dict, dimensions: Sequence[str]) -> ParsedGrade:
 
 
 def parse_grade(text: str, dimensions: Sequence[str] = LLM_DIMENSIONS) -> ParsedGrade:
-    """Scores out of 10 and the age-group letter from a judge's reply (JSON or free text). `missing`
-    lists what could not be found ("age_group" included)."""
+    """Scores out of 10 and the age-group letter from a judge's reply (JSON or free text), its reasoning
+    block left out. `missing` lists what could not be found ("age_group" included)."""
+    text = strip_reasoning(text)
     obj = _json_block(text)
     parsed = _parse_json(obj, dimensions) if obj is not None else ParsedGrade()
     plain = _SCALE_HINT.sub(" ", text).replace("*", "").replace("#", "")

@@ -1,11 +1,12 @@
 """The Batch API: requests answered within a day at the batch discount, resumable after a kill.
 
-`run_batch` sends any set of chat requests (custom_id -> messages) as one batch: build the JSONL, upload,
-create, poll, download, parse by custom_id (`build_batch_jsonl`, `parse_batch_output`); the batch id is
-saved to a state file as soon as it exists, so a killed run resumes polling instead of paying twice
-(`forget_batch` once the results are merged). The judge uses it as is; `generate_stories_batch` runs
-corpus generation through it with the same validation and output files as the online path
-(`llm.generate`).
+`run_batch` sends any set of chat requests (custom_id -> messages) as batches: split into input files
+under OpenAI's limits (`BatchLimits`, `split_batch`), build the JSONL, upload, create, poll, download,
+parse by custom_id (`build_batch_jsonl`, `parse_batch_output`). Each batch id is saved to a state file as
+soon as it exists, so a killed run resumes polling instead of paying twice (`forget_batch` once the
+results are merged); a batch refused for the enqueued-token limit waits for an earlier one and goes
+again. The judge uses it as is; `generate_stories_batch` runs corpus generation through it with the same
+validation and output files as the online path (`llm.generate`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +44,13 @@ from tinystories_lib.llm.runner import (
     _Run,
     story_messages,
     summary_messages,
+    summary_problem,
 )
 from tinystories_lib.llm.story_checks import StoryValidator
 
 log = logging.getLogger(__name__)
 _BATCH_TERMINAL = {"completed", "failed", "expired", "cancelled"}
+_IDLE_REFUSALS = 3  # refusals in a row with none of our batches in flight before giving up
 
 
 # ---------------------------------------------------------------------------------------- Batch API
@@ -56,32 +61,29 @@ class BatchOutcome:
     """What a finished batch returned: replies by custom_id, and an error text for every other id
     that was requested (server errors, malformed replies, ids missing from an expired batch)."""
 
-    batch_id: str | None
-    status: str
+    batch_id: str | None  # the first of `batch_ids`
+    status: str  # e.g. "completed", or "completed/expired" when the batches ended differently
     results: dict[str, ChatResult] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    batch_ids: list[str] = field(default_factory=list)
 
 
 def build_batch_jsonl(
     config: LLMConfig, requests: Mapping[str, Sequence[Mapping[str, str]]], *, max_tokens: int | None = None
 ) -> bytes:
     """The Batch API input file: one POST /v1/chat/completions per custom_id."""
-    lines = [
-        json.dumps(
-            {
-                "custom_id": cid,
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": chat_body(config, msgs, max_tokens=max_tokens),
-            },
-            ensure_ascii=False,
-        )
-        for cid, msgs in requests.items()
-    ]
-    return ("\n".join(lines) + "\n").encode("utf-8")
+    return b"".join(_jsonl_line(config, cid, msgs, max_tokens) for cid, msgs in requests.items())
+
+
+def _jsonl_line(config: LLMConfig, cid: str, messages: Sequence[Mapping[str, str]], max_tokens) -> bytes:
+    body = chat_body(config, messages, max_tokens=max_tokens)
+    line = {"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": body}
+    return (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def _error_text(err: Any) -> str:
+    if not isinstance(err, Mapping) and hasattr(err, "code"):  # a batch's own errors (openai objects)
+        err = {"code": err.code, "message": getattr(err, "message", None)}
     if isinstance(err, Mapping):
         parts = [str(err[k]) for k in ("code", "message") if err.get(k)]
         return ": ".join(parts) or json.dumps(err)[:200]
@@ -115,25 +117,68 @@ def parse_batch_output(text: str) -> tuple[dict[str, ChatResult], dict[str, str]
     return results, errors
 
 
-def _load_batch_state(state_path: Path | None, config: LLMConfig, ids: set[str]) -> str | None:
-    """The batch id recorded in `state_path` if it covers every id we still need, else None."""
+@dataclass(frozen=True)
+class BatchLimits:
+    """How a round's requests are split into batch input files. The defaults are OpenAI's per-batch
+    limits (50,000 requests and 200 MB per input file). `max_enqueued_tokens` caps each file's estimated
+    prompt tokens: OpenAI refuses a whole batch (`token_limit_exceeded`) while the organization's enqueued
+    prompt tokens for the model would pass its tier's batch queue limit, so a file must fit that limit on
+    its own. 1M fits gpt-4o from tier 2 and gpt-4o-mini from tier 1; smaller only means more files."""
+
+    max_requests: int = 50_000
+    max_bytes: int = 200_000_000
+    max_enqueued_tokens: int = 1_000_000
+
+    def __post_init__(self):
+        if min(self.max_requests, self.max_bytes, self.max_enqueued_tokens) < 1:
+            raise ValueError(f"BatchLimits must all be >= 1, got {self}")
+
+
+def split_batch(sizes: Mapping[str, tuple[int, int]], limits: BatchLimits) -> list[list[str]]:
+    """Consecutive chunks of the ids of `sizes` (id -> (bytes, estimated prompt tokens)), each under
+    every limit. A single request over a limit still goes, alone."""
+    chunks: list[list[str]] = []
+    n_bytes = n_tokens = 0
+    for cid, (b, t) in sizes.items():
+        if not chunks or (
+            len(chunks[-1]) >= limits.max_requests
+            or n_bytes + b > limits.max_bytes
+            or n_tokens + t > limits.max_enqueued_tokens
+        ):
+            chunks.append([])
+            n_bytes = n_tokens = 0
+        chunks[-1].append(cid)
+        n_bytes += b
+        n_tokens += t
+    return chunks
+
+
+def _load_batch_state(state_path: Path | None, config: LLMConfig, ids: set[str]) -> tuple[list, list[dict]] | None:
+    """(the ids the recorded round planned, its submitted chunks) if `state_path` covers every id we
+    still need, else None when there is no state."""
     if state_path is None or not state_path.exists():
         return None
     state = json.loads(state_path.read_text(encoding="utf-8"))
     if state.get("model") == config.model and ids <= set(state.get("custom_ids", ())):
-        return state["batch_id"]
+        # files written before chunking recorded one batch for the whole round
+        chunks = state.get("chunks", [{"batch_id": state.get("batch_id"), "custom_ids": state.get("custom_ids")}])
+        return state["custom_ids"], chunks
     raise BatchError(
-        f"{state_path} records batch {state.get('batch_id')} for a different set of requests; rerun with "
-        "the original inputs to collect it, or delete the file to submit a new batch"
+        f"{state_path} records batches for a different set of requests; rerun with the original inputs to "
+        "collect them, or delete the file to submit new batches"
     )
 
 
-def _save_batch_state(state_path: Path | None, config: LLMConfig, batch_id: str, ids: Sequence[str]) -> None:
+def _save_batch_state(state_path: Path | None, config: LLMConfig, planned: Sequence[str], chunks: list) -> None:
+    """Atomically record the round's planned ids and every submitted chunk (batch id and its ids)."""
     if state_path is None:
         return
     state_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = state_path.with_name(state_path.name + ".tmp")
-    tmp.write_text(json.dumps({"batch_id": batch_id, "model": config.model, "custom_ids": list(ids)}))
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"model": config.model, "custom_ids": list(planned), "chunks": chunks}, f)
+        f.flush()
+        os.fsync(f.fileno())  # a batch id lost to a crash is a batch paid for twice
     tmp.replace(state_path)
 
 
@@ -161,17 +206,20 @@ async def _submit_batch(client, config: LLMConfig, jsonl: bytes, description: st
     return batch.id
 
 
-async def _wait_batch(client, config, batch_id: str, poll_s: float, max_wait_s: float | None, state_path):
-    t0 = time.monotonic()
-    while True:
-        batch = await with_retries(config, lambda: client.batches.retrieve(batch_id), what="batch poll")
-        if batch.status in _BATCH_TERMINAL:
-            return batch
-        counts = getattr(batch, "request_counts", None)
-        log.info("batch %s: %s %s", batch_id, batch.status, counts or "")
-        if max_wait_s is not None and time.monotonic() - t0 + poll_s > max_wait_s:
-            raise BatchPending(batch_id, batch.status, state_path)
-        await asyncio.sleep(poll_s)
+async def _poll(client, config: LLMConfig, batch_id: str):
+    return await with_retries(config, lambda: client.batches.retrieve(batch_id), what="batch poll")
+
+
+def _batch_errors(batch) -> list:
+    errors = getattr(batch, "errors", None)
+    return list(getattr(errors, "data", None) or [])
+
+
+def _refused_for_tokens(batch) -> bool:
+    """OpenAI refuses a batch whole when the model's enqueued-token limit is reached: status failed,
+    error code token_limit_exceeded. Not a failure of its requests: they go again later."""
+    codes = {getattr(e, "code", None) for e in _batch_errors(batch)}
+    return batch.status == "failed" and "token_limit_exceeded" in codes
 
 
 async def _download(client, config: LLMConfig, file_id: str | None) -> str:
@@ -179,6 +227,18 @@ async def _download(client, config: LLMConfig, file_id: str | None) -> str:
         return ""
     content = await with_retries(config, lambda: client.files.content(file_id), what="batch download")
     return content.text
+
+
+async def _collect(client, config: LLMConfig, batch, ids: Sequence[str], results: dict, errors: dict) -> None:
+    """Add a finished batch's replies and errors; its ids without either (expired, failed) get one."""
+    got, bad = parse_batch_output(await _download(client, config, batch.output_file_id))
+    results.update(got)
+    errors.update(bad)
+    errors.update(parse_batch_output(await _download(client, config, batch.error_file_id))[1])
+    why = "".join(f": {_error_text(e)}" for e in _batch_errors(batch))
+    for cid in ids:
+        if cid not in results and cid not in errors:
+            errors[cid] = f"no result in batch {batch.id} (status {batch.status}{why})"
 
 
 async def run_batch(
@@ -192,46 +252,111 @@ async def run_batch(
     usage: Usage | None = None,
     max_tokens: int | None = None,
     description: str | None = None,
+    limits: BatchLimits | None = None,
 ) -> BatchOutcome:
     """Run `requests` (custom_id -> messages) through the Batch API and return every reply or error.
 
-    With `state_path`, the batch id is recorded right after submission; a rerun (e.g. after a kill
-    or a BatchPending from `max_wait_s`) resumes polling that batch instead of submitting again. The
-    caller deletes the state with `forget_batch` once the results are safely merged. The budget check
-    happens before submission, on the estimated cost at the batch discount."""
+    The requests go as one batch per chunk under `limits` (default: OpenAI's). With `state_path`, each
+    chunk's batch id is recorded right after submission; a rerun (e.g. after a kill or a BatchPending
+    from `max_wait_s`) re-polls those batches and submits only the ids no batch holds yet. A chunk
+    refused for the enqueued-token limit waits for an earlier batch to finish and goes again; ids of a
+    failed or expired batch come back as errors, for the caller's next run to resubmit. The caller
+    deletes the state with `forget_batch` once the results are safely merged. The budget check happens
+    before submission, on the estimated cost at the batch discount of what is not yet submitted."""
     if not requests:
         return BatchOutcome(None, "empty")
+    limits = limits or BatchLimits()
     state_path = Path(state_path) if state_path is not None else None
     ids = list(requests)
+    planned, chunks = _load_batch_state(state_path, config, set(ids)) or (ids, [])
+    submitted = {cid for ch in chunks for cid in ch["custom_ids"]}
+    todo = [cid for cid in ids if cid not in submitted]
+    lines = {cid: _jsonl_line(config, cid, m, max_tokens) for cid, m in requests.items()}
+    tokens = {cid: estimate_message_tokens(requests[cid]) for cid in todo}
+    waiting = deque(split_batch({cid: (len(lines[cid]), tokens[cid]) for cid in todo}, limits))
+    if todo:
+        est = config.estimate_cost(len(todo), sum(tokens.values()) / len(todo), max_tokens, batch=True)
+        if budget_usd is not None and est > budget_usd:
+            raise BudgetExceeded(budget_usd, 0.0, est)
+        log.info("%d requests to submit as %d batch(es), est. $%.4f", len(todo), len(waiting), est)
+    # re-poll what an earlier run submitted, where it holds ids still wanted; batch id -> its ids
+    flight = {ch["batch_id"]: ch["custom_ids"] for ch in chunks if not set(ids).isdisjoint(ch["custom_ids"])}
+    if flight:
+        log.info("resuming %d batch(es) recorded in %s", len(flight), state_path)
+    status: dict[str, str] = {}
+    results: dict[str, ChatResult] = {}
+    errors: dict[str, str] = {}
+    # After a refusal, chunks go one at a time: the next when the last is seen accepted or a batch finishes.
+    limited, blocked, probe, idle, last_refused = False, False, None, 0, None
+    t0 = time.monotonic()
     client = make_async_client(config)
     try:
-        batch_id = _load_batch_state(state_path, config, set(ids))
-        if batch_id is None:
-            n_in = sum(estimate_message_tokens(m) for m in requests.values()) / len(requests)
-            est = config.estimate_cost(len(requests), n_in, max_tokens, batch=True)
-            if budget_usd is not None and est > budget_usd:
-                raise BudgetExceeded(budget_usd, 0.0, est)
-            jsonl = build_batch_jsonl(config, requests, max_tokens=max_tokens)
-            batch_id = await _submit_batch(client, config, jsonl, description)
-            _save_batch_state(state_path, config, batch_id, ids)
-            log.info("submitted batch %s (%d requests, est. $%.4f)", batch_id, len(ids), est)
-        else:
-            log.info("resuming batch %s from %s", batch_id, state_path)
-        batch = await _wait_batch(client, config, batch_id, poll_s, max_wait_s, state_path)
-        results, errors = parse_batch_output(await _download(client, config, batch.output_file_id))
-        errors.update(parse_batch_output(await _download(client, config, batch.error_file_id))[1])
+        while waiting or flight:
+            while waiting and not blocked:
+                part = waiting.popleft()
+                batch_id = await _submit_batch(client, config, b"".join(lines[c] for c in part), description)
+                chunks.append({"batch_id": batch_id, "custom_ids": part})
+                _save_batch_state(state_path, config, planned, chunks)
+                flight[batch_id] = part
+                log.info("submitted batch %s (%d requests)", batch_id, len(part))
+                if limited:
+                    blocked, probe = True, batch_id
+            finished, refused = False, []
+            for batch_id in list(flight):
+                batch = await _poll(client, config, batch_id)
+                status[batch_id] = batch.status
+                if _refused_for_tokens(batch):
+                    part = [cid for cid in flight.pop(batch_id) if cid in requests]  # a resumed one may hold more
+                    refused += [part] if part else []
+                    chunks = [ch for ch in chunks if ch["batch_id"] != batch_id]
+                    _save_batch_state(state_path, config, planned, chunks)
+                    last_refused = batch_id
+                    log.warning(
+                        "batch %s refused (%s); its %d requests go again once an earlier batch finishes",
+                        batch_id, _error_text(_batch_errors(batch)[0]), len(part),
+                    )
+                elif batch.status in _BATCH_TERMINAL:
+                    finished = True
+                    await _collect(client, config, batch, flight.pop(batch_id), results, errors)
+                else:
+                    log.info("batch %s: %s %s", batch_id, batch.status, getattr(batch, "request_counts", "") or "")
+                    if batch_id == probe and batch.status != "validating":
+                        blocked, probe = False, None  # accepted: there may be room for the next
+            if refused:
+                waiting.extendleft(reversed(refused))
+                limited, blocked = True, True
+            if finished:
+                blocked, idle = False, 0
+            elif refused and not flight:  # nothing of ours holds the queue: retry a few times, then say so
+                idle += 1
+                if idle > _IDLE_REFUSALS:
+                    raise BatchError(
+                        f"the Batch API refused {sum(map(len, waiting))} requests for {config.model}'s "
+                        "enqueued-token limit with none of this run's batches in flight: wait for the "
+                        "organization's other batches to finish, or lower BatchLimits.max_enqueued_tokens "
+                        "below the tier's batch queue limit, then rerun"
+                        + (f" (submitted batches are kept in {state_path})" if state_path else "")
+                    )
+                blocked = False
+            if not (waiting or flight):
+                break
+            if max_wait_s is not None and time.monotonic() - t0 + poll_s > max_wait_s:
+                pending = next(iter(flight), last_refused)
+                why = status[pending] if flight else "refused for the enqueued-token limit"
+                raise BatchPending(pending, why, state_path)
+            await asyncio.sleep(poll_s)
     finally:
         await client.close()
-    outcome = BatchOutcome(batch_id, batch.status)
+    batch_ids = [ch["batch_id"] for ch in chunks if ch["batch_id"] in status]
+    outcome = BatchOutcome(batch_ids[0], "/".join(sorted({status[b] for b in batch_ids})), batch_ids=batch_ids)
     for cid in ids:  # only what we asked for: a resumed batch may hold ids merged earlier
         if cid in results:
             outcome.results[cid] = results[cid]
             if usage is not None:
                 usage.add(results[cid], config, batch=True)
         else:
-            outcome.errors[cid] = errors.get(cid, f"no result in batch {batch_id} (status {batch.status})")
+            outcome.errors[cid] = errors.get(cid, f"no result (status {outcome.status})")
     return outcome
-
 
 
 # ------------------------------------------------------------------------------------ Batch API
@@ -253,6 +378,7 @@ async def agenerate_stories_batch(
     validator: StoryValidator | None = None,
     rejects_path: str | Path | None = None,
     retry_rejected: bool = False,
+    limits: BatchLimits | None = None,
 ) -> GenerationReport:
     """Async form of `generate_stories_batch`."""
     out_path = Path(out_path)
@@ -263,7 +389,7 @@ async def agenerate_stories_batch(
         )
         states = [_batch_state_path(out_path, "stories"), _batch_state_path(out_path, "summaries")]
         try:
-            merged = await _batch_rounds(run, states, budget_usd, poll_s, max_wait_s)
+            merged = await _batch_rounds(run, states, budget_usd, poll_s, max_wait_s, limits)
         except BatchPending as e:
             log.info("%s", e)
             run.report.status = "pending"
@@ -275,14 +401,14 @@ async def agenerate_stories_batch(
     return run.report.finish(run.usage, run.t0)
 
 
-async def _batch_rounds(run: _Run, states: list[Path], budget_usd, poll_s, max_wait_s) -> bool:
+async def _batch_rounds(run: _Run, states: list[Path], budget_usd, poll_s, max_wait_s, limits) -> bool:
     """Round 1: stories; round 2 (with_summary): summaries of the valid ones. Valid stories are
     written only after the last round, so a kill in between resumes from the recorded batches.
     Returns False when the budget stopped a round (its state is kept for a rerun)."""
     if not run.pending:
         return True
     by_id = {s.id: s for s in run.pending}
-    common = {"poll_s": poll_s, "max_wait_s": max_wait_s, "usage": run.usage}
+    common = {"poll_s": poll_s, "max_wait_s": max_wait_s, "usage": run.usage, "limits": limits}
     try:
         stories_out = await run_batch(
             run.config, {s.id: story_messages(s) for s in run.pending}, state_path=states[0],
@@ -292,14 +418,14 @@ async def _batch_rounds(run: _Run, states: list[Path], budget_usd, poll_s, max_w
         log.warning("%s", e)
         run.report.not_attempted = len(run.pending)
         return False
-    run.report.batch_ids.append(stories_out.batch_id)
+    run.report.batch_ids.extend(stories_out.batch_ids)
     for sid, err in stories_out.errors.items():
         run.fail_in_batch(sid, err)
     with JsonlAppender(run.out_path) as out, JsonlAppender(run.rejects_path) as rejects:
         valid = [
             story
             for sid, reply in stories_out.results.items()
-            if (story := run.validate(by_id[sid], reply.text, rejects)) is not None
+            if (story := run.validate(by_id[sid], reply.text, rejects, reply.finish_reason)) is not None
         ]
         if run.with_summary and valid:
             left = None if budget_usd is None else max(0.0, budget_usd - run.usage.cost_usd)
@@ -313,12 +439,19 @@ async def _batch_rounds(run: _Run, states: list[Path], budget_usd, poll_s, max_w
                 log.warning("%s", e)
                 run.report.not_attempted = len(valid)
                 return False
-            run.report.batch_ids.append(summaries.batch_id)
+            run.report.batch_ids.extend(summaries.batch_ids)
             for sid, err in summaries.errors.items():
                 run.fail_in_batch(sid, err, prefix="summary:")
-            valid = [s for s in valid if s.id in summaries.results]
-            for s in valid:
-                s.summary = summaries.results[s.id].text.strip()
+            kept = []
+            for s in (s for s in valid if s.id in summaries.results):
+                summary = summaries.results[s.id]
+                if (problem := summary_problem(summary)) is not None:  # cut off or all reasoning
+                    s.summary = summary.text
+                    run.reject(s, "summary_" + problem[0], problem[1], rejects)
+                else:
+                    s.summary = summary.answer
+                    kept.append(s)
+            valid = kept
         for story in valid:
             run.accept(story, out)
     return True
@@ -336,17 +469,19 @@ def generate_stories_batch(
     validator: StoryValidator | None = None,
     rejects_path: str | Path | None = None,
     retry_rejected: bool = False,
+    limits: BatchLimits | None = None,
 ) -> GenerationReport:
     """`generate_stories` through the Batch API (half price on OpenAI, results within 24 h).
 
-    Builds one batch of the ids not yet done, uploads it, polls every `poll_s` seconds, downloads
-    the output and error files, validates and appends to the same files as the online path. The
-    batch id is saved in `<out>.batch-stories.json`: a run killed (or stopped by `max_wait_s`, which
-    returns status "pending") resumes polling that batch when called again with the same specs.
-    `budget_usd` is checked against the estimate before submitting."""
+    Sends the ids not yet done as batches under `limits` (default: OpenAI's per-batch limits), polls
+    every `poll_s` seconds, downloads the output and error files, validates and appends to the same
+    files as the online path. The batch ids are saved in `<out>.batch-stories.json`: a run killed (or
+    stopped by `max_wait_s`, which returns status "pending") resumes polling those batches when called
+    again with the same specs. `budget_usd` is checked against the estimate before submitting."""
     return run_async(
         agenerate_stories_batch(
             specs, config, out_path, budget_usd=budget_usd, with_summary=with_summary, poll_s=poll_s,
             max_wait_s=max_wait_s, validator=validator, rejects_path=rejects_path, retry_rejected=retry_rejected,
+            limits=limits,
         )
     )

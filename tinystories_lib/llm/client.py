@@ -6,8 +6,11 @@ Any OpenAI-compatible endpoint works: OpenAI, Azure OpenAI (`azure_api_version`)
 * `LLMConfig`: endpoint, model, prices and limits. It never holds the API key, only the *name* of the
   environment variable to read it from, so configs can be saved, printed and committed safely.
 * `LLMClient`: async chat completions with bounded concurrency, one retry policy (`with_retries`:
-  exponential backoff with jitter, `Retry-After` honoured), malformed-reply detection, usage/cost
-  accounting and a budget cap; `chat_body` / `chat_result_from_response` are shared with the Batch API.
+  exponential backoff with jitter, `Retry-After` honoured; requests the server refuses for good fail at
+  once as `RequestRefused`), malformed-reply detection, usage/cost accounting and a budget cap;
+  `chat_body` / `chat_result_from_response` are shared with the Batch API.
+* `strip_reasoning`: the answer of a reply without the `<think>` block reasoning models put before it,
+  used by every reader of replies (story checks, summaries, the judge).
 * `map_concurrently` and `run_async`: a fixed pool of workers over many items, and running a coroutine
   from a script or from inside Jupyter's running event loop.
 
@@ -24,6 +27,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +39,9 @@ from tinystories_lib.llm.errors import (
     BudgetExceeded,
     MalformedReply,
     MissingAPIKey,
+    RequestRefused,
     describe_error,
+    error_detail,
     import_openai,
 )
 
@@ -52,6 +58,9 @@ _MAX_RETRY_AFTER_S = 600.0
 _CHARS_PER_TOKEN = 4
 CONNECTIONS_PER_CLIENT = 16  # requests in flight per openai client (see LLMClient._open)
 _MESSAGE_OVERHEAD_TOKENS = 4
+TOKEN_PARAMS = ("auto", "max_tokens", "max_completion_tokens")
+# OpenAI's reasoning models refuse `max_tokens` (and any temperature but 1).
+_REASONING_MODEL = re.compile(r"(?:o[134]|gpt-5)(?![0-9a-z])", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -62,6 +71,9 @@ class LLMConfig:
     """Where and how to call an LLM. Prices are USD per million tokens; `batch_discount` is the
     fraction of the price the Batch API charges (OpenAI: 0.5). `max_tokens`/`temperature` of None
     leave the server's defaults. `est_output_tokens` is used for estimates when `max_tokens` is None.
+    `token_param` names the request field that carries `max_tokens`: "auto" sends `max_completion_tokens`
+    to OpenAI's reasoning models (o1, o3, o4, gpt-5...), which refuse `max_tokens`, and `max_tokens`
+    to the rest (local servers know it best); a server that refuses `max_tokens` gets the other, once.
 
     The API key is read from the environment variable `api_key_env` when a client is made and is
     never stored here. A localhost `base_url` may run without it (a placeholder key is sent)."""
@@ -86,12 +98,15 @@ class LLMConfig:
     # extra), "httpx" (its default), or "auto": aiohttp when installed. At concurrency 64 aiohttp needs
     # about a third less CPU per request (BENCHMARKS.md), which is what one event loop can sustain.
     http_client: str = "auto"
+    token_param: str = "auto"
 
     def __post_init__(self):
         if not self.model:
             raise ValueError("LLMConfig.model is required")
         if self.http_client not in ("auto", "aiohttp", "httpx"):
             raise ValueError(f"LLMConfig.http_client must be 'auto', 'aiohttp' or 'httpx', not {self.http_client!r}")
+        if self.token_param not in TOKEN_PARAMS:
+            raise ValueError(f"LLMConfig.token_param must be one of {TOKEN_PARAMS}, not {self.token_param!r}")
         if self.max_concurrency < 1:
             raise ValueError("LLMConfig.max_concurrency must be >= 1")
         if self.max_retries < 0 or self.malformed_retries < 0:
@@ -145,6 +160,22 @@ class LLMConfig:
     @property
     def default_output_tokens(self) -> int:
         return self.max_tokens if self.max_tokens is not None else self.est_output_tokens
+
+    @property
+    def is_reasoning_model(self) -> bool:
+        return is_reasoning_model(self.model)
+
+    @property
+    def max_tokens_field(self) -> str:
+        """The request field for the output-token cap, `token_param` resolved."""
+        if self.token_param != "auto":
+            return self.token_param
+        return "max_completion_tokens" if self.is_reasoning_model else "max_tokens"
+
+
+def is_reasoning_model(model: str) -> bool:
+    """OpenAI's reasoning models by name ("o3-mini", "openai/gpt-5.1"); any other name is not one."""
+    return _REASONING_MODEL.match(model.rsplit("/", 1)[-1]) is not None
 
 
 def _resolve_api_key(config: LLMConfig) -> str:
@@ -222,9 +253,33 @@ class ChatResult:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # "length": cut off at max_tokens
     # True when the server sent no usage block and the counts are chars/4 estimates.
     usage_estimated: bool = False
+    model: str | None = None  # the model (snapshot) the server says answered, e.g. "gpt-4o-2024-08-06"
+
+    @property
+    def answer(self) -> str:
+        """The text without reasoning blocks ("" when the reply is all reasoning)."""
+        return strip_reasoning(self.text)
+
+
+# Reasoning models served by vLLM, Ollama, llama.cpp (DeepSeek-R1, Qwen3...) may put their chain of
+# thought inside the content. Their chat templates often open the block in the prompt, so a reply can
+# also carry only the closing tag.
+_REASONING_BLOCK = re.compile(r"<(think|thinking|reasoning)>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_REASONING_OPEN = re.compile(r"^\s*<(?:think|thinking|reasoning)>", re.IGNORECASE)
+_REASONING_CLOSE = re.compile(r"</(?:think|thinking|reasoning)\s*>", re.IGNORECASE)
+
+
+def strip_reasoning(text: str) -> str:
+    """A reply's answer: reasoning blocks removed, and what comes before a lone closing tag. A block
+    that opens the reply and never closes (cut off while thinking) leaves no answer: ""."""
+    text = _REASONING_BLOCK.sub("", text)
+    if _REASONING_OPEN.match(text):
+        return ""
+    *_, text = _REASONING_CLOSE.split(text)
+    return text.strip()
 
 
 def estimate_tokens(text: str) -> int:
@@ -274,7 +329,7 @@ def chat_result_from_response(resp: Any, messages: Sequence[Mapping[str, str]] =
     estimated = not isinstance(pt, int) or not isinstance(ct, int)
     if estimated:  # some local servers omit usage; estimate so budgets still work
         pt, ct = estimate_message_tokens(messages), estimate_tokens(content)
-    return ChatResult(content, pt, ct, _get(choices[0], "finish_reason"), estimated)
+    return ChatResult(content, pt, ct, _get(choices[0], "finish_reason"), estimated, _get(resp, "model"))
 
 
 def chat_body(
@@ -283,15 +338,17 @@ def chat_body(
     *,
     max_tokens: int | None = None,
     temperature: float | None = None,
+    token_field: str | None = None,
 ) -> dict:
-    """The POST /v1/chat/completions body, shared by online calls and batch files."""
+    """The POST /v1/chat/completions body, shared by online calls and batch files. The output cap goes
+    in `token_field`, by default `config.max_tokens_field`."""
     body: dict[str, Any] = {"model": config.model, "messages": [dict(m) for m in messages]}
     temperature = temperature if temperature is not None else config.temperature
     if temperature is not None:
         body["temperature"] = temperature
     max_tokens = max_tokens if max_tokens is not None else config.max_tokens
     if max_tokens is not None:
-        body["max_tokens"] = max_tokens
+        body[token_field or config.max_tokens_field] = max_tokens
     return body
 
 
@@ -327,6 +384,43 @@ def _backoff_s(config: LLMConfig, attempt: int) -> float:
     return min(config.backoff_max_s, config.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
 
 
+# What to do about a refusal that asking again cannot change.
+_ADVICE = {
+    401: "the endpoint did not accept the API key: check the key exported in {key_env}",
+    403: "the API key in {key_env} may not use model {model!r} here: check the key and the model's access",
+    404: "no such model or route: check `model` ({model!r}) and `base_url` ({base_url})",
+    "4xx": "the request itself was refused (e.g. a prompt longer than the model's context, or a setting the "
+           "model does not take): change the request or the endpoint settings, then run again",
+    "5xx": "the server failed with the same answer twice running (e.g. a prompt longer than its context), "
+           "so retrying cannot help: change the request or fix the server, then run again",
+}
+
+
+def _server_message(e: Any, config: LLMConfig) -> str:
+    """What the server said: its error message, else its whole body (FastAPI's 422 `detail`...)."""
+    body = e.body
+    if isinstance(body, Mapping):
+        body = body.get("message") or body.get("detail") or body
+    text = body if isinstance(body, str) else json.dumps(body, default=str)
+    return error_detail(text.strip() or "(empty body)", config.api_key_env, limit=500)
+
+
+def _refusal(config: LLMConfig, e: BaseException, last_5xx: str | None) -> RequestRefused | None:
+    """`e` as a RequestRefused when retrying cannot help: a 4xx other than 408/409/429, or a 5xx whose
+    body is the one of the attempt before (`last_5xx`); else None."""
+    if not isinstance(e, import_openai().APIStatusError) or e.status_code in _RETRY_STATUSES:
+        return None
+    if e.status_code >= 500:
+        if last_5xx is None or repr(e.body) != last_5xx:
+            return None
+        advice = _ADVICE["5xx"]
+    else:
+        advice = _ADVICE.get(e.status_code, _ADVICE["4xx"])
+    where = config.base_url or "api.openai.com"
+    advice = advice.format(key_env=config.api_key_env, model=config.model, base_url=where)
+    return RequestRefused(e.status_code, _server_message(e, config), advice)
+
+
 def _retry_delay(config: LLMConfig, e: BaseException, attempt: int) -> float | None:
     """Seconds to wait before retrying after `e`, or None if `e` is not worth retrying."""
     openai = import_openai()
@@ -347,9 +441,11 @@ async def with_retries(
     config: LLMConfig, call: Callable[[], Awaitable[T]], *, what: str, usage: Usage | None = None
 ) -> T:
     """Await `call()` until it succeeds, retrying transient errors up to `config.max_retries` times
-    (malformed replies at most `config.malformed_retries` times)."""
+    (malformed replies at most `config.malformed_retries` times). A refusal that retrying cannot change
+    raises RequestRefused at once, with the server's message and what to do."""
     openai = import_openai()
     attempt = malformed = 0
+    last_5xx = None  # the body of the previous attempt's 5xx: the same one again is not transient
     while True:
         try:
             try:
@@ -357,6 +453,10 @@ async def with_retries(
             except (json.JSONDecodeError, openai.APIResponseValidationError) as e:
                 raise MalformedReply(f"reply body could not be decoded: {type(e).__name__}") from e
         except Exception as e:
+            if (refused := _refusal(config, e, last_5xx)) is not None:
+                raise refused from e
+            is_5xx = isinstance(e, openai.APIStatusError) and e.status_code >= 500
+            last_5xx = repr(e.body) if is_5xx else None
             malformed += isinstance(e, MalformedReply)
             delay = _retry_delay(config, e, attempt)
             if delay is None or attempt >= config.max_retries or malformed > config.malformed_retries:
@@ -389,6 +489,7 @@ class LLMClient:
         self._sem: asyncio.Semaphore | None = None
         self._reserved_usd = 0.0
         self._budget_hit = False
+        self._token_field = config.max_tokens_field  # switched once if the server refuses it
 
     def __repr__(self) -> str:
         c = self.config
@@ -436,14 +537,16 @@ class LLMClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> ChatResult:
-        """One chat completion (retried as configured). Raises BudgetExceeded, MalformedReply or the
-        openai error that outlived the retries."""
+        """One chat completion (retried as configured). Raises BudgetExceeded, MalformedReply,
+        RequestRefused (retrying cannot help) or the openai error that outlived the retries."""
         self._open()
         cfg = self.config
-        body = chat_body(cfg, messages, max_tokens=max_tokens, temperature=temperature)
-        est = cfg.cost_usd(estimate_message_tokens(messages), body.get("max_tokens", cfg.est_output_tokens))
+        est_out = max_tokens if max_tokens is not None else cfg.default_output_tokens
+        est = cfg.cost_usd(estimate_message_tokens(messages), est_out)
 
-        async def call() -> ChatResult:
+        async def post() -> bytes:
+            body = chat_body(cfg, messages, max_tokens=max_tokens, temperature=temperature,
+                             token_field=self._token_field)
             client = min(self._clients, key=lambda c: self._in_flight[id(c)])
             self._in_flight[id(client)] += 1
             try:
@@ -451,9 +554,20 @@ class LLMClient:
                 # read as bytes: the typed path spends enough CPU converting the request and the reply to
                 # cap the requests one event loop can make (see BENCHMARKS.md). Errors, auth, Azure
                 # routing are the client's own, unchanged.
-                raw = await client.post("/chat/completions", body=body, cast_to=bytes)
+                return await client.post("/chat/completions", body=body, cast_to=bytes)
             finally:
                 self._in_flight[id(client)] -= 1
+
+        async def call() -> ChatResult:
+            try:
+                raw = await post()
+            except import_openai().BadRequestError as e:
+                if not _wants_max_completion_tokens(e) or self._token_field == "max_completion_tokens":
+                    raise
+                log.warning("%s refuses max_tokens: sending max_completion_tokens from now on "
+                            "(set token_param: max_completion_tokens to skip this)", cfg.model)
+                self._token_field = "max_completion_tokens"
+                raw = await post()
             return chat_result_from_response(_json_or_raw(raw), messages)
 
         async with self._sem:
@@ -467,6 +581,14 @@ class LLMClient:
                 self._reserved_usd -= est
             self.usage.add(result, cfg)
             return result
+
+
+def _wants_max_completion_tokens(e: Any) -> bool:
+    """OpenAI's 400 for `max_tokens` sent to a reasoning model: "Unsupported parameter: 'max_tokens' is not
+    supported with this model. Use 'max_completion_tokens' instead." (param "max_tokens")."""
+    body = e.body if isinstance(e.body, Mapping) else {}
+    text = f"{body.get('message', '')} {e.message}"
+    return "max_completion_tokens" in text and (body.get("param") == "max_tokens" or "max_tokens'" in text)
 
 
 async def map_concurrently(items: Sequence[T], worker: Callable[[T], Awaitable[None]], n_workers: int) -> None:

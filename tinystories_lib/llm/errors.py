@@ -1,7 +1,7 @@
 """The errors of the LLM layer, and how they are reported.
 
-`LLMError` and its kinds (`MissingAPIKey`, `MalformedReply`, `BudgetExceeded`, `BatchError`,
-`BatchPending`), `describe_error` (a short label to count failures by) and `error_detail` (an error's text
+`LLMError` and its kinds (`MissingAPIKey`, `MalformedReply`, `RequestRefused`, `BudgetExceeded`,
+`BatchError`, `BatchPending`), `describe_error` (a short label to count failures by) and `error_detail` (an error's text
 with the API key redacted). `import_openai` says how to install the optional client. A module of its own
 so the client, the Batch API path, generation and the judge raise and catch the same classes without
 importing each other.
@@ -39,6 +39,16 @@ class MalformedReply(LLMError):
     """The server answered 200 but not with a usable chat completion (non-JSON, no choices, empty text)."""
 
 
+class RequestRefused(LLMError):
+    """The endpoint refused a request in a way that asking again cannot change: HTTP 400/401/403/404/422
+    (and other 4xx but 408/409/429), or a 5xx with the same body twice running (e.g. a prompt longer than
+    a local server's context). `status_code` and `server_message` (key redacted) are the server's."""
+
+    def __init__(self, status_code: int, server_message: str, advice: str):
+        self.status_code, self.server_message = status_code, server_message
+        super().__init__(f"the endpoint answered HTTP {status_code}: {server_message!r}; {advice}")
+
+
 class BudgetExceeded(LLMError):
     """Issuing another request would push spend (actual + in flight) past the budget cap."""
 
@@ -66,6 +76,8 @@ class BatchPending(LLMError):
 def describe_error(e: BaseException) -> str:
     """A short, key-free label for an error, used to group failures in reports."""
     openai = import_openai()
+    if isinstance(e, RequestRefused):
+        return f"http_{e.status_code}"
     if isinstance(e, openai.APITimeoutError):
         return "timeout"
     if isinstance(e, openai.APIConnectionError):

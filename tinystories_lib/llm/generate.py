@@ -9,8 +9,9 @@ Guarantees:
   background, `llm.jsonl`). On start the ids already written (and already rejected) are skipped, and a
   torn last line left by a kill is cut off, so kill the process at any moment, run again, and every
   prompt id ends up exactly once.
-* Each story is validated (`llm.story_checks`: the prompt's three words in some inflection, length,
-  refusals and chatty meta-text, exact and near duplicates). Invalid stories go to a rejects JSONL with
+* Each story is validated (`llm.story_checks`: not cut off at the token cap, a reasoning model's
+  `<think>` block dropped, the prompt's three words in some inflection, length, refusals and chatty
+  meta-text, exact and near duplicates). Invalid stories go to a rejects JSONL with
   their reason: kept, but out of the corpus. Requests that fail after retries are counted by reason and retried next run.
 * `tinystories_lib.llm.batch.generate_stories_batch` does the same through the Batch API at the batch
   discount; the batch id is recorded next to the output so a killed run resumes polling instead of

@@ -14,15 +14,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tinystories_lib.llm.client import (
+    ChatResult,
     LLMClient,
     LLMConfig,
     Usage,
     estimate_message_tokens,
     map_concurrently,
+    strip_reasoning,
 )
 from tinystories_lib.llm.errors import BudgetExceeded, describe_error, error_detail
 from tinystories_lib.llm.jsonl import JsonlAppender, read_jsonl_records, repair_jsonl_tail
-from tinystories_lib.llm.story_checks import StoryValidator
+from tinystories_lib.llm.story_checks import StoryValidator, reply_problem
 from tinystories_lib.locks import exclusive
 from tinystories_lib.stories.records import Story
 
@@ -159,18 +161,21 @@ class _Run:
             features=list(getattr(spec, "features", []) or []), summary=summary,
         )
 
-    def validate(self, spec, text: str, rejects: JsonlAppender) -> Story | None:
+    def validate(self, spec, text: str, rejects: JsonlAppender, finish_reason: str | None = None) -> Story | None:
         """The Story if valid (and remembered for duplicate checks), else None after filing the reject.
         Synchronous, so concurrent workers cannot both accept two copies of one story."""
-        story = self.story(spec, text.strip())
-        problem = self.validator.check(story.text, story.words)
+        answer = strip_reasoning(text)
+        story = self.story(spec, answer or text.strip())
+        problem = reply_problem(text, answer, finish_reason) or self.validator.check(story.text, story.words)
         if problem is not None:
-            reason, detail = problem
-            rejects.write({**vars(story), "reject_reason": reason, "reject_detail": detail})
-            self.report.add_rejection(reason)
+            self.reject(story, *problem, rejects)
             return None
         self.validator.add(story.id, story.text)
         return story
+
+    def reject(self, story: Story, reason: str, detail: str, rejects: JsonlAppender) -> None:
+        rejects.write({**vars(story), "reject_reason": reason, "reject_detail": detail})
+        self.report.add_rejection(reason)
 
     def fail(self, story_id: str, error: BaseException, prefix: str = "") -> None:
         self.report.add_failure(story_id, prefix + describe_error(error), error_detail(error, self.config.api_key_env))
@@ -297,8 +302,7 @@ async def agenerate_stories(
                             if bar is not None:
                                 bar.update(1)
                             return
-                        text = await _fetch_story(run, client, spec)
-                        checks.defer(spec, text)
+                        checks.defer(spec, await _fetch_story(run, client, spec))
 
                     try:
                         await map_concurrently(run.pending, one, config.max_concurrency)
@@ -323,20 +327,20 @@ class _DeferredChecks:
         self.errors: list[BaseException] = []
         self.closed = False  # after `drain`: the files are about to close
 
-    def defer(self, spec, text: str | None) -> None:
-        if text is None:  # failed or over budget: already counted
+    def defer(self, spec, reply: ChatResult | None) -> None:
+        if reply is None:  # failed or over budget: already counted
             if self.bar is not None:
                 self.bar.update(1)
             return
-        self.queue.append((spec, text))
+        self.queue.append((spec, reply))
         asyncio.get_running_loop().call_soon(self._check_one)
 
     def _check_one(self) -> None:
         if not self.queue or self.errors or self.closed:  # drained, or stopped by an error
             return
-        spec, text = self.queue.popleft()
+        spec, reply = self.queue.popleft()
         try:
-            story = self.run.validate(spec, text, self.rejects)
+            story = self.run.validate(spec, reply.text, self.rejects, reply.finish_reason)
             if story is not None:
                 self.run.accept(story, self.out)
         except Exception as e:  # e.g. a full disk: stop the run (the workers re-raise it) rather than lose it
@@ -355,10 +359,10 @@ class _DeferredChecks:
             raise self.errors[0]
 
 
-async def _fetch_story(run: _Run, client: LLMClient, spec) -> str | None:
-    """The reply's text, or None after counting the failure (or the budget stop)."""
+async def _fetch_story(run: _Run, client: LLMClient, spec) -> ChatResult | None:
+    """The reply, or None after counting the failure (or the budget stop)."""
     try:
-        return (await client.chat(story_messages(spec))).text
+        return await client.chat(story_messages(spec))
     except BudgetExceeded:
         run.report.not_attempted += 1
     except Exception as e:  # the run goes on; the id is retried next time
@@ -369,18 +373,29 @@ async def _fetch_story(run: _Run, client: LLMClient, spec) -> str | None:
 async def _generate_with_summary(run: _Run, client: LLMClient, spec, out: JsonlAppender, rejects: JsonlAppender):
     """A story, checked, then its one-line summary (a second call), then the record: in that order, since
     the summary is asked of the checked story."""
-    text = await _fetch_story(run, client, spec)
-    if text is None:
+    reply = await _fetch_story(run, client, spec)
+    if reply is None:
         return
-    story = run.validate(spec, text, rejects)
+    story = run.validate(spec, reply.text, rejects, reply.finish_reason)
     if story is None:
         return
     try:
-        story.summary = (await client.chat(summary_messages(story.text), max_tokens=SUMMARY_MAX_TOKENS)).text.strip()
+        summary = await client.chat(summary_messages(story.text), max_tokens=SUMMARY_MAX_TOKENS)
     except BudgetExceeded:
         run.report.not_attempted += 1
         return
     except Exception as e:  # story not written: the next run generates it again, with its summary
         run.fail(spec.id, e, prefix="summary:")
         return
+    if (problem := summary_problem(summary)) is not None:  # rejected like a cut-off story: asking again
+        story.summary = summary.text                        # would most likely pay for the same again
+        run.reject(story, "summary_" + problem[0], problem[1], rejects)
+        return
+    story.summary = summary.answer
     run.accept(story, out)
+
+
+def summary_problem(reply: ChatResult) -> tuple[str, str] | None:
+    """Why a summary reply cannot be used (cut off, all reasoning, empty), else None."""
+    answer = reply.answer
+    return reply_problem(reply.text, answer, reply.finish_reason) or (None if answer else ("empty", ""))

@@ -1,7 +1,9 @@
 """Checks of one LLM-written story before it joins the corpus: `StoryValidator`.
 
-A generated story is rejected (with one of `REJECT_REASONS`) when it is empty, a refusal or chatty
-meta-text around the story, too short or too long, missing one of the prompt's words in every form
+A reply is rejected before any story check when the server cut it off at `max_tokens` (`cut_off`) or
+it is all reasoning (`reasoning_only`: `reply_problem`); a reasoning model's `<think>` block before the
+story is dropped (`client.strip_reasoning`). A story is rejected (with one of `REJECT_REASONS`) when it
+is empty, a refusal or chatty meta-text around the story, too short or too long, missing one of the prompt's words in every form
 (`missing_words`), or an exact or near copy of a story accepted earlier. Kept apart from the request
 loops (`llm.runner`, `llm.batch`, `llm.process_shards`) because all of them validate alike, and from the
 client because the checks are about stories: words are `stories.words`'s, near copies
@@ -130,6 +132,18 @@ class StoryValidator:
             self._near.add(story_id, text)
 
 
+def reply_problem(text: str, answer: str, finish_reason: str | None) -> tuple[str, str] | None:
+    """(reason, detail) when a reply cannot be a finished text whatever it says, else None. `answer` is
+    `strip_reasoning(text)`."""
+    if finish_reason == "length":  # the end is missing: no check on the text could tell
+        return "cut_off", "the reply stopped at the output-token cap (finish_reason=length): raise max_tokens"
+    if not answer and text.strip():
+        return "reasoning_only", "the reply was all reasoning, no answer after it: raise max_tokens"
+    return None
+
+
+# With summaries, a story whose summary reply is cut off (or all reasoning) is rejected as "summary_<reason>".
 REJECT_REASONS = (
-    "empty", "refusal", "meta_text", "too_short", "too_long", "missing_words", "exact_duplicate", "near_duplicate",
+    "cut_off", "reasoning_only", "empty", "refusal", "meta_text", "too_short", "too_long", "missing_words",
+    "exact_duplicate", "near_duplicate",
 )

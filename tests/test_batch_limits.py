@@ -1,0 +1,193 @@
+"""llm/batch.py under the Batch API's limits (project issue 18, item 10), against a local OpenAI-compatible
+server and the real `openai` client: a round too big for one batch goes as several input files (requests,
+bytes, estimated enqueued tokens), each file's batch id is kept on disk so a killed run re-polls rather
+than resubmits, an expired batch's missing ids (and only those) go again, and a batch refused for the
+enqueued-token limit waits for an earlier one and is submitted again instead of failing."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("openai")
+pytest.importorskip("datasketch")  # the story validator of the generation tests
+
+from openai_server import FakeOpenAI, StoryWriter, make_specs  # noqa: E402
+
+import tinystories_lib  # noqa: E402
+from tinystories_lib.llm.batch import BatchLimits, build_batch_jsonl, generate_stories_batch, run_batch  # noqa: E402
+from tinystories_lib.llm.client import LLMConfig, estimate_message_tokens, run_async  # noqa: E402
+from tinystories_lib.llm.errors import BatchError, BatchPending  # noqa: E402
+
+ROOT = Path(tinystories_lib.__file__).resolve().parents[1]  # the package a child process should import
+TESTS = Path(__file__).resolve().parent
+
+
+def cfg(server: FakeOpenAI, **kw) -> LLMConfig:
+    base = {"base_url": server.base_url, "model": "fake-model", "backoff_base_s": 0.01, "timeout_s": 5}
+    return LLMConfig(**{**base, **kw})
+
+
+def _requests(n: int) -> dict:
+    return {f"req-{i}": [{"role": "user", "content": f"story number {i}"}] for i in range(n)}
+
+
+def uploaded_ids(server: FakeOpenAI, batches=None) -> list[list[str]]:
+    """The custom ids of each batch's input file, in creation order."""
+    batches = server.batches.values() if batches is None else batches
+    return [[line["custom_id"] for line in b.lines] for b in batches]
+
+
+def accepted(server: FakeOpenAI) -> list:
+    return [b for b in server.batches.values() if not b.extra.get("refused")]
+
+
+def test_ten_requests_go_as_four_files_and_a_resumed_call_repolls_them(tmp_path):
+    state = tmp_path / "round.json"
+    limits = BatchLimits(max_requests=3)
+    with FakeOpenAI(batch_polls=4) as server:
+        c = cfg(server)
+        with pytest.raises(BatchPending):
+            run_async(run_batch(c, _requests(10), poll_s=0.01, max_wait_s=0.015, state_path=state, limits=limits))
+        assert [len(f) for f in uploaded_ids(server)] == [3, 3, 3, 1]
+        recorded = json.loads(state.read_text())["chunks"]
+        assert [ch["custom_ids"] for ch in recorded] == uploaded_ids(server)
+        out = run_async(run_batch(c, _requests(10), poll_s=0.01, state_path=state, limits=limits))
+        assert len(server.requests_to("POST", "/v1/batches")) == 4  # the resumed call submitted nothing
+        files = uploaded_ids(server)
+    assert sorted(i for f in files for i in f) == sorted(_requests(10))  # every id exactly once
+    assert set(out.results) == set(_requests(10)) and not out.errors and out.status == "completed"
+    assert out.batch_ids == [ch["batch_id"] for ch in recorded] and out.batch_id == out.batch_ids[0]
+
+
+@pytest.mark.parametrize("limit", ["bytes", "tokens"])
+def test_byte_and_token_limits_split_too(limit):
+    with FakeOpenAI(batch_polls=1) as server:
+        c = cfg(server)
+        one = _requests(1)
+        line_bytes, line_tokens = len(build_batch_jsonl(c, one)), estimate_message_tokens(one["req-0"])
+        if limit == "bytes":
+            limits = BatchLimits(max_bytes=2 * line_bytes + line_bytes // 2)
+        else:
+            limits = BatchLimits(max_enqueued_tokens=2 * line_tokens + line_tokens // 2)
+        out = run_async(run_batch(c, _requests(10), poll_s=0.01, limits=limits))
+        sizes = [len(server.files[b.input_file_id]["data"]) for b in server.batches.values()]
+        files = uploaded_ids(server)
+    assert [len(f) for f in files] == [2] * 5
+    assert all(s <= limits.max_bytes for s in sizes)
+    assert sorted(i for f in files for i in f) == sorted(_requests(10)) and len(out.results) == 10
+
+
+def test_token_limit_refusal_waits_for_an_earlier_batch_and_goes_again(tmp_path):
+    """Each file holds 3 requests of 3 fake tokens; the organization may have 10 enqueued, so one file at a
+    time: the refused ones go again once an earlier batch finishes, and none counts as failed."""
+    state = tmp_path / "round.json"
+    with FakeOpenAI(batch_polls=2, batch_token_limit=10) as server:
+        out = run_async(run_batch(cfg(server), _requests(10), poll_s=0.01, state_path=state,
+                                  limits=BatchLimits(max_requests=3)))
+        refused = [b for b in server.batches.values() if b.extra.get("refused")]
+        ok = accepted(server)
+    assert refused, "the fake's limit should have refused some batches"
+    assert set(out.results) == set(_requests(10)) and not out.errors and out.status == "completed"
+    assert sorted(i for f in uploaded_ids(server, ok) for i in f) == sorted(_requests(10))
+    # the state keeps the accepted batches only: a rerun re-polls them, never a refused one
+    recorded = json.loads(state.read_text())["chunks"]
+    assert [ch["batch_id"] for ch in recorded] == [b.id for b in ok] == out.batch_ids
+
+
+def test_a_recorded_batch_found_refused_goes_again(tmp_path):
+    """A run killed between a refusal and its state update finds the refusal on resume and submits the ids
+    still wanted again (here from a state file in the one-batch format written before chunking)."""
+    import openai
+
+    with FakeOpenAI(batch_polls=1, batch_token_limit=5) as server:
+        c = cfg(server)
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused")
+        f = client.files.create(file=("b.jsonl", build_batch_jsonl(c, _requests(3))), purpose="batch")
+        first = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        client.close()
+        state = tmp_path / "round.json"
+        state.write_text(json.dumps({"batch_id": first.id, "model": c.model, "custom_ids": list(_requests(3))}))
+        server.batch_token_limit = 100  # room now
+        wanted = dict(list(_requests(3).items())[:2])  # req-2 was merged before the kill
+        out = run_async(run_batch(c, wanted, poll_s=0.01, state_path=state))
+        files = uploaded_ids(server)
+    assert server.batches[first.id].extra["refused"] and files[1:] == [["req-0", "req-1"]]
+    assert set(out.results) == set(wanted) and not out.errors and out.batch_ids == [list(server.batches)[1]]
+
+
+def test_refusal_with_nothing_in_flight_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-SECRET-456")
+    with FakeOpenAI(batch_polls=2, batch_token_limit=5) as server:  # one file of 9 tokens never fits
+        with pytest.raises(BatchError) as info:
+            run_async(run_batch(cfg(server), _requests(3), poll_s=0.01))
+        tries = len(server.batches)
+    msg = str(info.value)
+    assert "enqueued-token limit" in msg and "max_enqueued_tokens" in msg and "SECRET" not in msg
+    assert 1 < tries < 10  # retried a few times, then stopped
+
+
+def test_expired_batch_only_its_missing_ids_are_resubmitted(tmp_path):
+    specs = make_specs(10)
+    out = tmp_path / "s.jsonl"
+    limits = BatchLimits(max_requests=3)
+    with FakeOpenAI(StoryWriter(specs), batch_polls=1, batch_statuses=["completed", "expired"]) as server:
+        c = cfg(server, model="fake-story-model")
+        first = generate_stories_batch(specs, c, out, poll_s=0.01, limits=limits)
+        assert len(server.batches) == 4 and first.written == 8
+        assert first.failed == {"missing_from_batch": 2} and first.status == "incomplete"
+        second = generate_stories_batch(specs, c, out, poll_s=0.01, limits=limits)
+        files = uploaded_ids(server)
+    assert files[1] == ["p0003", "p0004", "p0005"]  # it returned p0003 before it expired
+    assert len(files) == 5 and files[4] == ["p0004", "p0005"]
+    assert second.written == 2 and second.status == "complete"
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(s.id for s in specs)
+
+
+def test_kill_after_the_first_submission_resubmits_nothing_submitted(tmp_path):
+    """SIGKILL a generation while its second batch is being created: the rerun re-polls the first batch
+    from `<out>.batch-stories.json` and submits only the ids no batch holds."""
+    specs = make_specs(10)
+    out = tmp_path / "k.jsonl"
+    with FakeOpenAI(StoryWriter(specs), batch_polls=2, hold_batches_after=1) as server:
+        c = cfg(server, model="fake-story-model")
+        script = textwrap.dedent(
+            f"""
+            import sys
+            sys.path[:0] = [{str(ROOT)!r}, {str(TESTS)!r}]
+            from openai_server import make_specs
+            from tinystories_lib.llm.batch import BatchLimits, generate_stories_batch
+            from tinystories_lib.llm.client import LLMConfig
+            generate_stories_batch(make_specs(10), LLMConfig(**{c.to_dict()!r}), {str(out)!r}, poll_s=0.01,
+                                   limits=BatchLimits(max_requests=3))
+            """
+        )
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
+        deadline = time.monotonic() + 60
+        while not server.batch_held.wait(0.05) and proc.poll() is None and time.monotonic() < deadline:
+            pass
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert server.batch_held.is_set(), "the child should have been killed while submitting its second batch"
+        first = next(iter(server.batches))
+        recorded = json.loads((tmp_path / "k.jsonl.batch-stories.json").read_text())["chunks"]
+        assert [ch["batch_id"] for ch in recorded] == [first] and not out.exists()
+
+        server.hold_batches_after = None
+        report = generate_stories_batch(specs, c, out, poll_s=0.01, limits=BatchLimits(max_requests=3))
+        files = uploaded_ids(server)
+    counts = collections.Counter(i for f in files for i in f)
+    assert len(files) == 4 and set(counts.values()) == {1} and len(counts) == 10  # nothing paid twice
+    assert report.written == 10 and report.status == "complete" and report.batch_ids[0] == first
+    assert not list(tmp_path.glob("*.batch-*.json"))
