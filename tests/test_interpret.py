@@ -155,7 +155,11 @@ def test_top_activating_contexts_deterministic(codec, stories):
             assert st.pieces[c["position"]] == c["token"] and c["position"] >= 1
             act = neurons.mlp_activations(m, st.ids, 1)[c["position"], n["neuron"]]
             assert float(act) == pytest.approx(c["activation"], abs=1e-5)
-    assert "**`" in neurons.contexts_markdown(a)
+    md = neurons.contexts_markdown(a)
+    assert "<b><code>" in md and "**`" not in md  # HTML bold holds when the token is glued to a word
+    glued = neurons.contexts_markdown([{"neuron": 1, "max_activation": 2.0,
+                                        "contexts": [{"left": "the*dog|", "token": "s", "right": " <ran>"}]}])
+    assert "the*dog&#124;<b><code>s</code></b> &lt;ran&gt;" in glued
 
 
 def test_scan_cache_follows_parameter_updates(codec, stories):

@@ -68,7 +68,9 @@ def test_an_absent_reference_is_skipped_with_a_note(tmp_path, capsys):
     run = Run.load("tiny", {"data.n_stories": 300, "grade.reference_models": ["nowhere/stories15M.bin"]},
                    runs_root=tmp_path / "runs", figures_root=tmp_path / "figures")
     assert references.score_references(run) == []
-    assert "reference model nowhere/stories15M.bin skipped" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "reference model stories15M.bin skipped (not here)" in out
+    assert "nowhere/" not in out  # the profile's path is not the reader's
 
 
 @needs_shared

@@ -40,13 +40,18 @@ def test_instruct_model_key_ignores_core_count_and_device(tmp_path, monkeypatch)
     assert again.dir == first.dir and again.summary.get("skipped") is True
 
 
-def test_moved_runs_folder_reuses_every_finished_model(tmp_path):
+def test_moved_runs_folder_reuses_every_finished_model(tmp_path, capsys):
     a = tmp_path / "a"
     trained = [train_model(_run(a), progress=False)] + models.sweep(_run(a), progress=False)
     before = {m.dir.name: (m.dir / "summary.json").read_bytes() for m in trained}
     shutil.move(a, tmp_path / "b")  # the teacher's runs folder, copied to another laptop
     b = tmp_path / "b"
-    reused = [train_model(_run(b), progress=False)] + models.sweep(_run(b), progress=False)
+    capsys.readouterr()
+    reused = [train_model(_run(b), progress=False)] + models.sweep(_run(b), progress=True)
+    out = capsys.readouterr()
+    # one line for the whole study, no per-model bar or counter that looks like training
+    assert out.out.strip() == f"reused {len(trained) - 1} models (h16-l1, h32-l1, h16-l2, h32-l2)", out.out
+    assert "[1/" not in out.err + out.out
     assert [m.dir.name for m in reused] == [m.dir.name for m in trained]
     for m in reused:
         assert m.summary.get("skipped") is True, m.label
@@ -178,6 +183,12 @@ def test_auto_source_offline_reads_local_tinystories_files_where_they_exist(tmp_
     with_compare = _run(tmp_path, **{"data.source": "auto", "data.paths": [str(train)], "data.val_paths": [str(val)],
                                      "data.compare_paths": [str(train), str(val)]})
     assert list(diversity_sources(with_compare)) == ["corpus (files)", "TinyStories (valid.txt)"]  # not itself
+    capsys.readouterr()
+    absent = _run(tmp_path, **{"data.source": "auto", "data.paths": [str(train)], "data.val_paths": [str(val)],
+                               "data.compare_paths": [str(tmp_path / "team" / "TinyStories-valid.txt")]})
+    assert list(diversity_sources(absent)) == ["corpus (files)"]
+    note = capsys.readouterr().out
+    assert "comparison file TinyStories-valid.txt is not here" in note and "team" not in note
     run = _run(tmp_path, **{"data.source": "auto", "data.paths": [str(train)], "data.val_paths": [str(tmp_path / "x")]})
     assert (run.params.data.source, run.params.data.val_source) == ("files", "split")
     run = _run(tmp_path, **{"data.source": "auto", "data.paths": [str(tmp_path / "missing.txt")]})

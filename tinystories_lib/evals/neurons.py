@@ -19,6 +19,7 @@ its maxima and say nothing about the rest of its range.
 
 from __future__ import annotations
 
+import html
 import weakref
 from collections import Counter
 from collections.abc import Sequence
@@ -101,11 +102,14 @@ def format_context(ctx: dict, mark: str = "[{}]") -> str:
 
 
 def contexts_markdown(neurons: list[dict], title: str = "") -> str:
-    """Markdown table: a neuron per row, its top contexts with the activating token in bold."""
-    lines = [f"**{title}**\n" if title else "", "| neuron | max act. | top contexts (activating token in bold) |",
-             "|---:|---:|---|"]
+    """Markdown table: a neuron per row, its top contexts with the activating token in bold. The bold is
+    HTML, not `**`: Markdown's emphasis breaks on a token glued to a word ("the**`dog`**s")."""
+    lines = [f"**{html.escape(title)}**\n" if title else "",
+             "| neuron | max act. | top contexts (activating token in bold) |", "|---:|---:|---|"]
     for nr in neurons:
-        ctx = "<br>".join(format_context(c, "**`{}`**").replace("|", "\\|") for c in nr["contexts"])
+        ctx = "<br>".join(
+            "…" + html.escape(c["left"]) + f"<b><code>{html.escape(c['token'])}</code></b>" + html.escape(c["right"]) + "…"
+            for c in nr["contexts"]).replace("|", "&#124;")
         lines.append(f"| {nr['neuron']} | {nr['max_activation']:.2f} | {ctx} |")
     return "\n".join(lines)
 

@@ -82,7 +82,7 @@ def quarter_checkpoints(max_steps: int) -> list[int]:
 def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, label: str | None = None,
                 *, max_steps: int | None = None, lr: float | None = None, min_lr: float | None = None,
                 checkpoint_steps: list[int] | None = None, shards_dir: Path | None = None,
-                stop_after: int | None = None, threads: int | None = None) -> ModelRun:
+                stop_after: int | None = None, threads: int | None = None, desc: str | None = None) -> ModelRun:
     """Train one model, or reuse it when finished, or resume it when interrupted.
 
     Defaults are the main model's: shape `model.*`, the profile's shards, and `train.*` (`max_steps`,
@@ -123,7 +123,7 @@ def train_model(run: Run, mp: ModelParams | None = None, progress: bool = True, 
             tmp.replace(dst)
     # The tokenizer's hash is recorded in config.json (Codec.load checks it), not keyed: the shards' key is.
     summary = train(mcfg, tcfg, read_shard(shards_dir / "train.bin"), read_shard(shards_dir / "val.bin"), out,
-                    progress=progress, desc=label, stop_after=stop_after,
+                    progress=progress, desc=desc or label, stop_after=stop_after,
                     extra_config={**identity, "tokenizer_sha256": tokenizer_sha256(shards_dir)},
                     val_bytes=meta.get("val_bytes"))
     return ModelRun(label, mp.hidden, mp.layers, mp.heads, out, summary)
@@ -160,10 +160,22 @@ def _train_sweep_models(run: Run, shapes: list[ModelParams], progress: bool) -> 
         return _train_in_parallel(run, shapes, labels, kws, slots, progress)
     results = []
     for i, (mp, label, kw) in enumerate(zip(shapes, labels, kws)):
-        if progress:
-            print(f"[{i + 1}/{len(shapes)}] {label}", flush=True)
-        results.append(train_model(run, mp, progress=progress, label=label, **kw))
+        # The count rides on the progress bar of a model that trains; a reused one shows nothing here.
+        results.append(train_model(run, mp, progress=progress, label=label, desc=f"[{i + 1}/{len(shapes)}] {label}",
+                                   **kw))
+    if progress:
+        print(reused_line(results), flush=True)
     return results
+
+
+def reused_line(results: list[ModelRun]) -> str:
+    """One line for the models a study found finished, instead of a full progress bar each."""
+    reused = [r.label for r in results if r.summary.get("skipped")]
+    if not reused:
+        return f"trained {len(results)} models"
+    shown = ", ".join(reused[:4]) + (f", ... ({len(reused) - 4} more)" if len(reused) > 4 else "")
+    trained = len(results) - len(reused)
+    return f"reused {len(reused)} model{'s' * (len(reused) != 1)} ({shown})" + (f"; trained {trained}" if trained else "")
 
 
 def sweep_slots(jobs: int, device: str = "auto") -> list[tuple[str, int]]:
@@ -199,8 +211,10 @@ def _train_in_parallel(run: Run, shapes, labels, kws, slots, progress: bool) -> 
         for n_done, fut in enumerate(as_completed(futures), 1):
             r = fut.result()  # a failed job raises here, with its traceback
             results[r.label] = r
-            if progress:
+            if progress and not r.summary.get("skipped"):
                 print(f"[{n_done}/{len(shapes)}] {r.label}: val loss {r.val_loss:.3f}", flush=True)
+    if progress:
+        print(reused_line(list(results.values())), flush=True)
     return [results[label] for label in labels]
 
 

@@ -65,7 +65,10 @@ def available(specs: list[str]) -> Iterator[tuple[str, Reference]]:
         try:
             yield spec, load_reference(spec)
         except (FileNotFoundError, RuntimeError) as e:
-            print(f"note: reference model {spec} skipped: {e}")
+            # The model's name, not the profile's path to it: that path means nothing to the reader.
+            why = "not here" if isinstance(e, FileNotFoundError) else "could not be loaded or downloaded"
+            print(f"note: reference model {Path(spec).name} skipped ({why}); download it (llama2.c's "
+                  "stories260K, or roneneldan/TinyStories-1M from the hub) and list it in grade.reference_models")
 
 
 def token_stream(codec, texts: list[str]) -> np.ndarray:
