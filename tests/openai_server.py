@@ -6,11 +6,12 @@
         server.chat_requests  # every /chat/completions request: method, path, headers, body, json
 
 Implements POST .../chat/completions (OpenAI and Azure paths), POST /v1/files (multipart upload),
-GET /v1/files/{id}[/content], POST /v1/batches and GET /v1/batches/{id} (the batch completes after
-`batch_polls` retrievals; `batch_statuses` sets the final status of the 1st, 2nd... batch created;
+GET /v1/files/{id}[/content], POST /v1/batches, GET /v1/batches (newest first, `limit`/`after` pages) and
+GET /v1/batches/{id} (the batch completes after `batch_polls` retrievals; `batch_statuses` sets the final status of the 1st, 2nd... batch created;
 `batch_token_limit` refuses a batch, as OpenAI's enqueued-token limit does, when its prompt tokens and
 those of the batches still in progress pass the limit; `hold_batches_after` makes POST /v1/batches past
-that many hang, creating nothing, so a kill test can stop a client between two submissions).
+that many hang, creating nothing, so a kill test can stop a client between two submissions, or, with
+`hold_after_creating`, hang after creating the batch: a client killed before it learns the batch id).
 Behaviour is scriptable per test: a fixed `latency_s`, and a queue of `Fault`s consumed one per chat
 request (HTTP errors with Retry-After and a message, delays longer than the client timeout, malformed
 bodies); a reply function may return an `Answer` to set its finish_reason; `served_model` is the model
@@ -32,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 Reply = Callable[[list], "str | Answer"]
 
@@ -79,6 +80,7 @@ class _Batch:
     output_file_id: str | None = None
     error_file_id: str | None = None
     extra: dict = field(default_factory=dict)
+    created_at: int = field(default_factory=lambda: int(time.time()))
 
 
 def _words(text: str) -> int:
@@ -117,6 +119,7 @@ class FakeOpenAI:
         batch_statuses: list | None = None,
         batch_token_limit: int | None = None,
         hold_batches_after: int | None = None,
+        hold_after_creating: bool = False,
         served_model: str | None = None,
         refuse_max_tokens: bool = False,
     ):
@@ -128,6 +131,7 @@ class FakeOpenAI:
         self.batch_statuses = list(batch_statuses or ())
         self.batch_token_limit = batch_token_limit
         self.hold_batches_after = hold_batches_after
+        self.hold_after_creating = hold_after_creating
         self.served_model = served_model  # the `model` of replies (a snapshot); None: the one asked for
         self.refuse_max_tokens = refuse_max_tokens  # as OpenAI's reasoning models do
         self.batch_held = threading.Event()  # set once a POST /v1/batches hangs
@@ -279,7 +283,7 @@ class FakeOpenAI:
             "status": status,
             "output_file_id": batch.output_file_id if done else None,
             "error_file_id": batch.error_file_id if done else None,
-            "created_at": int(time.time()),
+            "created_at": batch.created_at,
             "request_counts": {"total": len(batch.lines), "completed": 0, "failed": 0},
             "metadata": batch.extra.get("metadata"),
         }
@@ -351,7 +355,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._read()
         parts = urlparse(self.path).path.strip("/").split("/")
         fake = self.fake
-        if parts[:2] == ["v1", "batches"] and len(parts) == 3 and parts[2] in fake.batches:
+        if parts == ["v1", "batches"]:
+            self._list_batches()
+        elif parts[:2] == ["v1", "batches"] and len(parts) == 3 and parts[2] in fake.batches:
             batch = fake.batches[parts[2]]
             batch.polls += 1
             self._json(200, fake.batch_json(batch))
@@ -395,7 +401,8 @@ class _Handler(BaseHTTPRequestHandler):
         filename, data = form["file"]
         purpose = form["purpose"][1].decode()
         fid = self.fake.new_id("file")
-        self.fake.files[fid] = {"id": fid, "filename": filename, "purpose": purpose, "data": data}
+        self.fake.files[fid] = {"id": fid, "filename": filename, "purpose": purpose, "data": data,
+                                "created_at": int(time.time())}
         self._json(200, _file_json(self.fake.files[fid]))
 
     def _create_batch(self, rec: Recorded) -> None:
@@ -405,7 +412,8 @@ class _Handler(BaseHTTPRequestHandler):
         if f is None:
             self._error(404, "input file not found")
             return
-        if fake.hold_batches_after is not None and len(fake.batches) >= fake.hold_batches_after:
+        hold = fake.hold_batches_after is not None and len(fake.batches) >= fake.hold_batches_after
+        if hold and not fake.hold_after_creating:
             fake.batch_held.set()
             fake._stop.wait()  # until the server closes; the client is killed meanwhile
             return
@@ -418,7 +426,22 @@ class _Handler(BaseHTTPRequestHandler):
             running = [b for b in fake.batches.values() if not b.extra.get("refused") and b.polls < fake.batch_polls]
             batch.extra["refused"] = sum(map(fake.enqueued_tokens, running + [batch])) > fake.batch_token_limit
         fake.batches[batch.id] = batch
+        if hold:  # created, but the client never hears of it
+            fake.batch_held.set()
+            fake._stop.wait()
+            return
         self._json(200, fake.batch_json(batch))
+
+    def _list_batches(self) -> None:
+        query = parse_qs(urlparse(self.path).query)
+        newest_first = list(reversed(self.fake.batches.values()))
+        after = query.get("after", [None])[0]
+        if after is not None:
+            newest_first = newest_first[[b.id for b in newest_first].index(after) + 1:]
+        limit = int(query.get("limit", ["20"])[0])
+        page = [self.fake.batch_json(b) for b in newest_first[:limit]]
+        self._json(200, {"object": "list", "data": page, "has_more": len(newest_first) > limit,
+                         "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None})
 
 
 def _file_json(f: dict) -> dict:
@@ -426,7 +449,7 @@ def _file_json(f: dict) -> dict:
         "id": f["id"],
         "object": "file",
         "bytes": len(f["data"]),
-        "created_at": int(time.time()),
+        "created_at": f.get("created_at", int(time.time())),
         "filename": f["filename"],
         "purpose": f["purpose"],
         "status": "processed",
@@ -535,5 +558,25 @@ def judge_reply(fmt: str = "plain", *, instruction_score: str = "", unparseable:
         if unparseable:
             return "I really enjoyed this story, it was lovely."
         return GRADE_FORMATS[fmt] + instruction_score
+
+    return reply
+
+
+def varying_judge_reply(spread: int = 2, *, unparseable_for: str | None = None) -> Reply:
+    """A fake judge whose grades vary from one conversation to the next, as a sampled judge's do: turn 2's
+    n-th reply grades grammar 6 + n % (spread + 1), creativity 7 - n % 2, consistency 9 and plot 5 + n % 3.
+    A beginning containing `unparseable_for` gets an unreadable grade every time."""
+    counter = itertools.count()
+    lock = threading.Lock()
+
+    def reply(messages: list) -> str:
+        if len(messages) == 1:
+            return JUDGE_ASSESSMENT
+        if unparseable_for is not None and unparseable_for in messages[0]["content"]:
+            return "I really enjoyed this story, it was lovely."
+        with lock:
+            n = next(counter)
+        return (f"Grammar: {6 + n % (spread + 1)}/10\nCreativity: {7 - n % 2}/10\nConsistency: 9/10\n"
+                f"Plot: {5 + n % 3}/10\nAge group: {'BC'[n % 2]}")
 
     return reply

@@ -97,9 +97,11 @@ def test_token_limit_refusal_waits_for_an_earlier_batch_and_goes_again(tmp_path)
         refused = [b for b in server.batches.values() if b.extra.get("refused")]
         ok = accepted(server)
     assert refused, "the fake's limit should have refused some batches"
+    assert len(server.requests_to("POST", "/v1/files")) == 4  # a refused file goes again as it is
+    assert {b.input_file_id for b in refused} <= {b.input_file_id for b in ok}
     assert set(out.results) == set(_requests(10)) and not out.errors and out.status == "completed"
     assert sorted(i for f in uploaded_ids(server, ok) for i in f) == sorted(_requests(10))
-    # the state keeps the accepted batches only: a rerun re-polls them, never a refused one
+    # each chunk keeps its accepted batch (its refused ones listed apart): a rerun re-polls it, never a refused one
     recorded = json.loads(state.read_text())["chunks"]
     assert [ch["batch_id"] for ch in recorded] == [b.id for b in ok] == out.batch_ids
 
@@ -154,12 +156,15 @@ def test_expired_batch_only_its_missing_ids_are_resubmitted(tmp_path):
     assert sorted(ids) == sorted(s.id for s in specs)
 
 
-def test_kill_after_the_first_submission_resubmits_nothing_submitted(tmp_path):
-    """SIGKILL a generation while its second batch is being created: the rerun re-polls the first batch
-    from `<out>.batch-stories.json` and submits only the ids no batch holds."""
+@pytest.mark.parametrize("created", [False, True], ids=["killed-while-creating", "killed-after-creating"])
+def test_kill_during_a_submission_resubmits_nothing_submitted(tmp_path, created):
+    """SIGKILL a generation while its second batch is being created: before the server made it, or after
+    (the batch exists but the client never saved its id). The rerun re-polls the first batch, finds the
+    second among the endpoint's batches by its recorded input file (or creates it from that file, without
+    uploading it again), and submits only the ids no batch holds."""
     specs = make_specs(10)
     out = tmp_path / "k.jsonl"
-    with FakeOpenAI(StoryWriter(specs), batch_polls=2, hold_batches_after=1) as server:
+    with FakeOpenAI(StoryWriter(specs), batch_polls=2, hold_batches_after=1, hold_after_creating=created) as server:
         c = cfg(server, model="fake-story-model")
         script = textwrap.dedent(
             f"""
@@ -180,14 +185,33 @@ def test_kill_after_the_first_submission_resubmits_nothing_submitted(tmp_path):
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         assert server.batch_held.is_set(), "the child should have been killed while submitting its second batch"
-        first = next(iter(server.batches))
+        first, *made = server.batches
+        assert len(made) == int(created)
         recorded = json.loads((tmp_path / "k.jsonl.batch-stories.json").read_text())["chunks"]
-        assert [ch["batch_id"] for ch in recorded] == [first] and not out.exists()
+        assert [ch["batch_id"] for ch in recorded] == [first, None] and not out.exists()
+        assert recorded[1]["file_id"] and recorded[1]["custom_ids"] == ["p0003", "p0004", "p0005"]
 
         server.hold_batches_after = None
         report = generate_stories_batch(specs, c, out, poll_s=0.01, limits=BatchLimits(max_requests=3))
         files = uploaded_ids(server)
+        uploads = len(server.requests_to("POST", "/v1/files"))
+        second = next(b for b in server.batches.values() if b.input_file_id == recorded[1]["file_id"])
     counts = collections.Counter(i for f in files for i in f)
     assert len(files) == 4 and set(counts.values()) == {1} and len(counts) == 10  # nothing paid twice
-    assert report.written == 10 and report.status == "complete" and report.batch_ids[0] == first
+    assert uploads == 4  # the second file was not uploaded again
+    assert report.written == 10 and report.status == "complete" and report.batch_ids[:2] == [first, second.id]
+    assert not made or made == [second.id]  # the batch made before the kill is the one collected
     assert not list(tmp_path.glob("*.batch-*.json"))
+
+
+def test_a_recorded_file_the_endpoint_no_longer_holds_is_uploaded_again(tmp_path):
+    state = tmp_path / "round.json"
+    with FakeOpenAI(batch_polls=1) as server:
+        c = cfg(server)
+        chunk = {"batch_id": None, "custom_ids": list(_requests(3)), "file_id": "file-deleted", "uploaded_at": 0}
+        state.write_text(json.dumps({"model": c.model, "custom_ids": list(_requests(3)), "chunks": [chunk]}))
+        out = run_async(run_batch(c, _requests(3), poll_s=0.01, state_path=state))
+        listed = len(server.requests_to("GET", "/v1/batches?"))
+        uploads = len(server.requests_to("POST", "/v1/files"))
+    assert set(out.results) == set(_requests(3)) and not out.errors
+    assert listed == 1 and uploads == 1 and len(server.batches) == 1

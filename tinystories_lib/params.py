@@ -94,12 +94,21 @@ class EndpointParams:
     batch_api: bool = False  # the Batch API: half the price, results within 24 h
     http_client: Literal["auto", "aiohttp", "httpx"] = "auto"  # auto: aiohttp when installed (less CPU a request)
     processes: Positive = 1  # online story generation: client processes sharing the requests (hundreds a second)
+    # The request field of the output cap: auto = max_completion_tokens for OpenAI's reasoning models (o1, o3,
+    # gpt-5...), max_tokens otherwise, switching once if the server refuses max_tokens.
+    token_param: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
+    # batch_api: each round goes as input files under these limits (OpenAI's per-file 50,000 requests and
+    # 200 MB; estimated prompt tokens under the model's enqueued-token limit for the organization's tier).
+    batch_max_requests: Positive = 50_000
+    batch_max_bytes: Positive = 200_000_000
+    batch_max_enqueued_tokens: Positive = 1_000_000
 
     # How the requests are made, not what they ask: left out of artifact keys (Params.section_hash), so a
     # run stopped by its budget resumes into the same files when the budget, concurrency or client change.
     HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = (
         "api_key_env", "max_concurrency", "timeout_s", "price_per_1m_input", "price_per_1m_output", "budget_usd",
-        "batch_api", "http_client", "processes",
+        "batch_api", "http_client", "processes", "token_param", "batch_max_requests", "batch_max_bytes",
+        "batch_max_enqueued_tokens",
     )
 
 
@@ -225,6 +234,10 @@ class GradeParams:
     # Published models scored, completed and graded beside the profile's (notebooks 03 and 04): llama2.c
     # checkpoints (a .bin, its tokenizer beside it) or Hugging Face GPT-Neo ids/dirs (roneneldan/TinyStories-1M).
     reference_models: list[str] = field(default_factory=list)
+    # judge: llm grades each completion this many times (each repeat a cached conversation of its own) and
+    # uses the mean; notebook 04 shows how far the repeats agree. Repeats differ only where the judge's
+    # sampling does (grade.llm.temperature; at 0 only the server's own nondeterminism).
+    judge_repeats: Positive = 1
     llm: EndpointParams = field(default_factory=lambda: EndpointParams(model="gpt-4o", price_per_1m_input=2.5,
                                                                         price_per_1m_output=10.0))
 

@@ -3,7 +3,9 @@
 `aggregate` turns `Grade` records (LLM judge or offline grader) into one row per (model, grader, step,
 dimension) with mean, 95% interval and counts (failures counted, never dropped); `grades_table` prints
 them shaped like the paper's table, always with a grader column so offline scores are never mistaken for
-the judge's, and `age_table` / `age_distribution` the judge's age guesses. `append_grades_jsonl` and
+the judge's, and `age_table` / `age_distribution` the judge's age guesses. `judge_agreement` measures how
+far an LLM judge's repeated judgments of one completion agree (`grade.judge_repeats`), `failure_reasons`
+groups failed grades by their error, and `judge_report` shows both with who judged (`stages.grading.judge_summary`). `append_grades_jsonl` and
 `read_grades_jsonl` keep grades across runs (a line left torn by a killed run is skipped with a
 warning). Apart from the graders so that any mix of grades tabulates alike.
 """
@@ -148,6 +150,83 @@ def read_grades_jsonl(path: str | Path) -> list[Grade]:
     if bad:
         warnings.warn(f"{path}: skipped {bad} unreadable line(s)", stacklevel=2)
     return grades
+
+
+# --- the judge's reliability ---------------------------------------------------------------------
+
+
+def judge_agreement(grades: Iterable[Grade]) -> list[dict]:
+    """Per grader and dimension, over the completions judged at least twice with success
+    (`extra["repeat_scores"]`): `n` such completions, `repeats` (most judgments of one), `sd` the judge's
+    spread on one completion (the square root of the mean within-completion variance, n-1 each), `mean_range`
+    (highest minus lowest score of a completion, averaged), `within_1` the share of completions whose
+    scores all lie within 1 point, `identical` the share graded the same every time. [] without repeats."""
+    per: dict[tuple[str, str], list[list[float]]] = defaultdict(list)
+    for g in grades:
+        reps = (g.extra.get("repeat_scores") or []) if g.status == "ok" else []
+        if len(reps) < 2:
+            continue
+        for dim in g.scores:
+            values = [float(r[dim]) for r in reps if dim in r]
+            if len(values) >= 2:
+                per[(g.grader, dim)].append(values)
+    rows = []
+    for (grader, dim), groups in per.items():
+        variances = [sum((v - sum(x) / len(x)) ** 2 for v in x) / (len(x) - 1) for x in groups]
+        spans = [max(x) - min(x) for x in groups]
+        rows.append({"grader": grader, "dimension": dim, "n": len(groups), "repeats": max(map(len, groups)),
+                     "sd": math.sqrt(sum(variances) / len(variances)), "mean_range": sum(spans) / len(spans),
+                     "within_1": sum(r <= 1 for r in spans) / len(spans),
+                     "identical": sum(r == 0 for r in spans) / len(spans)})
+    known = list(LLM_DIMENSIONS)
+    return sorted(rows, key=lambda r: (r["grader"], known.index(r["dimension"]) if r["dimension"] in known else 99))
+
+
+def agreement_table(rows: Sequence[dict], digits: int = 2) -> str:
+    """`judge_agreement` rows as a markdown table."""
+    if not rows:
+        return "_no completion was judged more than once (grade.judge_repeats: 1)_"
+    head = ("| grader | dimension | completions | repeats | sd within a completion | mean range | within 1 point "
+            "| identical |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+    return head + "".join(
+        f"| {r['grader']} | {r['dimension']} | {r['n']} | {r['repeats']} | {r['sd']:.{digits}f} | "
+        f"{r['mean_range']:.{digits}f} | {r['within_1']:.0%} | {r['identical']:.0%} |\n" for r in rows)
+
+
+def failure_reasons(grades: Iterable[Grade], width: int = 200) -> list[dict]:
+    """Failed grades grouped by their error (cut to `width` characters), most frequent first: `count`, and
+    `permanent`, how many of them failed so often that no later run asks again."""
+    counts: Counter = Counter()
+    permanent: Counter = Counter()
+    for g in grades:
+        if g.status == "ok":
+            continue
+        error = str(g.extra.get("error") or g.reason or "unknown")
+        error = error if len(error) <= width else error[: width - 3] + "..."
+        counts[error] += 1
+        permanent[error] += bool(g.extra.get("permanent"))
+    return [{"error": e, "count": n, "permanent": permanent[e]} for e, n in counts.most_common()]
+
+
+def judge_report(summary: dict) -> str:
+    """`stages.grading.judge_summary` as markdown: who judged (the model asked for and the snapshot the
+    server said answered), at what temperature, how many times each, the failed grades by error, and the
+    repeats' agreement."""
+    snapshots = ", ".join(f"`{s}`" for s in summary["snapshots"]) or "not reported by the server"
+    temps = ", ".join("server default" if t is None else f"{t:g}" for t in summary["temperatures"]) or "–"
+    lines = [
+        f"**Judge** `{summary['model']}`: served by {snapshots}; temperature {temps}; "
+        f"each completion judged {summary['repeats']} time{'s' if summary['repeats'] > 1 else ''}.",
+        "",
+        f"{summary['n']} grades, {summary['failed']} failed, of which {summary['permanently_failed']} for good "
+        f"(failed {summary['max_attempts']} times: not asked again; the others are retried by the next run).",
+    ]
+    if summary["failures"]:
+        lines += ["", "| error | failed | for good |", "|---|---:|---:|"]
+        lines += [f"| {f['error'].replace('|', '/')} | {f['count']} | {f['permanent']} |" for f in summary["failures"]]
+    if summary["repeats"] > 1:
+        lines += ["", "**Agreement of the repeated judgments**", "", agreement_table(summary["agreement"])]
+    return "\n".join(lines) + "\n"
 
 
 def per_grader(rows: Iterable[dict]) -> list[dict]:

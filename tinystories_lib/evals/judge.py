@@ -18,9 +18,14 @@ Replies are parsed from free text or JSON (a reasoning model's `<think>` block l
 scores cannot be read gets one format reminder turn, then a `Grade(status="failed", reason=...)`: never
 dropped. The judge grades at `LLMConfig.temperature`, else 0 (`judge_temperature`).
 
+`repeats` > 1 judges each completion that many times, each repeat a conversation of its own (its own
+cache entries, so a resumed grading pays only for the repeats it lacks); the Grade holds the mean of the
+repeats that succeeded, the most common age group, and each repeat's scores in `extra["repeat_scores"]`
+(`grade_tables.judge_agreement` says how far they agree).
+
 The cache, one append-only JSONL that one process at a time may grade with (`locks.exclusive`), holds:
-* grades keyed by (Completion.key, instructions, judge model as configured, the model snapshot the
-  server said answered, PROMPT_VERSION), so a re-run makes no calls, and a model update behind an alias
+* grades keyed by (Completion.key, instructions, repeat, judge model as configured, the model snapshot
+  the server said answered, the temperature, PROMPT_VERSION), so a re-run makes no calls, and a model update behind an alias
   ("gpt-4o") regrades instead of mixing two judges' grades (the snapshot is learnt from replies: a run
   that finds every grade cached asks nothing and keeps them). Bump PROMPT_VERSION whenever the prompt
   text changes.
@@ -35,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,10 +106,12 @@ def _instructions_hash(instructions: str | None) -> str:
 class _Item:
     completion: Completion
     instructions: str | None
+    repeat: int = 0  # the first judgment of a completion has the key it had before repeats existed
 
     @property
     def cache_key(self) -> str:
-        return f"{self.completion.key}:{_instructions_hash(self.instructions)}"
+        key = f"{self.completion.key}:{_instructions_hash(self.instructions)}"
+        return f"{key}:r{self.repeat}" if self.repeat else key
 
     @property
     def dimensions(self) -> tuple[str, ...]:
@@ -118,7 +126,8 @@ class LLMJudge:
     one Grade per completion, in order; failed ones carry `status="failed"` and a `reason`, and are
     retried by later runs up to `max_attempts` in all. `usage` accumulates tokens and cost over the judge's
     life; `budget_usd` caps it. `grade_batch` does the same through the Batch API (turn 1 and turn 2 as
-    two batch rounds). `snapshot` is the model the endpoint says answered, once a reply has come."""
+    two batch rounds). `snapshot` is the model the endpoint says answered, once a reply has come.
+    `repeats` judgments of each completion are averaged into its Grade (see the module docstring)."""
 
     is_llm = True
 
@@ -130,8 +139,12 @@ class LLMJudge:
         budget_usd: float | None = None,
         progress: bool = False,
         max_attempts: int = MAX_ATTEMPTS,
+        repeats: int = 1,
     ):
+        if repeats < 1:
+            raise ValueError(f"LLMJudge repeats must be >= 1, got {repeats}")
         self.config = config
+        self.repeats = repeats
         self.name = f"llm-judge:{config.model}"
         self.cache_path = Path(cache_path) if cache_path is not None else None
         self.budget_usd = budget_usd
@@ -147,7 +160,8 @@ class LLMJudge:
         self._file_snapshot: str | None = None  # of the latest record: the judge's snapshot till a reply says
 
     def __repr__(self) -> str:
-        return f"LLMJudge(model={self.config.model!r}, base_url={self.config.base_url!r}, cache={self.cache_path})"
+        return (f"LLMJudge(model={self.config.model!r}, base_url={self.config.base_url!r}, cache={self.cache_path}"
+                + (f", repeats={self.repeats})" if self.repeats > 1 else ")"))
 
     # -------------------------------------------------------------- cache
     def _load_cache(self) -> None:
@@ -158,6 +172,9 @@ class LLMJudge:
         repair_jsonl_tail(self.cache_path)
         for rec in read_jsonl_records(self.cache_path):
             if rec.get("judge_model") != self.config.model or rec.get("prompt_version") != PROMPT_VERSION:
+                continue
+            # Another temperature is another judge; records from before temperatures were kept are used.
+            if "temperature" in rec and rec["temperature"] != self.temperature:
                 continue
             key, snap = rec["cache_key"], rec.get("judge_snapshot")
             if rec.get("kind") == "turn1":
@@ -204,8 +221,9 @@ class LLMJudge:
         failures = self._failures.get(item.cache_key, [])
         if len(failures) < self.max_attempts:
             return None
-        return {**failures[-1], "reason": f"{failures[-1]['reason']} (failed {len(failures)} times, so not asked "
-                                          f"again; delete its lines from {self.cache_path} to try once more)"}
+        return {**failures[-1], "error": failures[-1]["reason"],
+                "reason": f"{failures[-1]['reason']} (failed {len(failures)} times, so not asked "
+                          f"again; delete its lines from {self.cache_path} to try once more)"}
 
     def _remember(self, writer, item: _Item, record: dict, counts: bool = True) -> None:
         """Keep a grade, or a failure that `counts` as one of the completion's attempts."""
@@ -223,7 +241,8 @@ class LLMJudge:
 
     def _remember_turn1(self, writer, item: _Item, result: ChatResult) -> None:
         rec = {"kind": "turn1", "cache_key": item.cache_key, "judge_model": self.config.model,
-               "judge_snapshot": result.model, "prompt_version": PROMPT_VERSION, "reply": result.text}
+               "judge_snapshot": result.model, "temperature": self.temperature, "prompt_version": PROMPT_VERSION,
+               "reply": result.text}
         writer.write(rec)  # at once: a kill before turn 2 then costs only turn 2
         self._turn1[item.cache_key] = rec
 
@@ -258,11 +277,15 @@ class LLMJudge:
     def _grade(self, item: _Item, rec: dict, cached: bool) -> Grade:
         c = item.completion
         ok = rec["status"] == "ok"
-        extra = {"prompt_version": PROMPT_VERSION, "cached": cached, "judge_snapshot": rec.get("judge_snapshot")}
+        extra = {"prompt_version": PROMPT_VERSION, "cached": cached, "judge_snapshot": rec.get("judge_snapshot"),
+                 "temperature": rec.get("temperature")}
         if item.instructions:
             extra["instructions_sha"] = _instructions_hash(item.instructions)
         if not ok:
-            extra.update(partial_scores=rec["scores"], replies=rec["replies"])
+            # `permanent`: failed `max_attempts` times (over all runs), so no later run asks again
+            attempts = len(self._failures.get(item.cache_key, []))
+            extra.update(partial_scores=rec["scores"], replies=rec["replies"], error=rec.get("error") or rec["reason"],
+                         attempts=attempts, permanent=attempts >= self.max_attempts)
         return Grade(
             model=c.model, prompt_id=c.prompt_id, completion_key=c.key, grader=self.name,
             scores=dict(rec["scores"]) if ok else {}, age_group=rec["age_group"] if ok else None,
@@ -277,7 +300,7 @@ class LLMJudge:
                 return instructions(c)
             return instructions.get(c.prompt_id)
 
-        return [_Item(c, lookup(c)) for c in completions]
+        return [_Item(c, text, r) for c in completions for text in [lookup(c)] for r in range(self.repeats)]
 
     def _todo(self, items: list[_Item], fresh: dict[str, dict]) -> dict[str, _Item]:
         todo = {it.cache_key: it for it in items if it.cache_key not in fresh and self._cached(it) is None}
@@ -288,16 +311,19 @@ class LLMJudge:
         return todo
 
     def _finish(self, items: list[_Item], fresh: dict[str, dict]) -> list[Grade]:
-        grades = []
+        judged = []
         for it in items:
             if it.cache_key in fresh:
-                grades.append(self._grade(it, fresh[it.cache_key], cached=False))
+                judged.append(self._grade(it, fresh[it.cache_key], cached=False))
             else:
-                grades.append(self._grade(it, self._cached(it), cached=True))
+                judged.append(self._grade(it, self._cached(it), cached=True))
+        n = self.repeats
+        grades = [_mean_of_repeats(judged[i:i + n]) if n > 1 else judged[i] for i in range(0, len(judged), n)]
         n_failed = sum(g.status != "ok" for g in grades)
         log.info(
-            "%s: %d graded (%d from cache, %d failed), $%.4f so far",
-            self.name, len(grades), len(items) - len(fresh), n_failed, self.usage.cost_usd,
+            "%s: %d graded%s (%d judgments from cache, %d grades failed), $%.4f so far",
+            self.name, len(grades), f" {n} times each" if n > 1 else "", len(items) - len(fresh), n_failed,
+            self.usage.cost_usd,
         )
         return grades
 
@@ -500,6 +526,25 @@ class LLMJudge:
                 completions, instructions=instructions, poll_s=poll_s, max_wait_s=max_wait_s, state_dir=state_dir
             )
         )
+
+
+def _mean_of_repeats(repeats: list[Grade]) -> Grade:
+    """One Grade from a completion's repeated judgments: the mean score per dimension of those that
+    succeeded, the most common age group (the earliest on a tie); failed when none did."""
+    ok = [g for g in repeats if g.status == "ok"]
+    failed = [g for g in repeats if g.status != "ok"]
+    info = {"repeats": len(repeats), "repeats_failed": len(failed), "repeat_scores": [g.scores for g in ok],
+            "repeat_errors": [g.extra.get("error") or g.reason for g in failed],
+            "cached": all(g.extra.get("cached") for g in repeats)}
+    if not ok:
+        base = repeats[-1]
+        return Grade(**{**vars(base), "extra": {**base.extra, **info,
+                                                "permanent": all(g.extra.get("permanent") for g in repeats)}})
+    base = ok[0]
+    scores = {d: sum(g.scores[d] for g in ok) / len(ok) for d in base.scores if all(d in g.scores for g in ok)}
+    ages = Counter(g.age_group for g in ok if g.age_group)
+    age = max(ages, key=lambda a: (ages[a], -[g.age_group for g in ok].index(a))) if ages else None
+    return Grade(**{**vars(base), "scores": scores, "age_group": age, "extra": {**base.extra, **info}})
 
 
 class _NullWriter:

@@ -2,10 +2,11 @@
 
 `run_batch` sends any set of chat requests (custom_id -> messages) as batches: split into input files
 under OpenAI's limits (`BatchLimits`, `split_batch`), build the JSONL, upload, create, poll, download,
-parse by custom_id (`build_batch_jsonl`, `parse_batch_output`). Each batch id is saved to a state file as
-soon as it exists, so a killed run resumes polling instead of paying twice (`forget_batch` once the
-results are merged); a batch refused for the enqueued-token limit waits for an earlier one and goes
-again. The judge uses it as is; `generate_stories_batch` runs corpus generation through it with the same
+parse by custom_id (`build_batch_jsonl`, `parse_batch_output`). Each input file's id is saved to a state
+file before its batch is created, and the batch id as soon as it exists, so a killed run resumes polling
+instead of paying twice, even when killed between creating a batch and saving its id: it finds the batch
+made from the recorded file among the endpoint's batches (`forget_batch` once the results are merged). A
+batch refused for the enqueued-token limit waits for an earlier one and goes again from the same file. The judge uses it as is; `generate_stories_batch` runs corpus generation through it with the same
 validation and output files as the online path (`llm.generate`).
 """
 
@@ -23,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from tinystories_lib.llm.client import (
+    BATCH_MAX_BYTES,
+    BATCH_MAX_ENQUEUED_TOKENS,
+    BATCH_MAX_REQUESTS,
     ChatResult,
     LLMConfig,
     Usage,
@@ -34,7 +38,13 @@ from tinystories_lib.llm.client import (
     run_async,
     with_retries,
 )
-from tinystories_lib.llm.errors import BatchError, BatchPending, BudgetExceeded, MalformedReply
+from tinystories_lib.llm.errors import (
+    BatchError,
+    BatchPending,
+    BudgetExceeded,
+    MalformedReply,
+    RequestRefused,
+)
 from tinystories_lib.llm.jsonl import JsonlAppender
 from tinystories_lib.llm.runner import (
     SUMMARY_MAX_TOKENS,
@@ -51,6 +61,7 @@ from tinystories_lib.llm.story_checks import StoryValidator
 log = logging.getLogger(__name__)
 _BATCH_TERMINAL = {"completed", "failed", "expired", "cancelled"}
 _IDLE_REFUSALS = 3  # refusals in a row with none of our batches in flight before giving up
+_LIST_PAGES = 50  # pages of 100 batches searched for one made from a recorded file, at most
 
 
 # ---------------------------------------------------------------------------------------- Batch API
@@ -123,15 +134,20 @@ class BatchLimits:
     limits (50,000 requests and 200 MB per input file). `max_enqueued_tokens` caps each file's estimated
     prompt tokens: OpenAI refuses a whole batch (`token_limit_exceeded`) while the organization's enqueued
     prompt tokens for the model would pass its tier's batch queue limit, so a file must fit that limit on
-    its own. 1M fits gpt-4o from tier 2 and gpt-4o-mini from tier 1; smaller only means more files."""
+    its own. 1M fits gpt-4o from tier 2 and gpt-4o-mini from tier 1; smaller only means more files.
+    A config's own limits (`LLMConfig.batch_max_*`, from a profile's endpoint section): `from_config`."""
 
-    max_requests: int = 50_000
-    max_bytes: int = 200_000_000
-    max_enqueued_tokens: int = 1_000_000
+    max_requests: int = BATCH_MAX_REQUESTS
+    max_bytes: int = BATCH_MAX_BYTES
+    max_enqueued_tokens: int = BATCH_MAX_ENQUEUED_TOKENS
 
     def __post_init__(self):
         if min(self.max_requests, self.max_bytes, self.max_enqueued_tokens) < 1:
             raise ValueError(f"BatchLimits must all be >= 1, got {self}")
+
+    @classmethod
+    def from_config(cls, config: LLMConfig) -> BatchLimits:
+        return cls(config.batch_max_requests, config.batch_max_bytes, config.batch_max_enqueued_tokens)
 
 
 def split_batch(sizes: Mapping[str, tuple[int, int]], limits: BatchLimits) -> list[list[str]]:
@@ -170,7 +186,8 @@ def _load_batch_state(state_path: Path | None, config: LLMConfig, ids: set[str])
 
 
 def _save_batch_state(state_path: Path | None, config: LLMConfig, planned: Sequence[str], chunks: list) -> None:
-    """Atomically record the round's planned ids and every submitted chunk (batch id and its ids)."""
+    """Atomically record the round's planned ids and every uploaded chunk: its ids, its input file
+    (`file_id`, `uploaded_at`), its batch (`batch_id`, None until created) and the batches that refused it."""
     if state_path is None:
         return
     state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,22 +205,61 @@ def forget_batch(state_path: str | Path | None) -> None:
         Path(state_path).unlink(missing_ok=True)
 
 
-async def _submit_batch(client, config: LLMConfig, jsonl: bytes, description: str | None) -> str:
-    upload = await with_retries(
+async def _upload(client, config: LLMConfig, jsonl: bytes):
+    return await with_retries(
         config,
         lambda: client.files.create(file=("batch.jsonl", jsonl, "application/jsonl"), purpose="batch"),
         what="batch upload",
     )
-    metadata = {"description": description} if description else None
-    kwargs = {"metadata": metadata} if metadata else {}
+
+
+async def _create_batch(client, config: LLMConfig, file_id: str, description: str | None) -> str:
+    kwargs = {"metadata": {"description": description}} if description else {}
     batch = await with_retries(
         config,
         lambda: client.batches.create(
-            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h", **kwargs
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h", **kwargs
         ),
         what="batch create",
     )
     return batch.id
+
+
+async def _submit_chunk(client, config: LLMConfig, chunk: dict, jsonl: bytes, description: str | None, save) -> str:
+    """Create the batch of `chunk`, uploading its file unless the chunk holds one already (a batch refused
+    for the enqueued-token limit goes again from the same file). The file id is saved (`save()`) before the
+    batch is created: a kill between creating it and saving its id leaves a file to find it by."""
+    if chunk.get("file_id"):
+        try:
+            return await _create_batch(client, config, chunk["file_id"], description)
+        except RequestRefused as e:
+            if e.status_code != 404:
+                raise
+            log.info("input file %s is gone (%s): uploading it again", chunk["file_id"], e)
+    upload = await _upload(client, config, jsonl)
+    chunk.update(file_id=upload.id, uploaded_at=getattr(upload, "created_at", None))
+    save()
+    return await _create_batch(client, config, upload.id, description)
+
+
+async def _batches_from_files(client, config: LLMConfig, chunks: Sequence[dict]) -> dict[str, str]:
+    """file id -> the newest batch the endpoint holds made from it (none it refused before), for chunks whose
+    file was uploaded but whose batch id was never saved. The endpoint lists batches newest first; the search
+    stops at batches older than the oldest of the files."""
+    refused = {ch["file_id"]: set(ch.get("refused", ())) for ch in chunks}
+    oldest = min((ch.get("uploaded_at") or 0 for ch in chunks), default=0)
+    found: dict[str, str] = {}
+    after = None
+    for _ in range(_LIST_PAGES):
+        kwargs = {"limit": 100} | ({"after": after} if after else {})
+        page = await with_retries(config, lambda kw=kwargs: client.batches.list(**kw), what="batch list")
+        for b in page.data:
+            if b.input_file_id in refused and b.id not in refused[b.input_file_id]:
+                found.setdefault(b.input_file_id, b.id)
+        if len(found) == len(refused) or not page.data or not page.has_more or page.data[-1].created_at < oldest:
+            break
+        after = page.data[-1].id
+    return found
 
 
 async def _poll(client, config: LLMConfig, batch_id: str):
@@ -256,49 +312,75 @@ async def run_batch(
 ) -> BatchOutcome:
     """Run `requests` (custom_id -> messages) through the Batch API and return every reply or error.
 
-    The requests go as one batch per chunk under `limits` (default: OpenAI's). With `state_path`, each
-    chunk's batch id is recorded right after submission; a rerun (e.g. after a kill or a BatchPending
-    from `max_wait_s`) re-polls those batches and submits only the ids no batch holds yet. A chunk
-    refused for the enqueued-token limit waits for an earlier batch to finish and goes again; ids of a
-    failed or expired batch come back as errors, for the caller's next run to resubmit. The caller
+    The requests go as one batch per chunk under `limits` (default: the config's `batch_max_*`, OpenAI's
+    unless set). With `state_path`, each chunk's input file id is recorded before its batch is created and
+    the batch id right after; a rerun (e.g. after a kill or a BatchPending from `max_wait_s`) re-polls
+    those batches, looks among the endpoint's batches for one made from a recorded file whose batch id was
+    never saved, and submits only the ids no batch holds yet. A chunk refused for the enqueued-token limit
+    waits for an earlier batch to finish and goes again from its uploaded file; ids of a failed or expired
+    batch come back as errors, for the caller's next run to resubmit. The caller
     deletes the state with `forget_batch` once the results are safely merged. The budget check happens
     before submission, on the estimated cost at the batch discount of what is not yet submitted."""
     if not requests:
         return BatchOutcome(None, "empty")
-    limits = limits or BatchLimits()
+    limits = limits or BatchLimits.from_config(config)
     state_path = Path(state_path) if state_path is not None else None
     ids = list(requests)
-    planned, chunks = _load_batch_state(state_path, config, set(ids)) or (ids, [])
-    submitted = {cid for ch in chunks for cid in ch["custom_ids"]}
-    todo = [cid for cid in ids if cid not in submitted]
+    wanted = set(ids)
+    planned, chunks = _load_batch_state(state_path, config, wanted) or (ids, [])
     lines = {cid: _jsonl_line(config, cid, m, max_tokens) for cid, m in requests.items()}
-    tokens = {cid: estimate_message_tokens(requests[cid]) for cid in todo}
-    waiting = deque(split_batch({cid: (len(lines[cid]), tokens[cid]) for cid in todo}, limits))
-    if todo:
-        est = config.estimate_cost(len(todo), sum(tokens.values()) / len(todo), max_tokens, batch=True)
-        if budget_usd is not None and est > budget_usd:
-            raise BudgetExceeded(budget_usd, 0.0, est)
-        log.info("%d requests to submit as %d batch(es), est. $%.4f", len(todo), len(waiting), est)
-    # re-poll what an earlier run submitted, where it holds ids still wanted; batch id -> its ids
-    flight = {ch["batch_id"]: ch["custom_ids"] for ch in chunks if not set(ids).isdisjoint(ch["custom_ids"])}
-    if flight:
-        log.info("resuming %d batch(es) recorded in %s", len(flight), state_path)
-    status: dict[str, str] = {}
-    results: dict[str, ChatResult] = {}
-    errors: dict[str, str] = {}
-    # After a refusal, chunks go one at a time: the next when the last is seen accepted or a batch finishes.
-    limited, blocked, probe, idle, last_refused = False, False, None, 0, None
-    t0 = time.monotonic()
+
+    def save() -> None:
+        _save_batch_state(state_path, config, planned, chunks)
+
     client = make_async_client(config)
     try:
+        # Chunks uploaded by an earlier run whose batch id was never saved: find their batches first.
+        unsaved = [ch for ch in chunks if not ch.get("batch_id") and ch.get("file_id") and wanted & set(ch["custom_ids"])]
+        found = await _batches_from_files(client, config, unsaved) if unsaved else {}
+        waiting: deque[dict] = deque()
+        for ch in unsaved:
+            if ch["file_id"] in found:
+                ch["batch_id"] = found[ch["file_id"]]
+                log.info("found batch %s, created from %s before its id was saved", ch["batch_id"], ch["file_id"])
+            elif wanted.issuperset(ch["custom_ids"]):
+                waiting.append(ch)  # its batch was never created: create it from the same file
+        chunks = [ch for ch in chunks if ch.get("batch_id") or ch in waiting]
+        if unsaved:
+            save()
+        submitted = {cid for ch in chunks for cid in ch["custom_ids"]}
+        todo = [cid for cid in ids if cid not in submitted]
+        unpaid = todo + [cid for ch in waiting for cid in ch["custom_ids"]]
+        tokens = {cid: estimate_message_tokens(requests[cid]) for cid in unpaid}
+        waiting.extend({"batch_id": None, "custom_ids": part}
+                       for part in split_batch({cid: (len(lines[cid]), tokens[cid]) for cid in todo}, limits))
+        if unpaid:
+            est = config.estimate_cost(len(unpaid), sum(tokens.values()) / len(unpaid), max_tokens, batch=True)
+            if budget_usd is not None and est > budget_usd:
+                raise BudgetExceeded(budget_usd, 0.0, est)
+            log.info("%d requests to submit as %d batch(es), est. $%.4f", len(unpaid), len(waiting), est)
+        # re-poll what an earlier run submitted, where it holds ids still wanted; batch id -> its ids
+        flight = {ch["batch_id"]: ch["custom_ids"] for ch in chunks
+                  if ch.get("batch_id") and not wanted.isdisjoint(ch["custom_ids"])}
+        if flight:
+            log.info("resuming %d batch(es) recorded in %s", len(flight), state_path)
+        status: dict[str, str] = {}
+        results: dict[str, ChatResult] = {}
+        errors: dict[str, str] = {}
+        # After a refusal, chunks go one at a time: the next when the last is seen accepted or a batch finishes.
+        limited, blocked, probe, idle, last_refused = False, False, None, 0, None
+        t0 = time.monotonic()
         while waiting or flight:
             while waiting and not blocked:
-                part = waiting.popleft()
-                batch_id = await _submit_batch(client, config, b"".join(lines[c] for c in part), description)
-                chunks.append({"batch_id": batch_id, "custom_ids": part})
-                _save_batch_state(state_path, config, planned, chunks)
-                flight[batch_id] = part
-                log.info("submitted batch %s (%d requests)", batch_id, len(part))
+                ch = waiting.popleft()
+                if ch not in chunks:
+                    chunks.append(ch)
+                jsonl = b"".join(lines[c] for c in ch["custom_ids"])
+                batch_id = await _submit_chunk(client, config, ch, jsonl, description, save)
+                ch["batch_id"] = batch_id
+                save()
+                flight[batch_id] = ch["custom_ids"]
+                log.info("submitted batch %s (%d requests)", batch_id, len(ch["custom_ids"]))
                 if limited:
                     blocked, probe = True, batch_id
             finished, refused = False, []
@@ -306,10 +388,15 @@ async def run_batch(
                 batch = await _poll(client, config, batch_id)
                 status[batch_id] = batch.status
                 if _refused_for_tokens(batch):
-                    part = [cid for cid in flight.pop(batch_id) if cid in requests]  # a resumed one may hold more
-                    refused += [part] if part else []
-                    chunks = [ch for ch in chunks if ch["batch_id"] != batch_id]
-                    _save_batch_state(state_path, config, planned, chunks)
+                    ch = next(c for c in chunks if c.get("batch_id") == batch_id)
+                    part = [cid for cid in flight.pop(batch_id) if cid in wanted]  # a resumed one may hold more
+                    if part == ch["custom_ids"]:  # the same file goes again (kept in the state): no new upload
+                        ch.update(batch_id=None, refused=[*ch.get("refused", ()), batch_id])
+                        refused.append(ch)
+                    else:  # it held ids merged before: the ones still wanted go as a new file
+                        chunks.remove(ch)
+                        refused += [{"batch_id": None, "custom_ids": part}] if part else []
+                    save()
                     last_refused = batch_id
                     log.warning(
                         "batch %s refused (%s); its %d requests go again once an earlier batch finishes",
@@ -331,10 +418,10 @@ async def run_batch(
                 idle += 1
                 if idle > _IDLE_REFUSALS:
                     raise BatchError(
-                        f"the Batch API refused {sum(map(len, waiting))} requests for {config.model}'s "
-                        "enqueued-token limit with none of this run's batches in flight: wait for the "
-                        "organization's other batches to finish, or lower BatchLimits.max_enqueued_tokens "
-                        "below the tier's batch queue limit, then rerun"
+                        f"the Batch API refused {sum(len(ch['custom_ids']) for ch in waiting)} requests for "
+                        f"{config.model}'s enqueued-token limit with none of this run's batches in flight: wait "
+                        "for the organization's other batches to finish, or lower BatchLimits.max_enqueued_tokens "
+                        "(batch_max_enqueued_tokens) below the tier's batch queue limit, then rerun"
                         + (f" (submitted batches are kept in {state_path})" if state_path else "")
                     )
                 blocked = False

@@ -59,6 +59,12 @@ _CHARS_PER_TOKEN = 4
 CONNECTIONS_PER_CLIENT = 16  # requests in flight per openai client (see LLMClient._open)
 _MESSAGE_OVERHEAD_TOKENS = 4
 TOKEN_PARAMS = ("auto", "max_tokens", "max_completion_tokens")
+# OpenAI's per-batch limits: requests and bytes per input file (llm.batch.BatchLimits).
+BATCH_MAX_REQUESTS = 50_000
+BATCH_MAX_BYTES = 200_000_000
+# Estimated prompt tokens per batch file: under OpenAI's batch queue limit for gpt-4o from tier 2 and
+# gpt-4o-mini from tier 1 (a file must fit the organization's enqueued-token limit on its own).
+BATCH_MAX_ENQUEUED_TOKENS = 1_000_000
 # OpenAI's reasoning models refuse `max_tokens` (and any temperature but 1).
 _REASONING_MODEL = re.compile(r"(?:o[134]|gpt-5)(?![0-9a-z])", re.IGNORECASE)
 
@@ -74,6 +80,7 @@ class LLMConfig:
     `token_param` names the request field that carries `max_tokens`: "auto" sends `max_completion_tokens`
     to OpenAI's reasoning models (o1, o3, o4, gpt-5...), which refuse `max_tokens`, and `max_tokens`
     to the rest (local servers know it best); a server that refuses `max_tokens` gets the other, once.
+    `batch_max_*` split Batch API rounds into input files (`llm.batch.BatchLimits`; default OpenAI's).
 
     The API key is read from the environment variable `api_key_env` when a client is made and is
     never stored here. A localhost `base_url` may run without it (a placeholder key is sent)."""
@@ -99,6 +106,9 @@ class LLMConfig:
     # about a third less CPU per request (BENCHMARKS.md), which is what one event loop can sustain.
     http_client: str = "auto"
     token_param: str = "auto"
+    batch_max_requests: int = BATCH_MAX_REQUESTS
+    batch_max_bytes: int = BATCH_MAX_BYTES
+    batch_max_enqueued_tokens: int = BATCH_MAX_ENQUEUED_TOKENS
 
     def __post_init__(self):
         if not self.model:
@@ -111,6 +121,8 @@ class LLMConfig:
             raise ValueError("LLMConfig.max_concurrency must be >= 1")
         if self.max_retries < 0 or self.malformed_retries < 0:
             raise ValueError("LLMConfig retry counts must be >= 0")
+        if min(self.batch_max_requests, self.batch_max_bytes, self.batch_max_enqueued_tokens) < 1:
+            raise ValueError("LLMConfig.batch_max_requests, batch_max_bytes and batch_max_enqueued_tokens must be >= 1")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LLMConfig:

@@ -34,7 +34,9 @@ def llm_config(ep):
                      azure_api_version=ep.azure_api_version, max_concurrency=ep.max_concurrency,
                      timeout_s=ep.timeout_s, price_per_1m_input=ep.price_per_1m_input,
                      price_per_1m_output=ep.price_per_1m_output, temperature=ep.temperature, max_tokens=ep.max_tokens,
-                     http_client=ep.http_client)
+                     http_client=ep.http_client, token_param=ep.token_param,
+                     batch_max_requests=ep.batch_max_requests, batch_max_bytes=ep.batch_max_bytes,
+                     batch_max_enqueued_tokens=ep.batch_max_enqueued_tokens)
 
 
 def llm_stories_path(run: Run) -> Path:
@@ -188,8 +190,9 @@ def diversity_sources(run: Run) -> dict[str, list[Story]]:
         if path.exists() and path.resolve() in read:
             continue  # the corpus is this file already: no comparison with itself
         if not path.exists():
-            print(f"note: data.compare_paths entry {p} not found; skipped (download a TinyStories file, e.g. "
-                  "TinyStories-valid.txt from the hub, and list its path there)")
+            # The file's name only: a profile's relative path means nothing to the reader of the note.
+            print(f"note: comparison file {path.name} is not here; skipped (download it from the hub, "
+                  "roneneldan/TinyStories, and list its path in data.compare_paths)")
             continue
         sources[f"TinyStories ({path.name})"] = load_corpus("files", paths=[path], limit=d.compare_limit,
                                                             txt_separator=d.txt_separator)

@@ -132,7 +132,8 @@ def make_grader(run: Run, judge: str | None = None) -> Grader:
         from tinystories_lib.evals.judge import LLMJudge
         from tinystories_lib.stages.corpus import llm_config
 
-        return LLMJudge(llm_config(g.llm), cache_path=run.root / "judge_cache.jsonl", budget_usd=g.llm.budget_usd)
+        return LLMJudge(llm_config(g.llm), cache_path=run.root / "judge_cache.jsonl", budget_usd=g.llm.budget_usd,
+                        repeats=g.judge_repeats)
     from tinystories_lib.evals.offline import OfflineGrader
     from tinystories_lib.stages.references import available
 
@@ -148,6 +149,28 @@ def grade(run: Run, grader: Grader, items: list[Completion]) -> list[Grade]:
     if grader.is_llm and run.params.grade.llm.batch_api:
         return grader.grade_batch(items)
     return grader.grade(items)
+
+
+def judge_summary(grader: Grader, grades: list[Grade]) -> dict:
+    """Who judged `grades` and how reliably (LLM judge): the model asked for, the snapshots the server said
+    answered and the temperatures of the grades (cached ones included, so a run that asked nothing still
+    says), the judgments per completion, failed grades by error (`permanently_failed`: failed
+    `max_attempts` times, not asked again), and the repeats' per-dimension agreement
+    (`grade_tables.judge_agreement`; [] with one judgment each). Shown by `grade_tables.judge_report`."""
+    from tinystories_lib.evals.grade_tables import failure_reasons, judge_agreement
+
+    mine = [g for g in grades if g.grader == grader.name]
+    snapshots = dict.fromkeys(s for g in mine if (s := g.extra.get("judge_snapshot")))
+    if not snapshots and getattr(grader, "snapshot", None):
+        snapshots[grader.snapshot] = None
+    temperatures = dict.fromkeys(g.extra["temperature"] for g in mine if "temperature" in g.extra)
+    config = getattr(grader, "config", None)
+    failed = [g for g in mine if g.status != "ok"]
+    return {"grader": grader.name, "model": config.model if config is not None else grader.name,
+            "snapshots": list(snapshots), "temperatures": list(temperatures) or [getattr(grader, "temperature", None)],
+            "repeats": getattr(grader, "repeats", 1), "max_attempts": getattr(grader, "max_attempts", None),
+            "n": len(mine), "failed": len(failed), "permanently_failed": sum(bool(g.extra.get("permanent")) for g in failed),
+            "failures": failure_reasons(failed), "agreement": judge_agreement(mine)}
 
 
 def dimensions(table: list[dict]) -> list[str]:
