@@ -562,10 +562,10 @@ def judge_reply(fmt: str = "plain", *, instruction_score: str = "", unparseable:
     return reply
 
 
-def varying_judge_reply(spread: int = 2, *, unparseable_for: str | None = None) -> Reply:
+def varying_judge_reply(spread: int = 2, *, unparseable_for: str | None = None, ages: str = "BC") -> Reply:
     """A fake judge whose grades vary from one conversation to the next, as a sampled judge's do: turn 2's
-    n-th reply grades grammar 6 + n % (spread + 1), creativity 7 - n % 2, consistency 9 and plot 5 + n % 3.
-    A beginning containing `unparseable_for` gets an unreadable grade every time."""
+    n-th reply grades grammar 6 + n % (spread + 1), creativity 7 - n % 2, consistency 9 and plot 5 + n % 3,
+    age group ages[n % len(ages)]. A story containing `unparseable_for` gets an unreadable grade every time."""
     counter = itertools.count()
     lock = threading.Lock()
 
@@ -577,6 +577,6 @@ def varying_judge_reply(spread: int = 2, *, unparseable_for: str | None = None) 
         with lock:
             n = next(counter)
         return (f"Grammar: {6 + n % (spread + 1)}/10\nCreativity: {7 - n % 2}/10\nConsistency: 9/10\n"
-                f"Plot: {5 + n % 3}/10\nAge group: {'BC'[n % 2]}")
+                f"Plot: {5 + n % 3}/10\nAge group: {ages[n % len(ages)]}")
 
     return reply

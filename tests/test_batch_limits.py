@@ -215,3 +215,37 @@ def test_a_recorded_file_the_endpoint_no_longer_holds_is_uploaded_again(tmp_path
         uploads = len(server.requests_to("POST", "/v1/files"))
     assert set(out.results) == set(_requests(3)) and not out.errors
     assert listed == 1 and uploads == 1 and len(server.batches) == 1
+
+
+def test_profile_keys_reach_the_client_for_generation_and_the_judge(tmp_path):
+    """`token_param` and the `batch_max_*` limits of a profile's endpoint sections become the LLMConfig of
+    generation and of the judge; they change how requests go, not what they make (artifact keys stay)."""
+    from tinystories_lib import params
+    from tinystories_lib.runs import Run
+    from tinystories_lib.stages.corpus import llm_config
+    from tinystories_lib.stages.grading import make_grader
+
+    keys = {"token_param": "max_completion_tokens", "batch_max_requests": 3, "batch_max_bytes": 5000,
+            "batch_max_enqueued_tokens": 700}
+    overrides = {f"{section}.llm.{k}": v for section in ("data", "grade") for k, v in keys.items()}
+    p = params.load("smoke", {**overrides, "grade.judge": "llm", "grade.judge_repeats": 3})
+    for ep in (p.data.llm, p.grade.llm):
+        c = llm_config(ep)
+        assert c.max_tokens_field == "max_completion_tokens"
+        assert BatchLimits.from_config(c) == BatchLimits(max_requests=3, max_bytes=5000, max_enqueued_tokens=700)
+    assert p.section_hash("data") == params.load("smoke").section_hash("data")
+    judge = make_grader(Run.load("smoke", {**overrides, "grade.judge": "llm", "grade.judge_repeats": 3}))
+    assert judge.repeats == 3 and judge.config.batch_max_requests == 3
+    assert BatchLimits.from_config(LLMConfig(base_url=None, model="m")) == BatchLimits()  # OpenAI's by default
+    for bad in ({"data.llm.batch_max_requests": 0}, {"grade.llm.token_param": "max_output_tokens"},
+                {"grade.judge_repeats": 0}):
+        with pytest.raises(params.ParamsError, match=next(iter(bad)).split(".")[-1]):
+            params.load("smoke", bad)
+
+    specs = make_specs(7)
+    with FakeOpenAI(StoryWriter(specs), batch_polls=1) as server:
+        c = llm_config(params.load("smoke", {"data.llm.base_url": server.base_url, "data.llm.model": "fake",
+                                             "data.llm.batch_max_requests": 3}).data.llm)
+        report = generate_stories_batch(specs, c, tmp_path / "s.jsonl", poll_s=0.01)  # no limits passed
+        sizes = [len(f) for f in uploaded_ids(server)]
+    assert sizes == [3, 3, 1] and report.written == 7

@@ -17,6 +17,7 @@ from openai_server import (  # noqa: E402
     StoryWriter,
     judge_reply,
     make_specs,
+    varying_judge_reply,
 )
 
 from tinystories_lib.evals.grades import Completion  # noqa: E402
@@ -196,6 +197,114 @@ def test_instruct_completions_get_an_instruction_following_grade():
     assert grades[0].scores["instruction_following"] == 9.0 and "instruction_following" not in grades[1].scores
 
 
+# ------------------------------------------------------------------------------------ repeats
+
+
+def test_repeats_are_averaged_and_a_resume_pays_only_the_missing_repeats(tmp_path):
+    from tinystories_lib.evals.grade_tables import agreement_table, judge_agreement
+
+    cache = tmp_path / "judge_cache.jsonl"
+    items = completions(4)
+    with FakeOpenAI(varying_judge_reply()) as server:
+        grades = LLMJudge(cfg(server), cache_path=cache, repeats=3).grade(items)
+        assert len(server.chat_requests) == 4 * 3 * 2  # every repeat is a two-turn conversation of its own
+        assert len(grades) == 4 and all(g.status == "ok" and g.extra["repeats"] == 3 for g in grades)
+        for g in grades:
+            reps = g.extra["repeat_scores"]
+            assert len(reps) == 3
+            assert g.scores == pytest.approx({d: sum(r[d] for r in reps) / 3 for d in EXPECTED_SCORES})
+        graded = sorted(r[d] for g in grades for r in g.extra["repeat_scores"] for d in ("grammar",))
+        assert graded == sorted([6.0, 7.0, 8.0] * 4)  # the judge varied, and every judgment is in a mean
+
+        again = LLMJudge(cfg(server), cache_path=cache, repeats=3).grade(items)
+        assert len(server.chat_requests) == 24 and [g.scores for g in again] == [g.scores for g in grades]
+        assert all(g.extra["cached"] for g in again)
+        more = LLMJudge(cfg(server), cache_path=cache, repeats=4).grade(items)  # only the 4th repeat is asked
+        assert len(server.chat_requests) == 24 + 4 * 2
+        assert all(len(g.extra["repeat_scores"]) == 4 for g in more)
+        one = LLMJudge(cfg(server), cache_path=cache).grade(items)  # repeats 1: the first judgment, cached
+        assert len(server.chat_requests) == 32
+    assert [g.scores for g in one] == [g.extra["repeat_scores"][0] for g in grades]
+    assert "repeat_scores" not in one[0].extra and judge_agreement(one) == []
+
+    rows = {r["dimension"]: r for r in judge_agreement(grades)}
+    assert list(rows) == ["grammar", "creativity", "consistency", "plot"]
+    assert rows["consistency"]["sd"] == 0 and rows["consistency"]["identical"] == 1.0  # always 9
+    for dim, row in rows.items():  # the same numbers computed here from the repeats
+        groups = [[r[dim] for r in g.extra["repeat_scores"]] for g in grades]
+        var = [sum((v - sum(x) / 3) ** 2 for v in x) / 2 for x in groups]
+        assert row["n"] == 4 and row["repeats"] == 3
+        assert row["sd"] == pytest.approx((sum(var) / 4) ** 0.5)
+        assert row["within_1"] == sum(max(x) - min(x) <= 1 for x in groups) / 4
+    assert rows["grammar"]["sd"] > 0 and "| grammar |" in agreement_table(list(rows.values()))
+
+
+def test_agreement_statistic_by_hand():
+    from tinystories_lib.evals.grade_tables import judge_agreement
+    from tinystories_lib.evals.grades import Grade
+
+    def grade(*values):
+        reps = [{"grammar": v} for v in values]
+        return Grade("m", "p", "k", "judge", {"grammar": sum(values) / len(values)},
+                     extra={"repeat_scores": reps})
+
+    (row,) = judge_agreement([grade(6, 8), grade(7, 7), grade(5, 5, 6), grade(9)])  # one judgment: not counted
+    assert row["n"] == 3 and row["repeats"] == 3
+    assert row["sd"] == pytest.approx(((2 + 0 + 1 / 3) / 3) ** 0.5)
+    assert row["mean_range"] == pytest.approx(1.0) and row["within_1"] == pytest.approx(2 / 3)
+    assert row["identical"] == pytest.approx(1 / 3)
+
+
+def test_a_failing_repeat_leaves_the_mean_of_the_others_and_all_failing_is_a_failed_grade(tmp_path):
+    items = completions(2)
+    with FakeOpenAI(varying_judge_reply(unparseable_for="it 1")) as server:
+        server.add_faults(Fault(status=400, message="scripted refusal"))  # the first request: c0's 1st repeat
+        judge = LLMJudge(cfg(server, max_concurrency=1), cache_path=tmp_path / "c.jsonl", repeats=2, max_attempts=1)
+        partly, bad = judge.grade(items)
+    assert partly.status == "ok" and partly.extra["repeats_failed"] == 1 and len(partly.extra["repeat_scores"]) == 1
+    assert partly.scores == partly.extra["repeat_scores"][0] and "scripted refusal" in partly.extra["repeat_errors"][0]
+    assert bad.status == "failed" and bad.extra["repeats_failed"] == 2 and bad.extra["permanent"]
+    assert all("unparseable" in e for e in bad.extra["repeat_errors"])
+
+
+def test_a_judge_at_another_temperature_does_not_reuse_grades(tmp_path):
+    cache = tmp_path / "c.jsonl"
+    with FakeOpenAI(judge_reply("plain")) as server:
+        LLMJudge(cfg(server), cache_path=cache).grade(completions(2))
+        LLMJudge(cfg(server, temperature=0.0), cache_path=cache).grade(completions(2))
+        assert len(server.chat_requests) == 4  # 0 is the default: the same judge
+        warm = LLMJudge(cfg(server, temperature=0.7), cache_path=cache).grade(completions(2))
+        assert len(server.chat_requests) == 8
+        assert {r.json["temperature"] for r in server.chat_requests[4:]} == {0.7}
+    assert all(g.extra["temperature"] == 0.7 for g in warm)
+
+
+def test_judge_summary_names_the_snapshot_temperature_and_failures(tmp_path):
+    from tinystories_lib.evals.grade_tables import judge_report
+    from tinystories_lib.stages.grading import judge_summary
+
+    cache = tmp_path / "c.jsonl"
+    with FakeOpenAI(varying_judge_reply(unparseable_for="it 2"), served_model="judge-model-2024-05-13") as server:
+        for _ in range(2):  # the second run retries the failure: 2 attempts of max_attempts 2, then for good
+            judge = LLMJudge(cfg(server), cache_path=cache, repeats=2, max_attempts=2)
+            grades = judge.grade(completions(3))
+        assert judge_summary(judge, grades)["permanently_failed"] == 1
+        cached = LLMJudge(cfg(server), cache_path=cache, repeats=2, max_attempts=2)
+        grades = cached.grade(completions(3))  # asks nothing, still knows who judged
+        n = len(server.chat_requests)
+        summary = judge_summary(cached, grades)
+        assert len(server.chat_requests) == n and cached.snapshot is None
+    assert summary["snapshots"] == ["judge-model-2024-05-13"] and summary["temperatures"] == [0.0]
+    assert summary["repeats"] == 2 and summary["n"] == 3 and summary["failed"] == 1
+    assert summary["permanently_failed"] == 1
+    (failure,) = summary["failures"]
+    assert "unparseable judge reply" in failure["error"] and failure["count"] == 1 and failure["permanent"] == 1
+    shown = judge_report(summary)
+    assert "`judge-model-2024-05-13`" in shown and "temperature 0" in shown and "judged 2 times" in shown
+    assert "1 failed, of which 1 for good" in shown and "unparseable judge reply" in shown
+    assert "| grammar |" in shown  # the agreement table
+
+
 # ------------------------------------------------------------------------------------ Batch API
 
 
@@ -265,6 +374,25 @@ def test_api_key_never_leaks(tmp_path, monkeypatch, caplog, capsys):
     texts += [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()]
     assert len(caplog.records) > 10 and reports[0].failed  # the paths that log and report did run
     assert not [t for t in texts if secret in t or "SECRET" in t]
+
+
+def test_grade_batch_splits_under_the_configs_batch_limits(tmp_path):
+    with FakeOpenAI(judge_reply("plain"), batch_polls=1) as server:
+        grades = LLMJudge(cfg(server, batch_max_requests=2), cache_path=tmp_path / "c.jsonl").grade_batch(
+            completions(3), poll_s=0.01)
+        sizes = [len(b.lines) for b in server.batches.values()]
+    assert sizes == [2, 1, 2, 1] and all(g.status == "ok" for g in grades)  # turn 1 in two files, then turn 2
+
+
+def test_grade_batch_with_repeats_then_cached_online(tmp_path):
+    cache = tmp_path / "c.jsonl"
+    with FakeOpenAI(varying_judge_reply(), batch_polls=1) as server:
+        grades = LLMJudge(cfg(server), cache_path=cache, repeats=2).grade_batch(completions(3), poll_s=0.01)
+        sizes = [len(b.lines) for b in server.batches.values()]
+        again = LLMJudge(cfg(server), cache_path=cache, repeats=2).grade(completions(3))
+        assert not server.chat_requests
+    assert sizes == [6, 6] and all(len(g.extra["repeat_scores"]) == 2 for g in grades)
+    assert [g.scores for g in again] == [g.scores for g in grades]
 
 
 def test_grade_batch_pending_then_resumed(tmp_path):

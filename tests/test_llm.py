@@ -169,6 +169,17 @@ def test_a_5xx_with_the_same_body_twice_fails_after_the_second():
         assert result.text and usage.retries == 2
 
 
+def test_a_connection_error_between_two_same_5xx_does_not_hide_them():
+    """`transformers serve` may drop the connection after its 500: the next try is a connection error or a
+    timeout, then the same 500 again. Refused at that one, not retried six times."""
+    overflow = "Input length 3000 exceeds the model's maximum context of 2048"
+    with FakeOpenAI() as server:
+        server.add_faults(Fault(status=500, message=overflow), Fault(delay_s=3.0), Fault(status=500, message=overflow))
+        with pytest.raises(RequestRefused, match="same answer twice"):
+            chat_once(cfg(server, timeout_s=0.3))
+        assert len(server.chat_requests) == 3
+
+
 def test_timeout_is_retried():
     with FakeOpenAI() as server:
         server.add_faults(Fault(delay_s=3.0))

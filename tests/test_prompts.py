@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from tinystories_lib.stories.prompts import (
+    DESIGNS_DIR,
+    FEATURE_TEXT,
     FEATURES,
     PromptSpec,
+    load_design,
     load_vocab,
     sample_prompts,
     vocab_index,
@@ -49,6 +52,32 @@ def test_every_feature_has_wording():
     for phrase in ("moral value", "unexpected", "foreshadowing", "conflict"):
         assert phrase in text
     assert spec.words == {"noun": "ball", "verb": "kick", "adjective": "red"}
+
+
+def test_features_and_their_wording_come_from_the_design_files():
+    """The TinyStories wording has one home: designs/tinystories/ (its template and design.yaml)."""
+    import yaml
+
+    manifest = yaml.safe_load((DESIGNS_DIR / "tinystories" / "design.yaml").read_text())
+    assert FEATURES == tuple(manifest["features"]) and FEATURE_TEXT == manifest["features"]
+    assert "{features}" in (DESIGNS_DIR / "tinystories" / "prompt.txt").read_text()
+    with pytest.raises(ValueError, match="'sad_ending'.* not in the tinystories design"):
+        PromptSpec("p1", "ball", "kick", "red", ("sad_ending",)).render()
+
+
+def test_sample_prompts_from_another_design():
+    design = load_design(DESIGNS_DIR / "customer_service")
+    specs = sample_prompts(500, seed=2, design=design)
+    assert specs == sample_prompts(500, seed=2, design=design) and specs[:5] == sample_prompts(5, seed=2, design=design)
+    assert len({(p.words["product"], p.words["problem"], p.words["action"], p.features, p.topic) for p in specs}) == 500
+    for p in specs:
+        assert (p.noun, p.verb, p.adjective) == ("", "", "") and [s for s, _ in p.slots] == list(design.slots)
+        assert p.topic in design.topics and list(p.features) == [f for f in design.features if f in p.features]
+        assert p.render().endswith("Call:") and f'a {p.words["product"]} that is {p.words["problem"]}' in p.render()
+    rate = sum(len(p.features) for p in specs) / (500 * len(design.features))
+    assert 0.33 < rate < 0.47  # the design's own feature_prob, 0.4
+    with pytest.raises(ValueError, match="distinct prompts exist in the customer_service design"):
+        sample_prompts(design.capacity() + 1, seed=0, design=design)
 
 
 def test_vocab_sizes_and_categories():

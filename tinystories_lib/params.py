@@ -144,8 +144,35 @@ class DataParams:
     llm_summaries: bool = False  # source=llm: a second call writes a one-line summary (TinyStories-Instruct)
     compare_paths: list[str] = field(default_factory=list)  # real TinyStories files shown beside the corpus (01)
     compare_limit: Count = 3000
+    # source=llm: the data design the prompts come from: a shipped design's name (tinystories, customer_service)
+    # or a design folder (a path from the repository root): template, word list, features, topics
+    # (tinystories_lib/stories/prompts.py says what each file holds).
+    design: str = "tinystories"
 
-    HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("compare_paths", "compare_limit")  # notebook 01's display only
+    # compare_*: notebook 01's display only. design: where the files are; what they say is keyed by key_extra.
+    HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("compare_paths", "compare_limit", "design")
+
+    def design_dir(self) -> Path:
+        from tinystories_lib.stories.prompts import design_path
+
+        return design_path(self.design, REPO_ROOT)
+
+    def prompt_design(self):
+        """The design of `design`, loaded and checked (a `prompts.Design`); `DesignError` says what is wrong."""
+        from tinystories_lib.stories import prompts
+
+        folder = self.design_dir()
+        same = folder.resolve() == (prompts.DESIGNS_DIR / prompts.DEFAULT_DESIGN).resolve()
+        return prompts.default_design() if same else prompts.load_design(folder)
+
+    def key_extra(self) -> dict:
+        """What the design's files say, for artifact keys (`_what`): its content digest, so editing a word list
+        regenerates the LLM stories and what is built from them; nothing for the paper's TinyStories design,
+        whose keys stay those from before designs were files."""
+        from tinystories_lib.stories.prompts import TINYSTORIES_DIGEST
+
+        digest = self.prompt_design().digest
+        return {} if digest == TINYSTORIES_DIGEST else {"design_digest": digest}
 
 
 @dataclass
@@ -154,8 +181,14 @@ class TokenizerParams:
     # bpe: trained size; gpt-neo-top-k: how many of GPT-Neo's tokens to keep
     vocab_size: Annotated[int, Range(1, 65535, note="token shards are uint16")] = 2048
     gpt2_files: str | None = None  # dir with vocab.json + merges.txt (gpt-neo-top-k; None: from the hub)
+    # How many training stories the tokenizer is fitted on (bpe: trained; gpt-neo-top-k: its tokens counted):
+    # a larger training split is sampled, deterministically by story id (about 180 MB of TinyStories text
+    # at the default, a few minutes of BPE training); a smaller one is used whole. 0 = all, however many.
+    train_stories: AllIfZero = 200_000
 
-    HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("gpt2_files",)  # where GPT-2's BPE is read from, not what it is
+    # gpt2_files: where GPT-2's BPE is read from, not what it is. train_stories: in the token stage's key
+    # only where the training split is larger (stages.shards), so that it changes no smaller corpus's key.
+    HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("gpt2_files", "train_stories")
 
 
 @dataclass
@@ -335,7 +368,9 @@ def _what(obj: Any) -> Any:
     """A parameters dataclass as plain data for artifact keys, without its HOW_NOT_WHAT fields."""
     if dataclasses.is_dataclass(obj):
         skip = getattr(type(obj), "HOW_NOT_WHAT", ())
-        return {f.name: _what(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in skip}
+        what = {f.name: _what(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in skip}
+        # A field naming files (data.design) is keyed by what the files say: the class's key_extra() adds it.
+        return what | (obj.key_extra() if hasattr(obj, "key_extra") else {})
     if isinstance(obj, list | tuple):
         return [_what(x) for x in obj]
     if isinstance(obj, dict):
@@ -528,11 +563,31 @@ def _check_values(p: Params) -> None:
     need(not p.sweep.lr_per_hidden or len(p.sweep.lr_per_hidden) == len(p.sweep.hidden), "sweep.lr_per_hidden",
          f"needs one learning rate per sweep.hidden entry ({len(p.sweep.hidden)}), got {len(p.sweep.lr_per_hidden)}")
     need(p.data.min_chars < p.data.max_chars, "data.min_chars", "must be below data.max_chars")
+    _check_design(p.data)
     i = p.instruct
     fields_ok = {"summary", "features", "words"}
     need(len(i.held_out_pair) == 2 and len(set(i.held_out_pair)) == 2 and set(i.held_out_pair) <= fields_ok,
          "instruct.held_out_pair", f"must be two different fields of {sorted(fields_ok)}, got {i.held_out_pair}")
     need(i.hidden % i.heads == 0, "instruct.hidden", f"hidden size {i.hidden} is not divisible by instruct.heads={i.heads}")
+
+
+def _check_design(d: DataParams) -> None:
+    """`data.design`: its files exist and parse, the template's placeholders match the word list, features
+    and topics, and the design can make `n_stories` distinct prompts."""
+    from tinystories_lib.stories.prompts import TINYSTORIES_DIGEST, DesignError
+
+    try:
+        design = d.prompt_design()
+    except DesignError as e:
+        raise ParamsError(f"data.design: {e}") from None
+    if design.digest != TINYSTORIES_DIGEST and d.source != "llm":
+        raise ParamsError(f"data.design: {d.design!r} makes prompts for data.source llm only (the storyteller writes "
+                          f"TinyStories, and hub or file corpora come without prompts), got data.source "
+                          f"{d.source!r}; set data.source: llm, or leave data.design out")
+    if d.source == "llm" and d.n_stories > (capacity := design.capacity()):
+        raise ParamsError(f"data.n_stories: the {design.name} design makes only {capacity:,} distinct prompts "
+                          f"(its words, feature sets and topics), got {d.n_stories:,}; add words or topics to "
+                          f"{design.path}, or ask for fewer stories")
 
 
 def from_dict(data: dict | None, source: str = "<dict>") -> Params:

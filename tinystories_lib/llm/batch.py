@@ -232,10 +232,10 @@ async def _submit_chunk(client, config: LLMConfig, chunk: dict, jsonl: bytes, de
     if chunk.get("file_id"):
         try:
             return await _create_batch(client, config, chunk["file_id"], description)
-        except RequestRefused as e:
-            if e.status_code != 404:
+        except RequestRefused as e:  # e.g. the file expired or was deleted: a fresh copy settles it
+            if not 400 <= e.status_code < 500:
                 raise
-            log.info("input file %s is gone (%s): uploading it again", chunk["file_id"], e)
+            log.info("the endpoint refused a batch from file %s (%s): uploading the file again", chunk["file_id"], e)
     upload = await _upload(client, config, jsonl)
     chunk.update(file_id=upload.id, uploaded_at=getattr(upload, "created_at", None))
     save()

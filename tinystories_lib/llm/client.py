@@ -467,8 +467,12 @@ async def with_retries(
         except Exception as e:
             if (refused := _refusal(config, e, last_5xx)) is not None:
                 raise refused from e
-            is_5xx = isinstance(e, openai.APIStatusError) and e.status_code >= 500
-            last_5xx = repr(e.body) if is_5xx else None
+            # A connection error or timeout between two 5xx says nothing of the server's answer (a server may
+            # close the connection after its 500): the rule "the same 5xx twice running" looks past it.
+            if isinstance(e, openai.APIStatusError) and e.status_code >= 500:
+                last_5xx = repr(e.body)
+            elif not isinstance(e, openai.APIConnectionError):
+                last_5xx = None
             malformed += isinstance(e, MalformedReply)
             delay = _retry_delay(config, e, attempt)
             if delay is None or attempt >= config.max_retries or malformed > config.malformed_retries:

@@ -1,6 +1,7 @@
 """One generation run's machinery, shared by the single-process, sharded and Batch API paths: the
 report (`GenerationReport`), the resumable working state (`_prepare`), the messages, the cost estimate
-(`estimate_remaining_cost`), and the async single-process loop `agenerate_stories`. The entry points are
+(`estimate_remaining_cost`), the rejects by reason kept across runs (`rejects_by_reason`, `rejects_table`),
+and the async single-process loop `agenerate_stories`. The entry points are
 `tinystories_lib.llm.generate.generate_stories` and `tinystories_lib.llm.batch.generate_stories_batch`."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tinystories_lib.llm.client import (
 )
 from tinystories_lib.llm.errors import BudgetExceeded, describe_error, error_detail
 from tinystories_lib.llm.jsonl import JsonlAppender, read_jsonl_records, repair_jsonl_tail
-from tinystories_lib.llm.story_checks import StoryValidator, reply_problem
+from tinystories_lib.llm.story_checks import REJECT_MEANINGS, StoryValidator, reply_problem
 from tinystories_lib.locks import exclusive
 from tinystories_lib.stories.records import Story
 
@@ -254,6 +255,51 @@ def _estimate(pending: Sequence, config: LLMConfig, with_summary: bool, *, batch
         out = config.default_output_tokens
         cost += config.estimate_cost(len(pending), out + 40, min(out, SUMMARY_MAX_TOKENS), batch=batch)
     return cost
+
+
+def rejects_by_reason(out_path, *, ids=None, rejects_path=None) -> dict:
+    """What a generation into `out_path` kept out of it, over every run so far (read from its files):
+    `written` stories, `rejected` replies, and `reasons`: per reason (`story_checks.REJECT_REASONS`, and
+    `summary_*`), most frequent first, its count, what it means, and the first example (id, detail). Only
+    the prompt ids in `ids` when given (the file may hold a larger run's)."""
+    out_path = Path(out_path)
+    rejects_path = Path(rejects_path) if rejects_path is not None else default_rejects_path(out_path)
+    keep = (lambda rec: "id" in rec) if ids is None else (lambda rec: rec.get("id") in ids)
+    written = {rec["id"] for rec in read_jsonl_records(out_path) if keep(rec)}
+    counts: collections.Counter = collections.Counter()
+    examples: dict[str, dict] = {}
+    rejected = set()
+    for rec in read_jsonl_records(rejects_path):
+        if not keep(rec) or rec["id"] in written or rec["id"] in rejected:  # retried and written since, or twice
+            continue
+        rejected.add(rec["id"])
+        reason = rec.get("reject_reason") or "unknown"
+        counts[reason] += 1
+        examples.setdefault(reason, {"id": rec["id"], "detail": rec.get("reject_detail") or "",
+                                     "text": (rec.get("text") or "")[:200]})
+    reasons = [{"reason": r, "count": n, "meaning": REJECT_MEANINGS.get(r, ""), "example": examples[r]}
+               for r, n in counts.most_common()]
+    return {"out_path": str(out_path), "written": len(written), "rejected": len(rejected), "reasons": reasons}
+
+
+def rejects_table(out_path, *, ids=None, rejects_path=None) -> str:
+    """`rejects_by_reason` as markdown: a row per reason with its count, share and an example."""
+    r = rejects_by_reason(out_path, ids=ids, rejects_path=rejects_path)
+    total = r["written"] + r["rejected"]
+    head = f"{r['written']:,} stories kept and {r['rejected']:,} replies rejected in `{Path(r['out_path']).name}`"
+    if not r["reasons"]:
+        return head + ": nothing rejected.\n"
+
+    def cell(text: str) -> str:
+        return " ".join(str(text).split()).replace("|", "/")[:120]
+
+    lines = [head + ", by reason:", "", "| reason | replies | share | what it means | example |",
+             "|---|---:|---:|---|---|"]
+    for row in r["reasons"]:
+        ex = row["example"]
+        lines.append(f"| {row['reason']} | {row['count']:,} | {row['count'] / total:.1%} | {cell(row['meaning'])} | "
+                     f"{ex['id']}: {cell(ex['text'] or ex['detail'])} |")
+    return "\n".join(lines) + "\n"
 
 
 def _progress(total: int, enabled: bool):

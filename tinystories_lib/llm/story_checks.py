@@ -147,3 +147,19 @@ REJECT_REASONS = (
     "cut_off", "reasoning_only", "empty", "refusal", "meta_text", "too_short", "too_long", "missing_words",
     "exact_duplicate", "near_duplicate",
 )
+# What each reason means, for reports (notebook 01's table of rejects).
+REJECT_MEANINGS = {
+    "cut_off": "stopped at the output-token cap (finish_reason: length): raise max_tokens",
+    "reasoning_only": "all reasoning (<think>...), no story after it: raise max_tokens",
+    "empty": "no text",
+    "refusal": "the model declined or spoke as an AI",
+    "meta_text": "chat around the story (\"Sure! Here is...\")",
+    "too_short": "fewer words than a story",
+    "too_long": "more words than a short story",
+    "missing_words": "does not use one of the prompt's words in any form",
+    "exact_duplicate": "the same text as a story accepted before",
+    "near_duplicate": "nearly the same as a story accepted before (MinHash)",
+    "summary_cut_off": "its summary stopped at the token cap",
+    "summary_reasoning_only": "its summary was all reasoning",
+    "summary_empty": "its summary was empty",
+}

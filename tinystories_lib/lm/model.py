@@ -89,7 +89,7 @@ class SelfAttention(nn.Module):
             y = cache.attend(layer, q, k, v, mask, scale=1.0)
             return self.out_proj(y.transpose(1, 2).reshape(B, T, C))
         p = self.dropout if self.training else 0.0
-        y = attention(q, k, v, mask, dropout_p=p, scale=1.0)  # SDPA, causal when mask is None
+        y = attention(q, k, v, mask, dropout_p=p, scale=1.0, window=self.window if self.local else None)
         y = y.transpose(1, 2).reshape(B, T, C)
         return F.dropout(self.out_proj(y), p, self.training)
 

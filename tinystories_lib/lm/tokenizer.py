@@ -46,11 +46,13 @@ class Codec:
     def _map(self, ids: list[int]) -> list[int]:
         if self._to_model is None:
             return ids
+        mapped = self._to_model[np.asarray(ids, dtype=np.int64)]
+        if mapped.size == 0 or mapped.min() >= 0:  # every token among the top k: one numpy gather
+            return mapped.tolist()
         out = []
-        for i in ids:
-            m = self._to_model[i]
+        for i, m in zip(ids, mapped.tolist()):
             if m >= 0:
-                out.append(int(m))
+                out.append(m)
             else:  # a token outside the top k: spell it with byte tokens, which are always kept
                 out.extend(int(self._to_model[b]) for b in self._byte_ids_of(i))
         return out
@@ -62,7 +64,9 @@ class Codec:
         return self._map(self.tok.encode(text).ids)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [self._map(e.ids) for e in self.tok.encode_batch(texts)]
+        # encode_batch_fast: the same ids without the character offsets (tokenizers >= 0.20)
+        encode = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
+        return [self._map(e.ids) for e in encode(texts)]
 
     def decode(self, ids: Iterable[int]) -> str:
         ids = [int(i) for i in ids]
@@ -150,7 +154,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> Codec:
-    """Train a byte-level BPE (GPT-2 style pre-tokenization) with `<|endoftext|>` as id 0."""
+    """Train a byte-level BPE (GPT-2 style pre-tokenization) with `<|endoftext|>` as id 0. `texts` may be
+    any iterable: `tokenizers` reads it in small batches, holding its word counts, not the texts."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -204,17 +209,13 @@ def fetch_gpt_neo_files(repo_id: str = GPT_NEO_REPO, cache_dir: str | Path | Non
 
 def top_k_codec(base: Tokenizer, texts: Iterable[str], k: int) -> Codec:
     """The paper's tokenizer: keep the k most frequent base tokens on `texts` (plus all 256 byte tokens
-    and `<|endoftext|>`, so every text still encodes, rare tokens spelled in bytes)."""
+    and `<|endoftext|>`, so every text still encodes, rare tokens spelled in bytes). `texts` is read in
+    batches of 1024 (any iterable)."""
     counts = np.zeros(base.get_vocab_size(), dtype=np.int64)
-    batch: list[str] = []
-    for t in texts:
-        batch.append(t)
-        if len(batch) == 1024:
-            for e in base.encode_batch(batch):
-                np.add.at(counts, e.ids, 1)
-            batch = []
-    for e in base.encode_batch(batch):
-        np.add.at(counts, e.ids, 1)
+    encode = getattr(base, "encode_batch_fast", base.encode_batch)
+    for batch in _chunks(texts, 1024):
+        ids = [i for e in encode(batch) for i in e.ids]
+        counts += np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(counts))[: len(counts)]
     always = set(_byte_token_ids(base).values()) | {base.token_to_id(EOT)}
     if k < len(always):
         raise ValueError(f"k={k} is smaller than the {len(always)} byte and special tokens that must be kept")
@@ -239,7 +240,8 @@ def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def write_shard(codec: Codec, texts: Iterable[str], path: str | Path, progress: bool = False, total: int | None = None) -> int:
     """Tokenize `texts` (batched; `tokenizers` runs batches in parallel) into a uint16 file, each story
-    followed by `<|endoftext|>`. Written to a temporary name and renamed, so a shard is whole or absent."""
+    followed by `<|endoftext|>`. Written to a temporary name and renamed, so a shard is whole or absent.
+    `texts` may be any iterable: one batch of 2048 stories and its ids are held at a time."""
     if codec.vocab_size > 65536:
         raise ValueError(f"vocab of {codec.vocab_size} does not fit uint16 shards")
     path = Path(path)
@@ -252,9 +254,11 @@ def write_shard(codec: Codec, texts: Iterable[str], path: str | Path, progress: 
         bar = progress_bar(total=total, desc=f"tokenizing {path.name}", unit="story")
     with open(tmp, "wb") as f:
         for chunk in _chunks(texts, 2048):
-            ids = codec.encode_batch(chunk)
-            flat = np.fromiter((i for seq in ids for i in (*seq, codec.eot_id)), dtype=np.uint16)
-            f.write(flat.tobytes())
+            flat: list[int] = []
+            for seq in codec.encode_batch(chunk):
+                flat.extend(seq)
+                flat.append(codec.eot_id)
+            f.write(np.array(flat, dtype=np.uint16).tobytes())
             n_tokens += len(flat)
             if bar:
                 bar.update(len(chunk))

@@ -4,19 +4,28 @@
     repair_mojibake(text)         UTF-8 text that was decoded as cp1252 ("itâ€™s" -> "it’s"), with ftfy
     is_fragment(text)             whether a story stops mid-sentence
     clean(stories, ...)           repair and normalise, then drop what should not be trained on; a report
+    Cleaner(...)                  the same, one story at a time, in bounded memory (the corpus stage's)
+    DigestSet                     a set of 64-bit text digests, 8 bytes each: exact duplicates among millions
     drop_report_table(report)     that report as Markdown, with examples (notebook 01)
     NearDuplicateIndex            MinHash LSH over word 3-grams: near-copies of stories seen before
-    split(stories, val_fraction)  a train/val split by id hash, stable as the corpus grows
+    split(stories, val_fraction)  a train/val split by id hash, stable as the corpus grows (`split_score`:
+                                  one story's side, for a split written as the stories stream past)
 
 Apart from the loaders (`stories.loading`) because it applies to stories from any source: the corpus
 stage cleans and splits whatever it loaded (hub, LLM or storyteller stories), and the generation
 validator (`llm.story_checks`) reuses `NearDuplicateIndex` to reject near-copies as they arrive.
 `NearDuplicateIndex` needs datasketch and `repair_mojibake` ftfy (`pip install 'tinystories-lab[data]'`).
+
+Memory: `Cleaner` holds one story at a time, the counts, the report's few examples and one 8-byte digest
+per kept story (17 MB for 2.1M stories). Near-duplicate detection (`near_duplicates` > 0) holds a MinHash
+sketch of every kept story instead (128 permutations: about 1.5 KB a story with the LSH tables, some
+3 GB for 2.1M), so it is off by default; for millions of stories run it on a subset, or raise memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import unicodedata
 import zlib
@@ -176,55 +185,167 @@ def clean(
     wrong codec is repaired first (`repair_mojibake`, ftfy), so a repaired story and its clean copy count
     as duplicates. The length defaults lie well outside real TinyStories stories, so they drop only scraps
     and runaway texts; the corpus stage passes the profile's `data` settings.
-    Returns (kept, report): see `CleanReport`. Inputs are not modified.
+    Returns (kept, report): see `CleanReport`. Inputs are not modified. The stories are held (a list in,
+    a list out); `Cleaner` does the same one story at a time.
     """
-    threshold = near_duplicates or near_dup_threshold
-    if threshold is not None and not 0.0 < threshold <= 1.0:
-        raise ValueError(f"near_duplicates must be in (0, 1] (0 = off), got {threshold}")
     stories = list(stories)
-    checks = [r for r in REASONS if r in _ALWAYS or (r == "not_gpt4" and gpt4_only)
-              or (r == "fragment" and drop_fragments) or (r == "near_duplicate" and threshold)]
-    report = CleanReport(counts={"input": len(stories), "kept": 0, **{r: 0 for r in checks}},
-                         settings={"min_chars": min_chars, "max_chars": max_chars, "fix_mojibake": fix_mojibake,
-                                   "gpt4_only": gpt4_only, "drop_fragments": drop_fragments,
-                                   "near_duplicates": threshold or 0.0})
-    select_gpt4 = gpt4_only and any(_model_known(s.source) for s in stories)
-    if gpt4_only and not select_gpt4:
-        report.notes.append("gpt4_only: no story carries its model (storyteller, .txt or hub text); nothing dropped")
-    near = NearDuplicateIndex(threshold, num_perm) if threshold else None
-    seen: dict[str, str] = {}  # text digest -> id of the first story with that text
-    kept = []
-    for story in stories:
+    cleaner = Cleaner(min_chars=min_chars, max_chars=max_chars, fix_mojibake=fix_mojibake, gpt4_only=gpt4_only,
+                      drop_fragments=drop_fragments, near_duplicates=near_duplicates,
+                      near_dup_threshold=near_dup_threshold, num_perm=num_perm, per_reason=per_reason,
+                      models_named=gpt4_only and names_models(stories))
+    kept = list(cleaner.stream(stories))
+    cleaner.resolve_likes((text_digest(s.text), s.id) for s in kept)
+    return kept, cleaner.report
+
+
+def names_models(stories: Iterable[Story]) -> bool:
+    """Whether any story's `source` names the model that wrote it (what `gpt4_only` needs to select)."""
+    return any(_model_known(s.source) for s in stories)
+
+
+def text_digest(text: str) -> int:
+    """A 63-bit digest of a text (blake2b): equal texts, equal digests; two of 2.1M distinct texts share
+    one with a probability of about 1e-7."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big") >> 1
+
+
+class DigestSet:
+    """A set of `text_digest`s in about 8 bytes each: a sorted int64 array, and the newest digests in a
+    small Python set that is merged into it whenever it holds `buffer` of them (a Python set of ints
+    costs some 70 bytes an entry: 150 MB for 2.1M stories, against 17 MB here)."""
+
+    def __init__(self, buffer: int = 1 << 17):
+        import numpy as np
+
+        self._np = np
+        self._sorted = np.empty(0, dtype=np.int64)
+        self._new: set[int] = set()
+        self._buffer = buffer
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._new)
+
+    def __contains__(self, digest: int) -> bool:
+        if digest in self._new:
+            return True
+        a = self._sorted
+        i = int(a.searchsorted(digest))
+        return i < len(a) and int(a[i]) == digest
+
+    def add(self, digest: int) -> None:
+        self._new.add(digest)
+        if len(self._new) >= self._buffer:
+            np = self._np
+            new = np.fromiter(self._new, dtype=np.int64, count=len(self._new))
+            new.sort()
+            self._sorted = np.insert(self._sorted, self._sorted.searchsorted(new), new)
+            self._new.clear()
+
+
+class Cleaner:
+    """`clean`, one story at a time: `stream(stories)` yields the kept stories (repaired, normalised) as
+    the stories go past, and `report` (a `CleanReport`) counts them as it goes. Memory does not grow with
+    the stories but by one 8-byte digest per kept story (`DigestSet`), unless `near_duplicates` is on.
+
+    `models_named` (with `gpt4_only`): whether any of the stories names its model, which `clean` reads
+    off its list; a stream must be told (`names_models` over a first pass, or what the source is).
+    An exact duplicate's example names the story it repeats (`like`) once `resolve_likes` has seen the
+    kept stories again (the first of each text is not remembered by id: that would cost memory per story)."""
+
+    def __init__(
+        self,
+        *,
+        min_chars: int = 50,
+        max_chars: int = 10_000,
+        fix_mojibake: bool = True,
+        gpt4_only: bool = False,
+        drop_fragments: bool = False,
+        near_duplicates: float = 0.0,
+        near_dup_threshold: float | None = None,
+        num_perm: int = 128,
+        per_reason: int = 3,
+        models_named: bool | None = None,
+    ):
+        threshold = near_duplicates or near_dup_threshold
+        if threshold is not None and not 0.0 < threshold <= 1.0:
+            raise ValueError(f"near_duplicates must be in (0, 1] (0 = off), got {threshold}")
+        if gpt4_only and models_named is None:
+            raise ValueError("gpt4_only needs models_named: whether any story names its model (names_models)")
+        checks = [r for r in REASONS if r in _ALWAYS or (r == "not_gpt4" and gpt4_only)
+                  or (r == "fragment" and drop_fragments) or (r == "near_duplicate" and threshold)]
+        self.report = CleanReport(counts={"input": 0, "kept": 0, **{r: 0 for r in checks}},
+                                  settings={"min_chars": min_chars, "max_chars": max_chars,
+                                            "fix_mojibake": fix_mojibake, "gpt4_only": gpt4_only,
+                                            "drop_fragments": drop_fragments, "near_duplicates": threshold or 0.0})
+        self._select_gpt4 = bool(gpt4_only and models_named)
+        if gpt4_only and not self._select_gpt4:
+            self.report.notes.append(
+                "gpt4_only: no story carries its model (storyteller, .txt or hub text); nothing dropped")
+        self._min, self._max, self._fix, self._fragments = min_chars, max_chars, fix_mojibake, drop_fragments
+        self._per_reason = per_reason
+        self._near = NearDuplicateIndex(threshold, num_perm) if threshold else None
+        self._seen = DigestSet()  # the digests of the texts that passed the checks before the duplicate ones
+        self._near_dropped: dict[int, str] = {}  # digest -> id of a first text then dropped as a near-duplicate
+        self._pending: dict[int, list[dict]] = {}  # digest -> the duplicate examples waiting for its id
+
+    def stream(self, stories: Iterable[Story]) -> Iterator[Story]:
+        for story in stories:
+            kept = self.feed(story)
+            if kept is not None:
+                yield kept
+
+    def feed(self, story: Story) -> Story | None:
+        """The story as it is kept (repaired, normalised), or None if it is dropped (and counted)."""
+        report = self.report
+        report.counts["input"] += 1
         text = story.text
-        if fix_mojibake and (repaired := repair_mojibake(text)) != text:
+        if self._fix and (repaired := repair_mojibake(text)) != text:
             report.mojibake_repaired += 1
-            if len(report.mojibake_examples) < per_reason:
+            if len(report.mojibake_examples) < self._per_reason:
                 report.mojibake_examples.append({"id": story.id, **_before_after(text, repaired)})
             text = repaired
         text = normalize_text(text)
-        reason, like = _problem(story, text, select_gpt4, min_chars, max_chars, drop_fragments), None
+        reason, like = _problem(story, text, self._select_gpt4, self._min, self._max, self._fragments), None
+        digest = None
         if reason is None:
-            digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
-            if digest in seen:
-                reason, like = "exact_duplicate", seen[digest]
+            digest = text_digest(text)
+            if digest in self._seen:
+                reason = "exact_duplicate"
             else:
-                seen[digest] = story.id
-        if reason is None and near is not None:
-            like = near.match(text)
+                self._seen.add(digest)
+        if reason is None and self._near is not None:
+            like = self._near.match(text)
             if like is None:
-                near.add(story.id, text)
+                self._near.add(story.id, text)
             else:
                 reason = "near_duplicate"
+                self._near_dropped[digest] = story.id
         if reason is not None:
             report.counts[reason] += 1
             shown = report.examples.setdefault(reason, [])
-            if len(shown) < per_reason:
-                shown.append({"id": story.id, "text": _excerpt(text, tail=reason == "fragment"),
-                              **({"like": like} if like else {})})
-            continue
-        kept.append(replace(story, text=text))
-    report.counts["kept"] = len(kept)
-    return kept, report
+            if len(shown) < self._per_reason:
+                example = {"id": story.id, "text": _excerpt(text, tail=reason == "fragment"),
+                           **({"like": like} if like else {})}
+                shown.append(example)
+                if reason == "exact_duplicate":
+                    self._pending.setdefault(digest, []).append(example)
+            return None
+        report.counts["kept"] += 1
+        return replace(story, text=text)
+
+    @property
+    def pending_likes(self) -> int:
+        """How many exact-duplicate examples still wait for the id of the story they repeat."""
+        return sum(map(len, self._pending.values()))
+
+    def resolve_likes(self, kept: Iterable[tuple[int, str]]) -> None:
+        """Name the story each exact-duplicate example repeats (`like`), from (text_digest, id) of the kept
+        stories (and of any the caller dropped after cleaning); stops reading once all are named."""
+        for digest, sid in itertools.chain(self._near_dropped.items(), kept):
+            if not self._pending:
+                return
+            for example in self._pending.pop(digest, ()):
+                example["like"] = sid
 
 
 def _problem(story: Story, text: str, select_gpt4: bool, min_chars: int, max_chars: int,
@@ -386,13 +507,18 @@ def split(stories: Iterable[Story], val_fraction: float, seed: int = 0) -> tuple
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     stories = list(stories)
-    scores = [_unit_hash(f"{seed}:{s.id}") for s in stories]
+    scores = [split_score(s, seed) for s in stories]
     in_val = [score < val_fraction for score in scores]
     if val_fraction > 0 and len(stories) >= 2 and not any(in_val):
         in_val[min(range(len(stories)), key=scores.__getitem__)] = True
     train = [s for s, v in zip(stories, in_val) if not v]
     val = [s for s, v in zip(stories, in_val) if v]
     return train, val
+
+
+def split_score(story: Story, seed: int = 0) -> float:
+    """A story's place in [0, 1) for `split`: it goes to validation when below `val_fraction`."""
+    return _unit_hash(f"{seed}:{story.id}")
 
 
 def _unit_hash(key: str) -> float:

@@ -11,6 +11,9 @@ Forms:
   * the hub itself through `datasets` (`stories.hub.load_hub`, with its errors).
 
 `load_corpus` picks the loader for a source; cleaning and the train/val split are `stories.cleaning`'s.
+Each loader has a lazy twin (`iter_corpus`, `iter_local`, `iter_txt`, `iter_json`, `iter_parquet`) that
+yields one story at a time, so a corpus of millions is never held (the corpus stage reads them so); the
+`load_*` functions are their lists, for small consumers. The hub's `load_hub` is a list (stories.hub).
 `datasets`, `pyarrow` and `datasketch` are optional (`pip install 'tinystories-lab[data]'`) and are
 imported only by the functions that need them.
 """
@@ -24,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tinystories_lib.stories import instruct_format
-from tinystories_lib.stories.documents import require_extra, stories_from_documents, story_id, take
+from tinystories_lib.stories.documents import require_extra, story_id, take
 from tinystories_lib.stories.hub import DEFAULT_HUB_NAME, load_hub
 from tinystories_lib.stories.records import EOT, Story
 
@@ -53,6 +56,17 @@ def load_txt(
     is_instruct: bool | None = None,
     separator: str = "endoftext",
 ) -> list[Story]:
+    """Stories from a text file: `iter_txt`'s, as a list."""
+    return list(iter_txt(path, limit, is_instruct=is_instruct, separator=separator))
+
+
+def iter_txt(
+    path: str | Path,
+    limit: int | None = None,
+    *,
+    is_instruct: bool | None = None,
+    separator: str = "endoftext",
+) -> Iterator[Story]:
     """Stories from a text file, streamed (the V2 file is 2 GB; a document over `_DOC_MAX_CHARS` is
     skipped, with a note, without ever being held whole).
 
@@ -62,11 +76,17 @@ def load_txt(
     story cannot contain a paragraph break.
     TinyStories-Instruct files are parsed as records (summary, words, features kept); by default that is
     detected from the first document, which then starts with a field such as `Summary:` or `Words:`.
+    The notes (documents skipped, blank-line splitting) are printed when the file has been read, at the
+    end of the iteration or once `limit` stories were yielded.
     """
     if separator not in TXT_SEPARATORS:
         raise ValueError(f"unknown .txt separator {separator!r}: expected one of {TXT_SEPARATORS}")
-    path = Path(path)
+    return _iter_txt(Path(path), limit, is_instruct, separator)
+
+
+def _iter_txt(path: Path, limit: int | None, is_instruct: bool | None, separator: str) -> Iterator[Story]:
     too_long = [0]  # documents skipped for their length, counted by the readers
+    n = 0
     # errors="replace": the V2 files contain a few bytes that are not valid UTF-8.
     with open(path, encoding="utf-8", errors="replace") as f:
         if separator == "endoftext":
@@ -74,22 +94,48 @@ def load_txt(
             docs = _eot_documents(f, too_long)
         else:  # lines of at most _DOC_MAX_CHARS: a longer one arrives in pieces, and its document is skipped
             docs = _blank_line_documents(iter(lambda: f.readline(_DOC_MAX_CHARS), ""), too_long)
-        first = next(docs, None)
+        first = next(docs, None) if limit is None or limit > 0 else None
         if first is None:
             _say_too_long(path, too_long[0])
-            return []
+            return
         if is_instruct is None:
             is_instruct = instruct_format.looks_like_record(first)
-        stories = stories_from_documents(
+        for story in iter_stories_from_documents(
             itertools.chain([first], docs), f"file:{path.name}", path.stem, limit, is_instruct
-        )
+        ):
+            n += 1
+            yield story
     _say_too_long(path, too_long[0])
     if separator == "blank_line":
         print(
-            f"note: {path.name}: {len(stories):,} stories, split at blank lines "
+            f"note: {path.name}: {n:,} stories, split at blank lines "
             "(data.txt_separator: blank_line)"
         )
-    return stories
+
+
+def iter_stories_from_documents(
+    docs: Iterable[str], source: str, id_prefix: str, limit: int | None, is_instruct: bool
+) -> Iterator[Story]:
+    """`documents.stories_from_documents`, lazily: the same ids (1-based position of the document) and the
+    same skipping of Instruct records without a story; no document is read past the `limit`-th story."""
+    if limit is not None and limit <= 0:
+        return
+    n = 0
+    for i, doc in enumerate(docs, 1):
+        sid = story_id(id_prefix, i)
+        if not is_instruct:
+            story = Story(id=sid, text=doc, source=source)
+        else:
+            record = instruct_format.parse_record(doc)
+            # A record without a story cannot train anything; skip it (its id is left unused, so the
+            # ids of later records do not depend on it) rather than abort a 2 GB load.
+            if not record["story"]:
+                continue
+            story = instruct_format.record_to_story(record, sid, source)
+        yield story
+        n += 1
+        if limit is not None and n >= limit:
+            return
 
 
 def _check_has_separator(f, path: Path) -> None:
@@ -171,10 +217,14 @@ def load_json(path: str | Path, limit: int | None = None) -> list[Story]:
     Records that already look like our Story JSON (have "id" and "text") are read as such.
     A .json shard (about 100 MB) is parsed whole; `limit` stops before the next shard is opened.
     """
+    return list(iter_json(path, limit))
+
+
+def iter_json(path: str | Path, limit: int | None = None) -> Iterator[Story]:
+    """`load_json`'s stories, one at a time (a .json list is still parsed whole, a shard at a time)."""
     path = Path(path)
     files = _json_shards(path) if path.is_dir() else [path]
-    stories = (s for f in files for s in _stories_from_json_file(f))
-    return list(take(stories, limit))
+    return take((s for f in files for s in _stories_from_json_file(f)), limit)
 
 
 def _json_shards(directory: Path) -> list[Path]:
@@ -248,6 +298,11 @@ def load_parquet(path: str | Path, limit: int | None = None) -> list[Story]:
 
     Optional columns `id`, `source`, `summary` are kept when present.
     """
+    return list(iter_parquet(path, limit))
+
+
+def iter_parquet(path: str | Path, limit: int | None = None) -> Iterator[Story]:
+    """`load_parquet`'s stories, one record batch in memory at a time."""
     pq = require_extra("pyarrow.parquet")
     path = Path(path)
     pf = pq.ParquetFile(path)
@@ -256,31 +311,40 @@ def load_parquet(path: str | Path, limit: int | None = None) -> list[Story]:
     if text_col is None:
         raise ValueError(f"{path} has no 'text' or 'story' column (columns: {sorted(names)})")
     columns = [text_col] + [c for c in ("id", "source", "summary") if c in names]
+    return _iter_parquet_rows(pf, path, text_col, columns, limit)
+
+
+def _iter_parquet_rows(pf, path: Path, text_col: str, columns: list[str], limit: int | None) -> Iterator[Story]:
+    if limit is not None and limit <= 0:
+        return
     rows = (row for batch in pf.iter_batches(batch_size=4096, columns=columns) for row in batch.to_pylist())
-    stories = []
+    n = 0
     for i, row in enumerate(rows, 1):
-        if limit is not None and len(stories) >= limit:
-            break
         text = (row[text_col] or "").strip()
         if text:
-            stories.append(
-                Story(
-                    id=str(row.get("id") or story_id(path.stem, i)),
-                    text=text,
-                    source=row.get("source") or f"file:{path.name}",
-                    summary=row.get("summary"),
-                )
+            yield Story(
+                id=str(row.get("id") or story_id(path.stem, i)),
+                text=text,
+                source=row.get("source") or f"file:{path.name}",
+                summary=row.get("summary"),
             )
-    return stories
+            n += 1
+            if limit is not None and n >= limit:
+                return
 
 
-_LOADERS = {".txt": load_txt, ".json": load_json, ".jsonl": load_json, ".parquet": load_parquet}
+_LOADERS = {".txt": iter_txt, ".json": iter_json, ".jsonl": iter_json, ".parquet": iter_parquet}
 
 
 def load_local(path: str | Path, limit: int | None = None, *, separator: str = "endoftext") -> list[Story]:
     """Load any local form, chosen by extension; a directory loads its files of those forms in name order.
 
     `separator` is for .txt files (see `load_txt`)."""
+    return list(iter_local(path, limit, separator=separator))
+
+
+def iter_local(path: str | Path, limit: int | None = None, *, separator: str = "endoftext") -> Iterator[Story]:
+    """`load_local`'s stories, one at a time. A missing path or unsupported type is said at once."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"TinyStories data not found: looked for {path.resolve()}; {_FORMS_HELP}")
@@ -288,23 +352,24 @@ def load_local(path: str | Path, limit: int | None = None, *, separator: str = "
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in LOCAL_FORMS)
         if not files:
             raise FileNotFoundError(f"no TinyStories files in directory {path.resolve()}; {_FORMS_HELP}")
-        return _load_many(files, limit, separator)
+        return _iter_many(files, limit, separator)
     loader = _LOADERS.get(path.suffix.lower())
     if loader is None:
         raise ValueError(f"unsupported file type {path.name!r}; {_FORMS_HELP}")
-    if loader is load_txt:
-        return load_txt(path, limit, separator=separator)
+    if loader is iter_txt:
+        return iter_txt(path, limit, separator=separator)
     return loader(path, limit)
 
 
-def _load_many(paths: Iterable[str | Path], limit: int | None, separator: str = "endoftext") -> list[Story]:
-    stories: list[Story] = []
+def _iter_many(paths: Iterable[str | Path], limit: int | None, separator: str = "endoftext") -> Iterator[Story]:
+    n = 0
     for p in paths:
-        remaining = None if limit is None else limit - len(stories)
+        remaining = None if limit is None else limit - n
         if remaining is not None and remaining <= 0:
-            break
-        stories.extend(load_local(p, remaining, separator=separator))
-    return stories
+            return
+        for story in iter_local(p, remaining, separator=separator):
+            n += 1
+            yield story
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -329,15 +394,8 @@ def load_corpus(
     `limit` caps the total; `txt_separator` (data.txt_separator) is how local .txt files separate stories,
     see `load_txt`. (The "storyteller" source is generated, not loaded, and lives elsewhere.)
     """
-    if txt_separator not in TXT_SEPARATORS:
-        raise ValueError(f"unknown txt_separator {txt_separator!r}: expected one of {TXT_SEPARATORS}")
-    if source == "files":
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
-        if not paths:
-            raise ValueError(f"source 'files' needs paths: a list of files or directories; {_FORMS_HELP}")
-        return _load_many(paths, limit, txt_separator)
     if source == "hub":
+        _check_source(source, txt_separator)
         return load_hub(
             hub_name,
             split=hub_split,
@@ -346,4 +404,39 @@ def load_corpus(
             data_files=hub_data_files,
             revision=hub_revision,
         )
-    raise ValueError(f"unknown corpus source {source!r}: expected 'files' or 'hub'")
+    return list(iter_corpus(source, paths=paths, hub_name=hub_name, hub_split=hub_split,
+                            hub_data_files=hub_data_files, hub_revision=hub_revision, limit=limit,
+                            streaming=streaming, txt_separator=txt_separator))
+
+
+def iter_corpus(
+    source: str,
+    *,
+    paths: Iterable[str | Path] | None = None,
+    hub_name: str = DEFAULT_HUB_NAME,
+    hub_split: str = "train",
+    hub_data_files: str | list[str] | None = None,
+    hub_revision: str | None = None,
+    limit: int | None = None,
+    streaming: bool | None = None,
+    txt_separator: str = "endoftext",
+) -> Iterator[Story]:
+    """`load_corpus`'s stories, one at a time: local files are read as they are consumed, in bounded
+    memory whatever their size. The settings are checked at once, the files as they are reached. The hub
+    (`load_hub`) is loaded as a list first: `datasets` keeps the rows on disk, the Stories are held."""
+    _check_source(source, txt_separator)
+    if source == "files":
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        if not paths:
+            raise ValueError(f"source 'files' needs paths: a list of files or directories; {_FORMS_HELP}")
+        return _iter_many(list(paths), limit, txt_separator)
+    return iter(load_hub(hub_name, split=hub_split, limit=limit, streaming=streaming, data_files=hub_data_files,
+                         revision=hub_revision))
+
+
+def _check_source(source: str, txt_separator: str) -> None:
+    if txt_separator not in TXT_SEPARATORS:
+        raise ValueError(f"unknown txt_separator {txt_separator!r}: expected one of {TXT_SEPARATORS}")
+    if source not in ("files", "hub"):
+        raise ValueError(f"unknown corpus source {source!r}: expected 'files' or 'hub'")

@@ -1,5 +1,6 @@
 """The one record type every story source produces (storyteller, LLM, hub, local files), and its JSONL
-files: written whole or not at all (temporary name, renamed), read skipping lines that are not stories."""
+files: written whole or not at all (temporary name, renamed; `JsonlWriter` one story at a time, so a
+corpus of millions is never held), read lazily, skipping lines that are not stories."""
 
 from __future__ import annotations
 
@@ -41,18 +42,60 @@ class Story:
         return cls(**known)
 
 
+class JsonlWriter:
+    """Stories written one at a time to `path`'s temporary name (`locks.temp_path`: this process's own),
+    which `commit()` renames over `path`; leaving the block without `commit()` (an error) removes it, so
+    `path` is whole or as it was. `n` counts the stories written; `line` is the 0-based line of the last.
+
+        with JsonlWriter(path) as w:
+            for s in stories:
+                w.write(s)
+            w.commit()
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temp_path(self.path)
+        self._f = open(self.tmp, "w", encoding="utf-8")
+        self.n = 0
+
+    def write(self, story: Story) -> None:
+        self._f.write(story.to_json() + "\n")
+        self.n += 1
+
+    @property
+    def line(self) -> int:
+        return self.n - 1
+
+    def close(self) -> None:
+        """Finish writing the temporary file (it can then be read back) without renaming it."""
+        if not self._f.closed:
+            self._f.close()
+
+    def commit(self) -> None:
+        self.close()
+        self.tmp.replace(self.path)
+
+    def abort(self) -> None:
+        self.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.tmp.exists():  # not committed
+            self.abort()
+
+
 def write_jsonl(stories: Iterable[Story], path: str | Path) -> int:
-    """Write stories to `path` atomically (tmp file + rename). Returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write stories to `path` atomically (tmp file + rename), one at a time. Returns the count."""
+    with JsonlWriter(path) as w:
         for s in stories:
-            f.write(s.to_json() + "\n")
-            n += 1
-    tmp.replace(path)
-    return n
+            w.write(s)
+        w.commit()
+    return w.n
 
 
 def read_jsonl(path: str | Path) -> Iterator[Story]:
