@@ -170,6 +170,7 @@ BASELINE = PEAK + """
 import json, sys, time
 from pathlib import Path
 which, over, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
+import tinystories_lib.lm.scoring  # what the stages import (torch): the same floor as theirs
 t0 = time.perf_counter()
 info = {}
 if which == "corpus":
@@ -184,7 +185,6 @@ if which == "corpus":
     write_jsonl(val, out / "val.jsonl")
     info = {"n_loaded": len(stories), "n_train": len(train), "n_val": len(val)}
 else:
-    import tinystories_lib.lm.scoring  # what the token stage imports (torch), for a like-for-like floor
     from tinystories_lib.lm.tokenizer import load_gpt2, top_k_codec, train_bpe, write_shard
     from tinystories_lib.stories.records import read_jsonl
     train_texts = [s.text for s in read_jsonl(out / "train.jsonl")]

@@ -87,7 +87,7 @@ def test_bad_config_is_rejected():
 
 @pytest.mark.parametrize("chunk", [7, 64, 10_000])  # several chunks with a ragged last one; one chunk
 def test_chunked_cross_entropy_equals_the_plain_loss_and_gradients(monkeypatch, chunk):
-    monkeypatch.setattr(chunked_loss, "_chunk_rows", lambda vocab: chunk)
+    monkeypatch.setattr(chunked_loss, "_chunk_rows", lambda vocab, hidden: chunk)
     torch.manual_seed(0)
     x = torch.randn(3, 20, 32, dtype=torch.float64)
     w = torch.randn(97, 32, dtype=torch.float64) * 0.3

@@ -49,8 +49,10 @@ def _compiling() -> bool:
     return bool(compiling and compiling())
 
 
-def _chunk_rows(vocab: int) -> int:
-    return max(32, 2_560_000 // vocab)  # ~10 MB of fp32 logits a chunk: 256 rows at vocab 10k
+def _chunk_rows(vocab: int, hidden: int) -> int:
+    """Rows a chunk: ~20 MB of fp32 logits (512 rows at vocab 10k), more for wide models, where each chunk
+    also reads and writes the whole (vocab, hidden) weight gradient (1,536 rows at hidden 768)."""
+    return max(32, 5_120_000 // vocab) * max(1, hidden // 256)
 
 
 def _chunked_loss_sum(h, weight, y, grads: bool = False, lowp: torch.dtype | None = None):
@@ -63,24 +65,29 @@ def _chunked_loss_sum(h, weight, y, grads: bool = False, lowp: torch.dtype | Non
     gh = torch.empty_like(h) if grads else None
     gw = torch.zeros_like(weight) if grads else None
     hm, wm = (h.to(lowp), weight.to(lowp)) if lowp is not None else (h, weight)
-    step = _chunk_rows(weight.size(0))
+    step = _chunk_rows(*weight.shape)
+    ignored = bool((y == -1).any())
     with torch.autocast("cpu", enabled=False):  # the dtypes are chosen here, not by autocast
         for s in range(0, h.size(0), step):
             hc, yc = hm[s : s + step], y[s : s + step]
-            z = (hc @ wm.t()).to(acc)
+            z = torch.log_softmax((hc @ wm.t()).to(acc), -1)  # one fused pass (logsumexp takes several)
             valid = yc != -1
             yc = yc.clamp(min=0)[:, None]
-            lse = torch.logsumexp(z, -1)
-            total += ((lse - z.gather(1, yc).squeeze(1)) * valid).sum()
+            nll = z.gather(1, yc).squeeze(1).neg_()
+            total += (nll * valid).sum() if ignored else nll.sum()
             if grads:  # z becomes the gradient of this chunk's loss sum w.r.t. its logits, in place
-                z.sub_(lse[:, None]).exp_()
-                z.scatter_add_(1, yc, -valid[:, None].to(z.dtype))
-                z.mul_(valid[:, None])
-                z = z.to(wm.dtype)
-                gh[s : s + step] = z @ wm
+                z.exp_()  # softmax
+                if ignored:
+                    z.scatter_add_(1, yc, -valid[:, None].to(z.dtype))
+                    z.mul_(valid[:, None])
+                else:
+                    z.scatter_add_(1, yc, torch.full(yc.shape, -1.0, dtype=z.dtype))
                 if lowp is None:
+                    torch.mm(z, wm, out=gh[s : s + step])
                     gw.addmm_(z.t(), hc)
                 else:
+                    z = z.to(wm.dtype)
+                    gh[s : s + step] = z @ wm
                     gw += z.t() @ hc
     return total, gh, gw
 
