@@ -47,6 +47,14 @@ def _heads(one_layer, random_init):
                        "h96-l1 at random init": [{"verdict": v} for v in random_init]}}
 
 
+def _quality(clean, controls, filtered, unfiltered):
+    rows = [{"corpus": "clean", "role": "clean", "val_bpb": clean},
+            {"corpus": "filtered pool", "role": "filtered", "val_bpb": filtered},
+            {"corpus": "unfiltered pool", "role": "unfiltered", "val_bpb": unfiltered}]
+    rows += [{"corpus": f"control {i}", "role": "control", "val_bpb": v} for i, v in enumerate(controls)]
+    return {"corpora": rows, "filter": {"kept_fraction": 0.7}}
+
+
 GOOD = {
     "loss_heatmap": _grid(lambda h, n: 5 - h / 50 - n / 10),
     "grades_over_training": _series({"grammar": 100, "consistency": 200, "creativity": 300}),
@@ -54,6 +62,7 @@ GOOD = {
     "instruction_following": _instruct(0.6, 0.5, 0.2),
     "rouge_histograms": _rouge(0.3, 0.5),
     "head_scores": _heads(["distance", "entity", "other"], ["other", "other", "other"]),
+    "data_quality": _quality(2.0, [2.1, 2.2, 2.05], 2.02, 2.06),
 }
 BROKEN = {  # each breaks exactly the claims reading that figure
     "loss_heatmap": _grid(lambda h, n: 5 + h / 50 + n / 10),  # wider and deeper are worse; main still best
@@ -62,6 +71,7 @@ BROKEN = {  # each breaks exactly the claims reading that figure
     "instruction_following": _instruct(0.6, 0.1, 0.2),  # fails out of distribution only
     "rouge_histograms": _rouge(0.7, 0.5),
     "head_scores": _heads(["distance", "other"], ["other"]),  # no entity head
+    "data_quality": _quality(2.0, [2.1, 1.99, 2.05], 2.07, 2.06),  # one control beats clean; filtering hurts
 }
 
 

@@ -23,6 +23,7 @@ EXPECTED_FIGURES = {
     "rouge_histograms", "manipulation_check",  # 05
     "attention_maps", "head_scores", "neuron_selectivity",  # 06
     "instruction_following",  # 07
+    "data_quality",  # 08
 }
 
 
@@ -53,7 +54,7 @@ def test_every_notebook_runs_and_writes_its_figures(tiny_run):
     # the paper's claims, checked on that data, printed at the end and kept in the manifest
     claims = {c["id"]: c for c in manifest["claims"]}
     assert set(claims) == {"fig4-width", "fig4-depth", "fig4-main", "emergence-order", "depth-consistency",
-                           "instruct-follows", "not-copying", "heads"} and claims == {c["id"]: c for c in result["claims"]}
+                           "instruct-follows", "not-copying", "heads", "quality-degraded", "quality-filter"} and claims == {c["id"]: c for c in result["claims"]}
     assert all(c["this_run"] for c in claims.values())  # measured, or why not (the toy models write little)
     assert all(claims[k]["holds"] is not None for k in ("fig4-width", "fig4-depth", "fig4-main", "heads"))
     assert set(manifest["notebooks"]) == {nb.stem for nb in notebooks()}

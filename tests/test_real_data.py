@@ -27,7 +27,8 @@ NEEDED = [SHARED / "data" / "tinystories_sample" / "tinystories_v1_sample_2500.t
 def _tiny_sizes() -> dict:
     """The tiny profile's model, training, sweep, sampling, grading and instruct settings, as overrides."""
     tiny = yaml.safe_load((PARAMS_DIR / "tiny.yaml").read_text())
-    flat = {f"{section}.{key}": value for section in ("model", "train", "sweep", "sample", "grade", "instruct")
+    flat = {f"{section}.{key}": value for section in ("model", "train", "sweep", "sample", "grade", "instruct",
+                                                                     "quality")
             for key, value in tiny.get(section, {}).items()}
     return flat | {"tokenizer.vocab_size": 512, "data.val_limit": 200}
 

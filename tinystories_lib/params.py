@@ -328,6 +328,50 @@ class InstructParams:
 
 
 @dataclass
+class QualityParams:
+    """Notebook 08: does data quality matter? One model shape and one token budget for every corpus (the
+    clean corpus, the storyteller stand-in, degraded controls, a pool filtered the phi-1 way and the same
+    pool unfiltered), each scored on the profile's validation text in bits per byte."""
+
+    # The model trained on each corpus: each corpus is cut to `train_tokens` tokens of the profile's
+    # tokenizer, of which a model sees max_steps x batch_size x context.
+    hidden: Positive = 32
+    layers: Positive = 2
+    heads: Positive = 2
+    context: Annotated[int, Range(2)] = 128
+    window: Positive = 64
+    batch_size: Positive = 16
+    max_steps: Positive = 250
+    lr: PositiveFloat = 6e-3
+    eval_interval: Positive = 50  # steps between validation points of a curve (at least five a curve)
+    eval_batches: Positive = 4
+    train_tokens: Positive = 60_000  # unique tokens per corpus; a corpus that has fewer is used whole (said so)
+    val_stories: AllIfZero = 300  # the first N validation stories: the one text every model is scored on (0 = all)
+    # The degraded controls.
+    typo_rate: Annotated[float, Range(0, 0.5, open_lo=True)] = 0.03  # share of letters swapped or dropped
+    unique_fraction: Annotated[float, Range(0, 1, open_lo=True, open_hi=True)] = 0.25  # repeated: share kept unique
+    # The phi-1 filter: a pool of the clean stories with a share degraded (half shuffled, half typos), a
+    # sample of it labelled by the annotator (`grade.judge`: the offline grader or the LLM judge), a
+    # classifier trained on the labels, the pool filtered with it.
+    pool_noise: Annotated[float, Range(0, 1, open_hi=True)] = 0.3
+    annotator_stories: Annotated[int, Range(8)] = 400  # offline annotator: clean stories held out of the pool to build it
+    n_annotated: Annotated[int, Range(10)] = 300
+    label_threshold: Annotated[float, Range(0, 10)] = 8.0  # a story is good when its mean grade (0..10) reaches this
+    test_fraction: Annotated[float, Range(0, 1, open_lo=True, open_hi=True)] = 0.3  # labels held out to score the classifier
+    classifier: Literal["logistic", "forest"] = "logistic"  # forest: phi-1's random forest on an embedding
+    keep_threshold: Fraction = 0.5  # keep a story when the classifier's P(good) reaches this
+    storyteller: bool = True  # also train on the storyteller stand-in (real corpora only)
+    # Models trained at once, as `sweep.jobs` (small models use two CPU processes better than two threads).
+    jobs: Annotated[int, Range(0, note="0 = one per CUDA device")] = 2
+
+    HOW_NOT_WHAT: ClassVar[tuple[str, ...]] = ("jobs",)
+
+    def __post_init__(self):
+        if self.hidden % self.heads:
+            raise ParamsError(f"quality.hidden: {self.hidden} is not divisible by quality.heads={self.heads}")
+
+
+@dataclass
 class Params:
     profile: str = "smoke"
     description: str = ""
@@ -342,6 +386,7 @@ class Params:
     diversity: DiversityParams = field(default_factory=DiversityParams)
     interpret: InterpretParams = field(default_factory=InterpretParams)
     instruct: InstructParams = field(default_factory=InstructParams)
+    quality: QualityParams = field(default_factory=QualityParams)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -213,6 +213,42 @@ def _counts(c: dict[str, int]) -> str:
     return ", ".join(f"{c[k]} {k}" for k in ("distance", "entity", "mixed", "other"))
 
 
+# ------------------------------------------------------------------ data quality (notebook 08)
+
+
+def _quality_rows(values: dict) -> dict[str, list[dict]]:
+    by_role: dict[str, list[dict]] = {}
+    for r in values.get("corpora", []):
+        if r.get("val_bpb") is not None:
+            by_role.setdefault(r["role"], []).append(r)
+    return by_role
+
+
+def degraded_below_clean(values: dict) -> tuple[str, bool]:
+    rows = _quality_rows(values)
+    if not rows.get("clean") or not rows.get("control"):
+        raise NotMeasured("no clean corpus or no degraded control was trained")
+    clean = rows["clean"][0]
+    worse = [r for r in rows["control"] if r["val_bpb"] > clean["val_bpb"]]
+    text = (f"clean {clean['val_bpb']:.3f} bits per byte; "
+            + ", ".join(f"{r['corpus']} {r['val_bpb']:.3f}" for r in rows["control"]))
+    return text, len(worse) == len(rows["control"])
+
+
+def filtered_beats_unfiltered(values: dict) -> tuple[str, bool]:
+    rows = _quality_rows(values)
+    skipped = values.get("filter", {}).get("skipped")
+    if skipped:
+        raise NotMeasured(f"no filter: {skipped}")
+    if not rows.get("filtered") or not rows.get("unfiltered"):
+        raise NotMeasured("the filtered or the unfiltered pool was not trained on")
+    f, u = rows["filtered"][0], rows["unfiltered"][0]
+    kept = values.get("filter", {}).get("kept_fraction")
+    share = f" (the filter kept {kept:.0%} of the pool)" if kept is not None else ""
+    return f"filtered {f['val_bpb']:.3f} against unfiltered {u['val_bpb']:.3f} bits per byte{share}", \
+        f["val_bpb"] < u["val_bpb"]
+
+
 # ------------------------------------------------------------------ the table
 
 _Check = Callable[[dict], tuple[str, bool]]
@@ -236,6 +272,13 @@ CHECKS: list[tuple[Claim, _Check]] = [
            "set's own self-similarity", "the model is not copying (Section 4)", "rouge_histograms"), not_copying),
     (Claim("heads", "the 1-layer model has distance heads and entity heads; its random init has neither",
            "heads attend by distance or by meaning (Section 7.1)", "head_scores"), heads_by_distance_and_entity),
+    (Claim("quality-degraded", "at the same token budget, every degraded control (shuffled sentences, typos, "
+           "repeated stories) scores worse on the validation text than the clean corpus",
+           "data quality matters for small models (TinyStories' premise; phi-1, Textbooks Are All You Need)",
+           "data_quality"), degraded_below_clean),
+    (Claim("quality-filter", "at the same token budget, the pool filtered by the classifier beats the same pool "
+           "unfiltered", "filtering by a classifier of annotated quality pays (phi-1)", "data_quality"),
+     filtered_beats_unfiltered),
 ]
 
 
@@ -250,14 +293,32 @@ def check_claims(figures_dir: str | Path) -> list[Claim]:
             claim.this_run = f"{claim.figure}.png was not written in this run (its notebook did not run or had no data)"
         else:
             try:
-                claim.this_run, claim.holds = check(json.loads(path.read_text())["values"])
-                claim.holds = bool(claim.holds)
-            except NotMeasured as e:
-                claim.this_run = str(e)
-            except (KeyError, TypeError, ValueError, ZeroDivisionError, json.JSONDecodeError) as e:
+                _check(claim, check, json.loads(path.read_text())["values"], path.name)
+            except json.JSONDecodeError as e:
                 claim.this_run = f"{path.name} could not be read for this check ({type(e).__name__}: {e})"
         out.append(claim)
     return out
+
+
+def check_figure(figure: str, values: dict) -> list[Claim]:
+    """The claims read from one figure's data (`values`, as given to `show.plots.save`): for a notebook to
+    say beside its figure what `make reproduce` will print."""
+    out = []
+    for template, check in CHECKS:
+        if template.figure == figure:
+            out.append(_check(replace(template), check, values, f"{figure}.json"))
+    return out
+
+
+def _check(claim: Claim, check: _Check, values: dict, source: str) -> Claim:
+    try:
+        claim.this_run, holds = check(values)
+        claim.holds = bool(holds)
+    except NotMeasured as e:
+        claim.this_run = str(e)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        claim.this_run = f"{source} could not be read for this check ({type(e).__name__}: {e})"
+    return claim
 
 
 def claims_table(claims: list[Claim]) -> str:

@@ -600,3 +600,30 @@ def instruction_bars(rows: list[dict], title: str = "Instruction following, in a
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=min(4, len(conditions)), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     return fig
+
+
+# Notebook 08's roles (`stages.quality`): the clean corpus black, degraded controls dashed.
+_QUALITY_STYLE = {"clean": {"color": "black", "lw": 2.2}, "control": {"ls": "--"}, "stand-in": {"ls": ":"}}
+
+
+def quality_curves(rows: list[dict], title: str = "The same model on corpora of different quality"):
+    """Validation bits per byte against tokens seen, one curve per corpus (`stages.quality.figure_data`
+    rows: {"corpus", "role", "curve": [[tokens, bpb], ...], "val_bpb"}); the legend gives each corpus's
+    final bits per byte over the whole validation text, best first."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    order = sorted(rows, key=lambda r: r["val_bpb"] if r.get("val_bpb") is not None else np.inf)
+    k = 0
+    for r in order:
+        pts = [p for p in r.get("curve", []) if p[1] is not None]
+        if not pts:
+            continue
+        style = dict(_QUALITY_STYLE.get(r["role"], {}))
+        if "color" not in style:
+            style["color"], k = f"C{k % 10}", k + 1
+        final = f" ({r['val_bpb']:.3f})" if r.get("val_bpb") is not None else ""
+        ax.plot(*zip(*pts), marker="o", ms=3, lw=style.pop("lw", 1.5), label=f"{r['corpus']}{final}", **style)
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title(title)
+    ax.legend(fontsize=7.5, title="corpus (final bits per byte)", title_fontsize=7.5)
+    return fig

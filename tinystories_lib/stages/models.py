@@ -157,7 +157,7 @@ def _train_sweep_models(run: Run, shapes: list[ModelParams], progress: bool) -> 
     labels = [_sweep_label(run, mp) for mp in shapes]
     slots = sweep_slots(s.jobs, run.params.train.device)
     if len(slots) > 1 and len(shapes) > 1:
-        return _train_in_parallel(run, shapes, labels, kws, slots, progress)
+        return train_in_parallel(run, shapes, labels, kws, slots, progress)
     results = []
     for i, (mp, label, kw) in enumerate(zip(shapes, labels, kws)):
         # The count rides on the progress bar of a model that trains; a reused one shows nothing here.
@@ -191,7 +191,7 @@ def sweep_slots(jobs: int, device: str = "auto") -> list[tuple[str, int]]:
     return [("cpu", max(1, (os.cpu_count() or 1) // n))] * n
 
 
-def _train_in_parallel(run: Run, shapes, labels, kws, slots, progress: bool) -> list[ModelRun]:
+def train_in_parallel(run: Run, shapes, labels, kws, slots, progress: bool) -> list[ModelRun]:
     """Train the models in len(slots) worker processes (spawned: safe with CUDA), each pinned to its slot;
     completed models are reused exactly as in a sequential run, since the artifact keys are the same."""
     import multiprocessing
