@@ -313,4 +313,22 @@ def test_data_notebook_on_the_customer_service_profile(tmp_path, monkeypatch):
     nb = nbformat.read(tmp_path / "runs" / "customer_service" / "notebooks" / "01_data_creation.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "[fake-agent]" in text and "Customer: Hi, my " in text and "records in" in text
+    assert "the storyteller writes children's stories only" in text  # the prompt cell: no children's story
+    md = "".join(str(o.get("data", {}).get("text/markdown", "")) for c in nb.cells if c.cell_type == "code"
+                 for o in c.get("outputs", []))
+    assert "prompt vocabulary used: products" in md and "prompt vocabulary used: nouns" not in md
     assert (tmp_path / "figures" / "customer_service" / "corpus_overview.png").exists()
+
+
+def test_vocabulary_use_counts_the_designs_own_slots():
+    from tinystories_lib.stories.corpus_stats import vocab_coverage
+    from tinystories_lib.stories.records import Story
+
+    design = load_design(SHIPPED)
+    calls = [Story(id="1", text="Customer: Hi, my laptop is broken and my phones are frozen.", source="t")]
+    got = vocab_coverage(calls, design)
+    assert list(got) == list(design.slots)
+    products = design.words[design.slots.index("product")]
+    assert got["product"] == pytest.approx(2 / len(products))  # laptop, and phone by its plural
+    assert got["problem"] == pytest.approx(2 / len(design.words[design.slots.index("problem")]))
+    assert set(vocab_coverage(calls)) == {"noun", "verb", "adjective"}  # the paper's, by default

@@ -217,3 +217,14 @@ def test_quality_parameters_are_validated():
         Run.load("tiny", {"quality.classifier": "svm"})
     with pytest.raises(ParamsError, match="quality"):
         Run.load("tiny", {"quality.typo_rate": 0.9})
+
+
+def test_gpt4_and_gpt35_stories_are_compared_only_where_the_stories_name_their_model():
+    from tinystories_lib.stories.records import Story
+
+    told = tell_stories(6, seed=2)
+    assert quality._source_groups(told) == {"GPT-4 stories": [], "GPT-3.5 stories": []}
+    named = [Story(id=s.id, text=s.text, source="GPT-4" if i % 2 else "GPT-3.5") for i, s in enumerate(told)]
+    groups = quality._source_groups(named)
+    assert [len(v) for v in groups.values()] == [3, 3]
+    assert all(s.source == "GPT-4" for s in groups["GPT-4 stories"])

@@ -16,13 +16,28 @@ from tinystories_lib.stories.records import Story
 from tinystories_lib.stories.words import base_word, words
 
 
-def vocab_coverage(stories: Sequence[Story]) -> dict[str, float]:
-    """Share of the prompt vocabulary's nouns, verbs and adjectives used at least once (any inflection)."""
-    from tinystories_lib.stories.prompts import load_vocab
+def vocab_coverage(stories: Sequence[Story], design=None) -> dict[str, float]:
+    """Share of the prompt vocabulary used at least once, per slot: the paper's nouns, verbs and adjectives
+    (any inflection) for the TinyStories design (the default), else each slot of `design`'s word list (a
+    `prompts.Design`; a word counts with a regular ending, -s, -es, -d, -ed, -ing; a phrase where it appears)."""
+    from tinystories_lib.stories.prompts import TINYSTORIES_DIGEST, load_vocab
 
     seen = {base_word(w) for s in stories for w in words(s.text)}  # "the dog's bone" uses "dog"
-    return {pos: sum(1 for w in entries if w.word in seen or any(f in seen for _, f in w.forms)) / max(1, len(entries))
-            for pos, entries in load_vocab().items()}
+    if design is None or design.digest == TINYSTORIES_DIGEST:
+        return {pos: sum(1 for w in entries if w.word in seen or any(f in seen for _, f in w.forms))
+                / max(1, len(entries)) for pos, entries in load_vocab().items()}
+    seen |= {w.lower() for s in stories for w in words(s.text)}
+    phrases = [w for ws in design.words for w in ws if len(words(w)) > 1]
+    text = " ".join(s.text.lower() for s in stories) if phrases else ""
+
+    def used(w: str) -> bool:
+        ws = words(w)
+        if len(ws) > 1:
+            return w.lower() in text
+        w = ws[0].lower() if ws else ""
+        return any(f in seen for f in (w, w + "s", w + "es", w + "d", w + "ed", w + "ing")) if w else False
+
+    return {slot: sum(map(used, ws)) / max(1, len(ws)) for slot, ws in zip(design.slots, design.words)}
 
 
 def near_duplicate_rate(stories: Sequence[Story], threshold: float = 0.8, sample: int = 3000) -> float | None:
@@ -37,9 +52,10 @@ def near_duplicate_rate(stories: Sequence[Story], threshold: float = 0.8, sample
     return (report.get("near_duplicate", 0) + report.get("exact_duplicate", 0)) / max(1, report["input"])
 
 
-def corpus_stats(stories: Sequence[Story], top_openings: int = 8, sample: int = 2000) -> dict:
-    """Lengths, opening variety, feature coverage, vocabulary use and duplicate rates; distinct n-grams and
-    near-duplicates on the first `sample` stories, so sources of different sizes compare fairly."""
+def corpus_stats(stories: Sequence[Story], top_openings: int = 8, sample: int = 2000, design=None) -> dict:
+    """Lengths, opening variety, feature coverage, vocabulary use (of `design`'s word list: `vocab_coverage`)
+    and duplicate rates; distinct n-grams and near-duplicates on the first `sample` stories, so sources of
+    different sizes compare fairly."""
     n = len(stories)
     toks = [words(s.text, lower=False) for s in stories]  # as written: openings keep their capitals
     lengths = [len(t) for t in toks]
@@ -64,7 +80,7 @@ def corpus_stats(stories: Sequence[Story], top_openings: int = 8, sample: int = 
         "feature_share": {f: c / n for f, c in sorted(features.items())},
         "exact_duplicate_rate": exact / max(1, n),
         "near_duplicate_rate": near_duplicate_rate(stories, sample=sample),
-        "vocab_coverage": vocab_coverage(stories),
+        "vocab_coverage": vocab_coverage(stories, design),
         "lengths": lengths,
     }
 
@@ -83,7 +99,8 @@ def stats_table(stats: dict[str, dict]) -> str:
     head = "| | " + " | ".join(stats) + " |\n|---|" + "---:|" * len(stats) + "\n"
     body = "".join(f"| {name} | " + " | ".join(cell(s, key, fmt) for s in stats.values()) + " |\n"
                    for name, fmt, key in rows)
-    for pos in ("noun", "verb", "adjective"):
+    slots = list(dict.fromkeys(k for s in stats.values() for k in s["vocab_coverage"]))
+    for pos in slots:  # the paper's nouns, verbs and adjectives, or a design's own slots
         body += f"| prompt vocabulary used: {pos}s | " + " | ".join(
             f"{s['vocab_coverage'].get(pos, 0):.1%}" for s in stats.values()) + " |\n"
     return head + body
