@@ -97,10 +97,16 @@ def _run(root, **over):
     return Run.load("tiny", {**base, **over}, runs_root=root / "runs", figures_root=root / "figures")
 
 
-def test_the_filter_stage_writes_labels_classifier_scores_and_kept_stories(tmp_path):
+@pytest.fixture(scope="module")
+def shared_root(tmp_path_factory):
+    """One runs folder for the stage tests: the filter, the corpora and the models are built once."""
+    return tmp_path_factory.mktemp("quality")
+
+
+def test_the_filter_stage_writes_labels_classifier_scores_and_kept_stories(shared_root):
     import joblib
 
-    run = _run(tmp_path)
+    run = _run(shared_root)
     out = quality.quality_filter(run, progress=False)
     info = Run.artifact(out)
     pool = list(read_jsonl(out / "pool.jsonl"))
@@ -152,8 +158,8 @@ def test_filter_key_follows_the_annotator_and_its_fields_not_the_model(tmp_path)
     assert quality.filter_key(_run(tmp_path, **{"quality.classifier": "forest"})) != key
 
 
-def test_every_corpus_is_cut_to_one_budget_and_scored_on_one_validation_text(tmp_path):
-    run = _run(tmp_path)
+def test_every_corpus_is_cut_to_one_budget_and_scored_on_one_validation_text(shared_root):
+    run = _run(shared_root)
     dirs = quality.corpora(run, progress=False)
     assert set(dirs) == {"clean", "unfiltered pool", "filtered pool", "shuffled sentences", "typos",
                          "repeated stories"}  # tiny is the storyteller: no stand-in row, no GPT-4 rows
@@ -168,13 +174,13 @@ def test_every_corpus_is_cut_to_one_budget_and_scored_on_one_validation_text(tmp
     assert metas["clean"]["unique_stories"] == metas["clean"]["n_stories"]
     assert "| repeated stories | control | 6,000 |" in quality.corpora_table(run)
     # a budget larger than a corpus: used whole, and said so
-    big = quality.corpora(_run(tmp_path, **{"quality.train_tokens": 10_000_000}), progress=False)
+    big = quality.corpora(_run(shared_root, **{"quality.train_tokens": 10_000_000}), progress=False)
     note = Run.artifact(big["filtered pool"])["note"]
     assert "fewer than quality.train_tokens" in note
 
 
-def test_the_models_the_figure_and_its_claims(tmp_path):
-    run = _run(tmp_path)
+def test_the_models_the_figure_and_its_claims(shared_root):
+    run = _run(shared_root)
     models = quality.train_corpora(run, progress=False)
     data = quality.figure_data(run, models)
     rows = {r["corpus"]: r for r in data["corpora"]}
