@@ -303,7 +303,7 @@ def test_data_notebook_on_the_customer_service_profile(tmp_path, monkeypatch):
     from tinystories_lib.reproduce import reproduce
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    n = 120
+    n = 300  # a few hundred calls, storyteller-free, through the local server
     specs = sample_prompts(n, seed=params.load("customer_service").seed, design=load_design(SHIPPED))
     with FakeOpenAI(reply=CallWriter(specs)) as server:
         over = {"data.n_stories": n, "data.llm.base_url": server.base_url, "data.llm.model": "fake-agent"}
