@@ -330,3 +330,19 @@ def test_notebook_07_runs_on_plain_stories(tmp_path, shared, corpus):
     assert "summary: not available" in printed and "holding out features + words instead" in printed
     assert "cannot be calibrated" in printed
     assert (tmp_path / "figs" / "tiny" / "instruction_following.png").stat().st_size > 0
+
+
+def test_the_instruct_judge_is_the_profiles_judge_with_its_repeats(tmp_path, monkeypatch):
+    from tests.openai_server import FakeOpenAI, judge_reply
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-instruct-repeats")
+    sets, comps = _sets_and_completions()
+    with FakeOpenAI(reply=judge_reply("plain", instruction_score="\nInstruction following: 9/10")) as server:
+        run = Run.load("tiny", {"grade.judge": "llm", "grade.llm.base_url": server.base_url,
+                                "grade.llm.model": "fake-judge", "grade.judge_repeats": 2},
+                       runs_root=tmp_path / "runs", figures_root=tmp_path / "figures")
+        grades = instruct.judge_grades(run, comps, sets)
+        assert len(server.chat_requests) == 2 * 2 * len(comps)  # two turns, two repeats, each completion
+    assert len(grades) == len(comps) and all(g.status == "ok" for g in grades)
+    assert all(len(g.extra["repeat_scores"]) == 2 for g in grades)  # the mean of two judgments each
+    assert {g.extra["condition"] for g in grades} == {instruct_checks.IN_DIST, instruct_checks.OOD}

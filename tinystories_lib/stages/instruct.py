@@ -298,12 +298,10 @@ def judge_grades(run: Run, completions: Sequence[Completion], sets: Sequence[Ins
     """The paper's GPT-Eval with the instructions shown (`judge.LLMJudge`, grade.judge: llm): grammar,
     creativity, consistency, plot and instruction_following out of 10, each grade tagged with its
     condition. The story has no given beginning here, so the judge sees an empty one before `***`."""
-    if judge is None:
-        from tinystories_lib.evals.judge import LLMJudge
+    if judge is None:  # the profile's judge, as notebook 04's (its repeats, cache and budget included)
+        from tinystories_lib.stages.grading import make_grader
 
-        g = run.params.grade
-        judge = LLMJudge(llm_config(g.llm), cache_path=run.root / "judge_cache.jsonl",
-                         budget_usd=g.llm.budget_usd)
+        judge = make_grader(run, "llm")
     by_id = {s.id: s for s in sets}
     bare = [replace(c, beginning="") for c in completions]
     grades = judge.grade(bare, instructions={s.id: s.instructions for s in sets})
