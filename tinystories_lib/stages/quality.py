@@ -198,10 +198,6 @@ def _write_lines(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-def read_lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 # ---------------------------------------------------------------- the corpora
 
 
