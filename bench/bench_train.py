@@ -1,15 +1,20 @@
-"""Training throughput: our GPT-Neo training step vs transformers' GPTNeoForCausalLM doing the same step.
+"""Training throughput: our GPT-Neo training step vs the two models a user would otherwise train.
 
-Configs 1M, 3M, 8M with vocab 10k, context 512, batch 8. One step is exactly train.py's: a batch from
-`Batches`, loss = model(x, y), backward, loss.item(), clip_grad_norm_(1.0), fused AdamW step (decay /
-no-decay groups), zero_grad(set_to_none=True). The baseline does the same with GPTNeoForCausalLM built
-from `hf.config_to_hf(cfg)` (its eager attention; labels=x, shifted inside, same amount of work).
+Configs 1M, 3M, 8M, 33M with vocab 10k, context 512, batch 8. One step is exactly train.py's: a batch
+from `Batches`, loss = model(x, y), backward, loss.item(), clip_grad_norm_(1.0), fused AdamW step (decay /
+no-decay groups), zero_grad(set_to_none=True). Two baselines take the same step:
+  - plain: bench/plain_gpt.py, the nanoGPT-style decoder of the same dims with causal SDPA and a plain
+    cross-entropy (aim: ours >= 1.5x);
+  - transformers: GPTNeoForCausalLM built from `hf.config_to_hf(cfg)` (its eager attention; labels=x,
+    shifted inside, same amount of work) (aim: ours >= 5x).
+Where the CPU has bf16 matrix units (AMX or AVX512-BF16), our step under `train.cpu_bf16` is timed too
+and compared with the plain fp32 step (what the user copying nanoGPT runs on a CPU); `--no-bf16` skips it.
 
-Steps of the two models are interleaved (ours, HF, ours, HF, ...) so that changes in machine load hit
-both alike; tokens/s = tokens per step / median step time. Then: validation-loss throughput of ours
+Steps of all models are interleaved (ours, plain, HF, ours, ...) so that changes in machine load hit
+them alike; tokens/s = tokens per step / median step time. Then: validation-loss throughput of ours
 (`train.evaluate`, no grad) against our own training step, and a torch.profiler breakdown of our 1M step.
 
-    python bench/bench_train.py [--quick] [--threads 2] [--configs 1M,3M,8M] [--cpu-bf16]
+    python bench/bench_train.py [--quick] [--threads 2] [--configs 1M,3M,8M,33M] [--no-bf16]
 """
 
 from __future__ import annotations
@@ -20,14 +25,15 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-from common import Row, Timer, parse_args, print_table, start
+from common import Row, Timer, cpu_has_bf16, parse_args, print_table, start
+from plain_gpt import PlainGPT
 
 from tinystories_lib.lm.interop.hf import config_to_hf
 from tinystories_lib.lm.model import GPTNeo, named_config
 from tinystories_lib.lm.train import Batches, evaluate
 
 VOCAB, CONTEXT = 10_000, 512
-ISSUE_HF = {"1M": 500, "3M": 500, "8M": 450}  # tokens/s the issue measured for transformers' step
+TIMED = {"33M": 3}  # timed steps where one transformers step takes most of a minute
 
 
 def adamw(model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -120,9 +126,8 @@ def profile_step(step, first: int, n: int, tokens: int) -> list[tuple[str, float
 
 def main():
     def extra(p):
-        p.add_argument("--configs", default="1M,3M,8M")
-        p.add_argument("--cpu-bf16", action="store_true",
-                       help="also time both steps under CPU bf16 autocast (train.cpu_bf16; needs AMX or AVX512-BF16)")
+        p.add_argument("--configs", default="1M,3M,8M,33M")
+        p.add_argument("--no-bf16", action="store_true", help="skip our step under train.cpu_bf16")
 
     args = parse_args(__doc__.splitlines()[0], extra)
     info = start(args, "bench_train: training step tokens/s, ours vs transformers GPTNeoForCausalLM")
@@ -139,35 +144,39 @@ def main():
 
     from transformers import GPTNeoForCausalLM
 
+    bf16 = not args.no_bf16 and cpu_has_bf16()
+    print(f"   our step under train.cpu_bf16: {'timed' if bf16 else 'skipped (--no-bf16, or no AMX/AVX512-BF16)'}")
     rows = []
     for name in names:
         cfg = named_config(name, vocab_size=VOCAB)
         torch.manual_seed(0)
         ours = GPTNeo(cfg)
+        plain = PlainGPT.like(cfg)
         hf = GPTNeoForCausalLM(config_to_hf(cfg))
-        steps = {"ours": make_step(ours, train_b, False), "hf": make_step(hf, train_b, True)}
-        if args.cpu_bf16:  # each model keeps its own optimizer per precision; only speed is compared
-            steps |= {"ours bf16": make_step(ours, train_b, False, cpu_bf16=True),
-                      "hf bf16": make_step(hf, train_b, True, cpu_bf16=True)}
-        times = interleaved(steps, warmup, timed)
+        steps = {"ours": make_step(ours, train_b, False), "plain": make_step(plain, train_b, False),
+                 "hf": make_step(hf, train_b, True)}
+        if bf16:  # its own optimizer: only speed is compared
+            steps["ours bf16"] = make_step(ours, train_b, False, cpu_bf16=True)
+        times = interleaved(steps, warmup, TIMED.get(name, timed) if not args.quick else timed)
         tps = {k: tokens / statistics.median(v) for k, v in times.items()}
         print(f"   {name}: step times " + ", ".join(f"{k} {[round(t, 2) for t in v]} s" for k, v in times.items()),
               flush=True)
+        rows.append(Row(f"train step {name}", tps["ours"], tps["plain"], "tokens/s",
+                        "plain SDPA decoder, same dims (bench/plain_gpt.py, measured here)", target=1.5))
         rows.append(Row(f"train step {name}", tps["ours"], tps["hf"], "tokens/s",
-                        "transformers GPTNeoForCausalLM, same step (measured here)", target=5.0,
-                        note=f"issue quoted HF at ~{ISSUE_HF[name]}"))
-        if args.cpu_bf16:
-            rows.append(Row(f"train step {name}, CPU bf16 matmuls, both sides", tps["ours bf16"], tps["hf bf16"],
-                            "tokens/s", "transformers under the same CPU bf16 autocast (measured here)"))
-            rows.append(Row(f"train step {name}, CPU bf16 matmuls vs our fp32", tps["ours bf16"], tps["ours"],
-                            "tokens/s", "our fp32 step (measured here)"))
+                        "transformers GPTNeoForCausalLM, same step (measured here)", target=5.0))
+        if bf16:
+            rows.append(Row(f"train step {name}, train.cpu_bf16", tps["ours bf16"], tps["plain"], "tokens/s",
+                            "plain SDPA decoder in fp32 (measured here)", target=1.5))
+            rows.append(Row(f"train step {name}, train.cpu_bf16", tps["ours bf16"], tps["hf"], "tokens/s",
+                            "transformers in fp32 (measured here)", target=5.0))
         # Validation loss: train.evaluate (no grad, eval mode) on fixed batches; one batch of warm-up.
         evaluate(ours, train_b, 1, "cpu")
         with Timer() as t:
             evaluate(ours, train_b, eval_batches, "cpu")
         rows.append(Row(f"eval (val loss, no grad) {name}", eval_batches * tokens / t.s, tps["ours"], "tokens/s",
                         "our own training step (measured here)", note="forward only: ~3x expected"))
-        del ours, hf
+        del ours, plain, hf
 
     # Where the time goes: our 1M step under torch.profiler (after its own warm-up).
     cfg = named_config("1M", vocab_size=VOCAB)

@@ -48,6 +48,15 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has bf16 matrix units (AMX or AVX512-BF16), which `train.cpu_bf16` needs to pay."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"amx_bf16", "avx512_bf16"} & set(flags.split()))
+
+
 def machine_info(threads: int | None = None) -> dict:
     info = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
