@@ -33,7 +33,6 @@ from tinystories_lib.lm.model import GPTNeo, named_config
 from tinystories_lib.lm.train import Batches, evaluate
 
 VOCAB, CONTEXT = 10_000, 512
-TIMED = {"33M": 3}  # timed steps where one transformers step takes most of a minute
 
 
 def adamw(model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -157,7 +156,7 @@ def main():
                  "hf": make_step(hf, train_b, True)}
         if bf16:  # its own optimizer: only speed is compared
             steps["ours bf16"] = make_step(ours, train_b, False, cpu_bf16=True)
-        times = interleaved(steps, warmup, TIMED.get(name, timed) if not args.quick else timed)
+        times = interleaved(steps, warmup, timed)
         tps = {k: tokens / statistics.median(v) for k, v in times.items()}
         print(f"   {name}: step times " + ", ".join(f"{k} {[round(t, 2) for t in v]} s" for k, v in times.items()),
               flush=True)
