@@ -88,8 +88,13 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
+        if _rms_norm is not None and x.dtype == torch.float32:  # one op (torch >= 2.4), the same formula
+            return _rms_norm(x, self.weight.shape, self.weight, self.eps)
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+_rms_norm = getattr(F, "rms_norm", None)
 
 
 def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,17 +123,29 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, mask=None, cache: KVCache | None = None, layer: int = 0):
         B, T, _ = x.shape
+        if cache is not None:
+            return self._decode(x, cos, sin, mask, cache, layer)
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:  # keys are cached after rotation, so they never need their position again
-            y = cache.attend(layer, q, k, v, mask, scale=self.head_dim**-0.5)
-        else:
-            # Grouped-query attention: each kv head serves n_heads // n_kv_heads consecutive query heads.
-            rep = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        # Grouped-query attention: each kv head serves n_heads // n_kv_heads consecutive query heads.
+        rep = self.n_heads // self.n_kv_heads
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+    def _decode(self, x, cos, sin, mask, cache: KVCache, layer: int):
+        """The same attention with a KV cache, in fewer ops (sampling pays per op): q, k and v from one
+        matmul, q and k rotated together. Keys are cached after rotation, so they never need their
+        position again."""
+        B, T, _ = x.shape
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        w = cache.derived(("qkv", layer), lambda: torch.cat([self.wq.weight, self.wk.weight, self.wv.weight]))
+        qkv = F.linear(x, w)
+        qk = apply_rope(qkv[..., : (H + Hkv) * D].view(B, T, H + Hkv, D).transpose(1, 2), cos, sin)
+        v = qkv[..., (H + Hkv) * D :].view(B, T, Hkv, D).transpose(1, 2)
+        y = cache.attend(layer, qk[:, :H], qk[:, H:], v, mask, scale=D**-0.5)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -139,8 +156,11 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
         self.w3 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
 
-    def forward(self, x):
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+    def forward(self, x, cache: KVCache | None = None, layer: int = 0):
+        if cache is None:
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        gate, up = cache.fused_linear(("w13", layer), x, self.w1, self.w3)  # sampling: one matmul for two
+        return self.w2(F.silu(gate) * up)
 
 
 class LlamaBlock(nn.Module):
@@ -153,7 +173,7 @@ class LlamaBlock(nn.Module):
 
     def forward(self, x, cos, sin, mask=None, cache=None, layer=0):
         x = x + self.attention(self.attention_norm(x), cos, sin, mask, cache, layer)
-        return x + self.feed_forward(self.ffn_norm(x))
+        return x + self.feed_forward(self.ffn_norm(x), cache, layer)
 
 
 class Llama(nn.Module):
