@@ -3,6 +3,7 @@
 #   make test                        the test suite
 #   make lab [PROFILE=smoke]         JupyterLab on notebooks/ (LAB_IP=localhost, LAB_PORT=8888, LAB_FLAGS=...)
 #   make test-browser                notebook 06 in a real browser (chromium + playwright: the browser extra)
+#   make bench                       the benchmarks in bench/ (most of an hour), then every aim met or not
 # TORCH_SPEC picks the torch install when the venv has none: the default is the CPU-friendly pin CI
 # uses; `make TORCH_SPEC=torch` takes the newest release, or pre-install any torch >= 2.2 in the venv.
 
@@ -57,8 +58,11 @@ test-browser: $(KERNEL)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Each benchmark also writes its table to build/bench/<name>.json; the last step prints every aim in one table.
 bench: $(STAMP)
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@rm -rf build/bench && mkdir -p build/bench
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --json build/bench/$$(basename $$b .py).json || exit 1; done
+	@$(BIN)/python bench/summary.py build/bench/*.json
 
 clean:
 	rm -rf runs/$(PROFILE) figures/$(PROFILE)

@@ -256,7 +256,8 @@ def best_of(fn, repeat: int = 3) -> float:
 @dataclass
 class Row:
     """One comparison. `ours` and `baseline` in `unit`; `target` is the ratio ours/baseline asked for
-    (None: no target). `baseline_name` says what the baseline is and whether it was measured here."""
+    (None: no target), at least that much, or at most that much with `at_most` (memory, where lower is
+    better). `baseline_name` says what the baseline is and whether it was measured here."""
 
     what: str
     ours: float
@@ -265,16 +266,24 @@ class Row:
     baseline_name: str
     target: float | None = None
     note: str = ""
+    at_most: bool = False
 
     @property
     def ratio(self) -> float:
         return self.ours / self.baseline if self.baseline else float("nan")
 
     @property
+    def target_text(self) -> str:
+        if self.target is None:
+            return "-"
+        return f"{'<=' if self.at_most else '>='} {self.target:.3g}x"
+
+    @property
     def met(self) -> str:
         if self.target is None:
             return "-"
-        return "yes" if self.ratio >= self.target else "NO"
+        ok = self.ratio <= self.target if self.at_most else self.ratio >= self.target
+        return "yes" if ok else "NO"
 
 
 def _fmt(x: float) -> str:
@@ -291,10 +300,9 @@ def print_table(rows: list[Row], args: argparse.Namespace | None = None, info: d
     print("| what | ours | baseline | unit | ours / baseline | target | met? | baseline is |")
     print("|---|---:|---:|---|---:|---:|---|---|")
     for r in rows:
-        target = f">= {r.target:g}x" if r.target is not None else "-"
         note = f" ({r.note})" if r.note else ""
         print(f"| {r.what}{note} | {_fmt(r.ours)} | {_fmt(r.baseline)} | {r.unit} | {r.ratio:.2f}x | "
-              f"{target} | {r.met} | {r.baseline_name} |")
+              f"{r.target_text} | {r.met} | {r.baseline_name} |")
     end_load = os.getloadavg()
     print(f"\n   os.getloadavg() at end: {end_load}")
     if args is not None and args.json:
