@@ -129,7 +129,7 @@ def main():
         p.add_argument("--no-bf16", action="store_true", help="skip our step under train.cpu_bf16")
 
     args = parse_args(__doc__.splitlines()[0], extra)
-    info = start(args, "bench_train: training step tokens/s, ours vs transformers GPTNeoForCausalLM")
+    info = start(args, "bench_train: training step tokens/s, ours vs a plain SDPA decoder and transformers GPTNeoForCausalLM")
     names = ["1M"] if args.quick else args.configs.split(",")
     batch = 2 if args.quick else 8
     warmup, timed = (1, 2) if args.quick else (2, 5)
