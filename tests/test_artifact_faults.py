@@ -144,7 +144,8 @@ def test_temporary_files_are_this_processs_own(tmp_path):
 # The training data, as a real array that sends this process `sig` while step `at` (0-based) reads the
 # windows of its second micro-batch: a kill or a Ctrl-C at a chosen point of a real run.
 INTERRUPT = """
-import os, numpy as np
+import os, signal, numpy as np
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's background job starts with SIGINT ignored
 from tests.test_train import MODEL, cfg, data
 from tinystories_lib.lm.train import train
 c = cfg(**{kw!r})
