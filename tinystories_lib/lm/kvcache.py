@@ -61,11 +61,12 @@ class KVCache:
             self._derived[key] = make()
         return self._derived[key]
 
-    def fused_linear(self, key, x, *linears: torch.nn.Linear) -> tuple[torch.Tensor, ...]:
+    def fused_linear(self, key, x, *linears: torch.nn.Linear, split: bool = True):
         """The outputs of several bias-free linear layers on the same x, as one matmul with their weights
-        concatenated (once per generation, under `key`): one call instead of three for q, k and v."""
-        w = self.derived(key, lambda: torch.cat([lin.weight for lin in linears]))
-        return F.linear(x, w).split([lin.out_features for lin in linears], dim=-1)
+        concatenated (once per generation, under `key`): one call instead of three for q, k and v. With
+        `split=False`, the concatenated output itself (the caller slices it)."""
+        out = F.linear(x, self.derived(key, lambda: torch.cat([lin.weight for lin in linears])))
+        return out.split([lin.out_features for lin in linears], dim=-1) if split else out
 
     def output_logits(self, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The output layer on the last hidden states h (B, hidden): h @ weight^T, with weight^T made

@@ -141,8 +141,7 @@ class Attention(nn.Module):
         position again."""
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        w = cache.derived(("qkv", layer), lambda: torch.cat([self.wq.weight, self.wk.weight, self.wv.weight]))
-        qkv = F.linear(x, w)
+        qkv = cache.fused_linear(("qkv", layer), x, self.wq, self.wk, self.wv, split=False)
         qk = apply_rope(qkv[..., : (H + Hkv) * D].view(B, T, H + Hkv, D).transpose(1, 2), cos, sin)
         v = qkv[..., (H + Hkv) * D :].view(B, T, Hkv, D).transpose(1, 2)
         y = cache.attend(layer, qk[:, :H], qk[:, H:], v, mask, scale=D**-0.5)
