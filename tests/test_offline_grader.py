@@ -184,3 +184,27 @@ def test_grammar_under_a_published_model_intact_above_shuffled_words(real):
     broken = _grade(grader, [(b, shuffle_within_sentences(e, rng)) for b, e in pairs])
     _assert_separates("grammar", intact, broken, margin=5.0, share=0.95)
     assert "stories260K" in intact[0].extra["details"]["grammar_model"]
+
+
+def test_creativity_intact_above_the_same_ending_in_commoner_words(real):
+    """Half the words of the ending whose stems are not among the corpus's commonest content words
+    swapped for one of the commonest ("play", "happy", "tree", ...): less specific, so less creative."""
+    from collections import Counter
+
+    from tinystories_lib.stories.words import STOP_WORDS, base_word, stem, words
+
+    grader, rng = real["grader"], random.Random(3)
+    generic = grader.topics.generic
+    counts = Counter(w for t in real["train"][:500] for w in words(t) if w not in STOP_WORDS and stem(w) in generic)
+    plain = [w for w, _ in counts.most_common(30)]
+
+    def generic_words(ending):
+        for w in dict.fromkeys(base_word(w) for w in words(ending)):
+            if len(w) > 1 and "'" not in w and w not in STOP_WORDS and stem(w) not in generic and rng.random() < 0.5:
+                ending = swap_word(ending, w, rng.choice(plain))
+        return ending
+
+    broken = _grade(grader, [(b, generic_words(e)) for b, e in real["pairs"]])
+    share = [(a.extra["raw"]["specific_share"], b.extra["raw"]["specific_share"]) for a, b in zip(real["intact"], broken)]
+    assert statistics.mean(b for _, b in share) < 0.6 * statistics.mean(a for a, _ in share)
+    _assert_separates("creativity", real["intact"], broken, margin=1.5)

@@ -18,11 +18,13 @@ narrow, stated proxy for what a reader would judge, calibrated to 0..10 on held-
   cosine of TF-IDF vectors of the content words of beginning and completion. Anchors of the cosine:
   10 = true (first half, second half) pairs of calibration stories, 0 = mismatched pairs (the first half
   of one story, the second half of another).
-- creativity: novelty in fluent, varied text: 10 x novelty x (grammar / 10) x variety, with novelty =
-  1 - the best Rouge-2 precision of the completion against any training story
-  (`evals.ngram_index.NgramIndex.search`) and variety = 1 - the share of its 4-grams that repeat an
-  earlier one. Text copied from the training set scores ~0, and so do word salad and a loop, novel as
-  they are.
+- creativity: novel, specific content in fluent, varied text: 10 x novelty x (grammar / 10) x variety x
+  specificity, with novelty = 1 - the best Rouge-2 precision of the completion against any training
+  story (`evals.ngram_index.NgramIndex.search`), variety = 1 - the share of its 4-grams that repeat an
+  earlier one, and specificity = the share of its content words outside the corpus's commonest ones
+  ("day", "play", "happy", ...: `TopicVectors.generic`), relative to real continuations. Text copied
+  from the training set scores ~0, and so do word salad and a loop, novel as they are, and a story told
+  in the commonest words scores low.
 - plot: does the completion move the story on and close it: the mean of not looping (no repeated
   sentences, few repeated 4-grams: `evals.text_metrics.repetition_rate`), turns and sequence markers
   ("but", "then", "suddenly", "one day", ...) and a resolution (it ends with closing punctuation, and its
@@ -98,10 +100,13 @@ def shuffle_within_sentences(text: str, rng: random.Random) -> str:
 
 # --- topical cohesion ----------------------------------------------------------------------------
 
-# Function words, pronouns and the commonest verbs: they say nothing about what a story is about.
+GENERIC_WORDS = 100  # the commonest content words of a corpus, which say little that is a story's own
+
+
 class TopicVectors:
     """TF-IDF vectors of content words (`stories.words.content_words`), the IDF from a corpus: idf(w) = ln((1 + N) / (1 + df(w))) + 1,
-    tf = 1 + ln(count); an unseen word gets the IDF of a word in no story."""
+    tf = 1 + ln(count); an unseen word gets the IDF of a word in no story. `generic`: the corpus's
+    `GENERIC_WORDS` content words in the most stories."""
 
     def __init__(self, texts: Sequence[str]):
         df: Counter[str] = Counter()
@@ -110,6 +115,13 @@ class TopicVectors:
         self.n = len(texts)
         self.idf = {w: math.log((1 + self.n) / (1 + c)) + 1 for w, c in df.items()}
         self.unseen_idf = math.log(1 + self.n) + 1
+        # The content words found in the most stories (ties by word, so the set does not depend on order).
+        self.generic = frozenset(sorted(df, key=lambda w: (-df[w], w))[:GENERIC_WORDS])
+
+    def specific_share(self, text: str) -> float | None:
+        """The share of the text's content words that are not `generic`; None with no content word."""
+        ws = content_words(text)
+        return sum(w not in self.generic for w in ws) / len(ws) if ws else None
 
     def vector(self, text: str) -> dict[str, float]:
         return {w: (1 + math.log(c)) * self.idf.get(w, self.unseen_idf) for w, c in Counter(content_words(text)).items()}
@@ -165,12 +177,18 @@ class OfflineGrader:
       completion, hi the mean c of true (first half, second half) pairs of the calibration stories, lo
       that of mismatched pairs (one story's first half, the next one's second half). Left out of the
       scores (reason in `extra["not_scored"]`) only when neither part applies.
-    - creativity: 10 x novelty x (grammar / 10) x variety, novelty = 1 - the best Rouge-2 precision of the
-      completion against a training story (`NgramIndex.search`), variety = 1 - `repetition_rate` (the
-      share of repeated 4-grams; ~0.99 for real endings, ~0.2 for a sentence said over and over, which
-      is novel against the training set but not creative). Anchors: 0 = copied from a training story,
-      not fluent at all, or one loop; 10 = fluent, never repeating itself and sharing no bigram with any
-      training story. Real held-out endings of TinyStories, a formulaic corpus, land near 7.
+    - creativity: 10 x novelty x (grammar / 10) x variety x specificity, novelty = 1 - the best Rouge-2
+      precision of the completion against a training story (`NgramIndex.search`), variety = 1 -
+      `repetition_rate` (the share of repeated 4-grams; ~0.99 for real endings, ~0.2 for a sentence said
+      over and over, which is novel against the training set but not creative), specificity =
+      clip(s / hi, 0, 1) with s the share of the completion's content words that are not among the
+      `GENERIC_WORDS` content words found in the most training stories (`TopicVectors.generic`) and hi
+      the mean s of the calibration stories' real second halves (0 with no content word). Small models
+      learn the commonest words first ("he saw a big tree. the bird was happy"), which a reader does not
+      call creative however fluent. Anchors: 0 = copied from a training story, not fluent at all, one
+      loop, or only the commonest words; 10 = fluent, never repeating itself, sharing no bigram with any
+      training story and as specific in its words as a real continuation. Real held-out endings of
+      TinyStories, a formulaic corpus, land near 6.
     - plot: 10 x the mean of three parts, each 0..1: non_repetition = min(1 - the share of repeated
       4-grams, 1 - the share of sentences that repeat an earlier sentence of the story); progression =
       min(1, distinct `TURN_MARKERS` used / 2); resolution = 1/2 for ending with . ! or ? (closing quote
@@ -225,6 +243,7 @@ class OfflineGrader:
         rng = random.Random(seed)
         real = self._fluency(pairs)
         shuffled = self._fluency([(b, shuffle_within_sentences(e, rng)) for b, e in pairs])
+        specific = [self.topics.specific_share(e) for _, e in pairs]
         true_c = [self.topics.cosine(b, e) for b, e in pairs]
         mismatched = [self.topics.cosine(b, pairs[(i + 1) % len(pairs)][1]) for i, (b, _) in enumerate(pairs)]
 
@@ -233,7 +252,8 @@ class OfflineGrader:
             return sum(xs) / len(xs)
 
         anchors = {"grammar_logprob": {"hi": mean(real), "lo": mean(shuffled), "model": self.grammar_model},
-                   "topic_cosine": {"hi": mean(true_c), "lo": mean(mismatched)}}
+                   "topic_cosine": {"hi": mean(true_c), "lo": mean(mismatched)},
+                   "specific_share": {"hi": mean(specific), "lo": 0.0}}
         for name, a in anchors.items():
             if not a["hi"] > a["lo"]:
                 raise ValueError(f"offline grader calibration failed: {name} of real stories ({a['hi']:.3f}) is "
@@ -324,6 +344,9 @@ class OfflineGrader:
         details.update(nearest_story=best[0], novelty_exact=found.exact)
         raw["non_repetition_4gram"] = 1.0 - repetition_rate(c.completion)  # variety; also part of plot
         raw["distinct_2"] = distinct_n([c.completion], 2)  # kept for reference; not part of any dimension
+        share = self.topics.specific_share(c.completion)
+        raw["specific_share"] = share if share is not None else 0.0
+        raw["specificity"] = self._scaled(raw["specific_share"], self.anchors["specific_share"])
 
         # plot
         b_sents = {k for k in map(_sentence_key, sentences(c.beginning)) if k}
@@ -348,6 +371,6 @@ class OfflineGrader:
             scores["consistency"] = 10.0 * sum(parts.values()) / len(parts)
         else:
             not_scored["consistency"] = "no names, gendered pronouns or content words to compare"
-        scores["creativity"] = 10.0 * raw["novelty"] * grammar * raw["non_repetition_4gram"]
+        scores["creativity"] = 10.0 * raw["novelty"] * grammar * raw["non_repetition_4gram"] * raw["specificity"]
         scores["plot"] = 10.0 * (raw["non_repetition"] + raw["progression"] + raw["resolution"]) / 3
         return {d: scores[d] for d in self.DIMENSIONS if d in scores}, raw, details, not_scored
