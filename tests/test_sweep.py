@@ -30,3 +30,17 @@ def test_parallel_sweep_writes_the_artifacts_a_sequential_sweep_reuses(tmp_path)
     assert [r.dir for r in again] == [r.dir for r in parallel]
     assert {r.label: (r.dir / "model.safetensors").stat().st_mtime_ns for r in again} == mtimes
     assert [r.val_loss for r in again] == [r.val_loss for r in parallel]
+
+
+@pytest.mark.slow
+def test_a_sweep_shape_trained_longer_is_its_own_model_and_reused(tmp_path):
+    over = {"sweep.max_steps": 6, "sweep.hidden": [16], "sweep.layers": [1]}
+    run = Run.load("tiny", over, runs_root=tmp_path / "runs", figures_root=tmp_path / "figures")
+    (short,) = stages.sweep(run, progress=False)
+    assert stages.trained_longer(run, short, 6) is short  # the sweep's own budget: nothing to train
+    longer = stages.trained_longer(run, short, 12, progress=False)
+    assert longer.label == "h16-l1-12steps" and longer.dir != short.dir and longer.summary["steps"] == 12
+    assert (longer.hidden, longer.layers, longer.heads) == (short.hidden, short.layers, short.heads)
+    mtime = (longer.dir / "model.safetensors").stat().st_mtime_ns
+    again = stages.trained_longer(run, short, 12, progress=False)
+    assert again.dir == longer.dir and (again.dir / "model.safetensors").stat().st_mtime_ns == mtime

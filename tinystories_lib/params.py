@@ -306,6 +306,10 @@ class InterpretParams:
     distance_min: Fraction = 0.3  # attention mass on those tokens that makes a head a "distance" head
     entity_lift_min: PositiveFloat = 2.0  # entity mass over its uniform share that makes a head an "entity" head
     map_tokens: Positive = 40  # story tokens drawn in the attention-map figure
+    # The 1-layer model whose heads are read: the sweep's widest 1-layer shape trained for this many steps
+    # (the sweep's learning rate), since attention specialises later than the loss falls (0 = the sweep's
+    # own 1-layer model, as the sweep trained it).
+    one_layer_steps: Annotated[int, Range(0, note="0 = the sweep's model")] = 0
 
 
 @dataclass

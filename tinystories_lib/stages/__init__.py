@@ -30,9 +30,10 @@ from tinystories_lib.stages.models import (
     sweep_params,
     sweep_slots,
     train_model,
+    trained_longer,
 )
 from tinystories_lib.stages.shards import codec, shards
 
 __all__ = ["ModelRun", "best", "codec", "compute_curves", "corpus", "diversity_sources", "grid", "heads_study",
            "llm_stories", "llm_stories_path", "model_config", "model_rows", "read_corpus", "sampling", "shards", "summary_table", "sweep",
-           "sweep_params", "sweep_slots", "train_model"]
+           "sweep_params", "sweep_slots", "train_model", "trained_longer"]

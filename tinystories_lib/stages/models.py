@@ -172,7 +172,7 @@ def reused_line(results: list[ModelRun]) -> str:
     """One line for the models a study found finished, instead of a full progress bar each."""
     reused = [r.label for r in results if r.summary.get("skipped")]
     if not reused:
-        return f"trained {len(results)} models"
+        return f"trained {len(results)} model{'s' * (len(results) != 1)}"
     shown = ", ".join(reused[:4]) + (f", ... ({len(reused) - 4} more)" if len(reused) > 4 else "")
     trained = len(results) - len(reused)
     return f"reused {len(reused)} model{'s' * (len(reused) != 1)} ({shown})" + (f"; trained {trained}" if trained else "")
@@ -244,6 +244,22 @@ def heads_study(run: Run, progress: bool = True) -> list[ModelRun]:
     shapes = [ModelParams(hidden=hidden, layers=layers, heads=h, context=m.context, window=m.window, dropout=m.dropout)
               for h in s.heads_study]
     return _train_sweep_models(run, shapes, progress)
+
+
+def trained_longer(run: Run, model: ModelRun, max_steps: int, progress: bool = True) -> ModelRun:
+    """A sweep model's shape trained for `max_steps` instead of `sweep.max_steps`, at its width's learning
+    rate (labelled with its steps; reused when finished): for a study that needs the shape further trained."""
+    if max_steps == run.params.sweep.max_steps:
+        return model
+    mp = ModelParams(hidden=model.hidden, layers=model.layers, heads=model.heads, context=run.params.model.context,
+                     window=run.params.model.window, dropout=run.params.model.dropout)
+    lr = sweep_lr(run, model.hidden)
+    label = f"{_sweep_label(run, mp)}-{max_steps}steps"
+    result = train_model(run, mp, progress=progress, label=label, max_steps=max_steps, lr=lr, min_lr=lr / 10,
+                         checkpoint_steps=[])
+    if progress:
+        print(reused_line([result]), flush=True)
+    return result
 
 
 def compute_curves(results: list[ModelRun]) -> dict[str, list[tuple[float, float]]]:
