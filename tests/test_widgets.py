@@ -37,6 +37,15 @@ def test_stream_tokens_equals_generate(model, temperature):
     assert got == expected and len(got) == 48 - len(prompt)
 
 
+@pytest.mark.slow
+def test_stream_tokens_compiled_equals_eager(model):
+    """The sampler's compiled decode (lm/compiled_decode.py) streams the same story, up to the context."""
+    prompt = list(range(1, 11))
+    eager = list(widgets.stream_tokens(model, prompt, 60, 1.0, 0.9, seed=5))
+    assert list(widgets.stream_tokens(model, prompt, 60, 1.0, 0.9, seed=5, compiled=True)) == eager
+    assert len(eager) == 48 - len(prompt)
+
+
 def test_sampler_streams_into_its_output(model, codec, tmp_path):
     save_model(model, tmp_path / "m")
     ui = widgets.sampler({"in memory": model, "from disk": tmp_path / "m"}, codec, beginning="Tom had a ball.",

@@ -103,6 +103,10 @@ class KVCache:
         self.v[layer][:, :, t0 : t0 + T] = v
         return self.k[layer][:, :, :L].transpose(-1, -2), self.v[layer][:, :, :L]
 
+    def advance(self, n: int) -> None:
+        """Count the `n` tokens a forward step just stored (the models' `forward_cached` call this last)."""
+        self.length += n
+
     def attend(self, layer: int, q, k, v, mask, scale: float) -> torch.Tensor:
         """Store this step's k, v (B, kv_heads, T, D) in `layer`, then attend q (B, heads, T, D) over the
         attended slots with the additive `mask` from `masks`; returns (B, heads, T, D)."""

@@ -191,7 +191,7 @@ class GPTNeo(nn.Module):
         causal, local = cache.masks(key_valid, T, x.dtype, window=self.cfg.window)
         for i, block in enumerate(self.transformer.h):
             x = block(x, local if block.attn.attention.local else causal, cache, i)
-        cache.length += T
+        cache.advance(T)
         return cache.output_logits(self.transformer.ln_f(x[:, -1]), self.lm_head.weight)
 
     def flops_per_token(self) -> float:

@@ -78,9 +78,12 @@ def sample_next(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator)
 
 
 @torch.no_grad()
-def generate(model, prompts: list[list[int]], cfg: SamplingConfig, eot_id: int | None = None) -> list[list[int]]:
+def generate(model, prompts: list[list[int]], cfg: SamplingConfig, eot_id: int | None = None,
+             compiled: bool = False) -> list[list[int]]:
     """Continue each prompt (a list of token ids); returns only the new tokens, cut at end-of-text.
-    `model` is any model with `cfg.context` and `forward_cached` (GPT-Neo, or the Llama variant)."""
+    `model` is any model with `cfg.context` and `forward_cached` (GPT-Neo, or the Llama variant).
+    `compiled` decodes with lm/compiled_decode.py's compiled step (the same tokens; faster at small
+    batches once compiled, slower at large ones, since it attends over the whole context every step)."""
     if not prompts:
         return []
     keep_freed_memory()  # decode steps reuse same-sized buffers (lm/allocator.py)
@@ -103,7 +106,13 @@ def generate(model, prompts: list[list[int]], cfg: SamplingConfig, eot_id: int |
     idx, pos, key_valid, pad_t = idx.to(device), pos.to(device), key_valid.to(device), pad_t.to(device)
 
     dtype = next(model.parameters()).dtype
-    cache = KVCache(model.cfg, B, T + max_new, device, dtype)
+    if compiled:  # a fixed-size cache and every slot's validity, so one compiled step serves every position
+        from tinystories_lib.lm.compiled_decode import StaticKVCache, decode_step
+
+        cache = StaticKVCache(model.cfg, B, ctx, device, dtype)
+        key_valid = F.pad(key_valid, (0, ctx - key_valid.size(1)), value=True)
+    else:
+        cache = KVCache(model.cfg, B, T + max_new, device, dtype)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     out = torch.zeros((B, max_new), dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
@@ -121,7 +130,10 @@ def generate(model, prompts: list[list[int]], cfg: SamplingConfig, eot_id: int |
                 break
         if t + 1 == max_new:
             break
-        logits = model.forward_cached(tok[:, None], next_pos[:, None], key_valid[:, : cache.length + 1], cache)
+        if compiled:
+            logits = decode_step(model, tok[:, None], next_pos[:, None], key_valid, cache)
+        else:
+            logits = model.forward_cached(tok[:, None], next_pos[:, None], key_valid[:, : cache.length + 1], cache)
         next_pos = next_pos + 1
     out, lengths = out.cpu(), lengths.cpu()
     return [out[b, : int(lengths[b])].tolist() for b in range(B)]

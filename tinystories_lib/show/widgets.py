@@ -71,18 +71,26 @@ class _Models:
 
 @torch.no_grad()
 def stream_tokens(model: GPTNeo, prompt: list[int], max_new_tokens: int = 150, temperature: float = 0.8,
-                  top_p: float = 0.9, top_k: int = 0, seed: int = 0, eot_id: int | None = None) -> Iterator[int]:
+                  top_p: float = 0.9, top_k: int = 0, seed: int = 0, eot_id: int | None = None,
+                  compiled: bool = False) -> Iterator[int]:
     """Sample one token at a time with the KV cache, yielding each as soon as it is drawn; stops at
     end-of-text or the context. For a single prompt it draws the same tokens as `sample.generate` with the
-    same settings and seed (same filtering, same generator use)."""
+    same settings and seed (same filtering, same generator use). `compiled` decodes with
+    lm/compiled_decode.py's step (the same tokens; several times faster at batch 1 once compiled)."""
     if not prompt:
         raise ValueError("the prompt needs at least one token (start it with <|endoftext|>)")
     device = next(model.parameters()).device
     prompt = prompt[-(model.cfg.context - 1):]
     T = len(prompt)
     max_new = min(max_new_tokens, model.cfg.context - T)
-    cache = KVCache(model.cfg, 1, T + max_new, device, next(model.parameters()).dtype)
-    valid = torch.ones((1, T + max_new), dtype=torch.bool, device=device)
+    dtype = next(model.parameters()).dtype
+    if compiled:
+        from tinystories_lib.lm.compiled_decode import StaticKVCache, decode_step
+
+        cache = StaticKVCache(model.cfg, 1, model.cfg.context, device, dtype)
+    else:
+        cache = KVCache(model.cfg, 1, T + max_new, device, dtype)
+    valid = torch.ones((1, cache.capacity), dtype=torch.bool, device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     cfg = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
     was = model.training
@@ -98,7 +106,10 @@ def stream_tokens(model: GPTNeo, prompt: list[int], max_new_tokens: int = 150, t
             if t + 1 == max_new:
                 return
             pos = torch.tensor([[T + t]], device=device)
-            logits = model.forward_cached(tok[:, None], pos, valid[:, : cache.length + 1], cache)
+            if compiled:
+                logits = decode_step(model, tok[:, None], pos, valid, cache)
+            else:
+                logits = model.forward_cached(tok[:, None], pos, valid[:, : cache.length + 1], cache)
     finally:
         model.train(was)
 
@@ -107,8 +118,9 @@ class Sampler(_Models, W.VBox):
     """Beginning, model, temperature, top-p, length and a Generate button; the story streams into `output`."""
 
     def __init__(self, models, codec: Codec, beginning: str = "Once upon a time, there was a little girl named",
-                 temperature: float = 0.7, top_p: float = 0.9, max_new_tokens: int = 150):
+                 temperature: float = 0.7, top_p: float = 0.9, max_new_tokens: int = 150, compiled: bool = False):
         self.codec = codec
+        self.compiled = compiled  # lm/compiled_decode.py: the first story compiles the step (seconds), later ones are faster
         self._init_models(models)
         self._seed = 0  # advanced on every click, so clicking again gives a new story
         self.text = W.Textarea(value=beginning, description="Beginning", style=LABELS,
@@ -138,7 +150,7 @@ class Sampler(_Models, W.VBox):
         ids, shown = [], ""
         try:
             for tok in stream_tokens(model, prompt, self.length.value, self.temperature.value, self.top_p.value,
-                                     seed=self._seed, eot_id=self.codec.eot_id):
+                                     seed=self._seed, eot_id=self.codec.eot_id, compiled=self.compiled):
                 ids.append(tok)
                 text = self.codec.decode(ids)  # the whole continuation: a character split over tokens stays intact
                 if not text.endswith("\ufffd"):  # wait for the rest of a split character

@@ -223,7 +223,7 @@ class Llama(nn.Module):
         x = self.tok_embeddings(idx)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, cache, i)
-        cache.length += T
+        cache.advance(T)
         return self.output(self.norm(x[:, -1]))
 
 
