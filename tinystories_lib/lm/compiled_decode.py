@@ -32,9 +32,6 @@ class StaticKVCache(KVCache):
         super().__init__(cfg, batch, capacity, device, dtype)
         self.slot = torch.zeros(1, dtype=torch.long, device=device)
 
-    def attended(self, n_new: int) -> int:
-        return self.capacity if n_new == 1 else super().attended(n_new)
-
     def masks(self, key_valid: torch.Tensor, n_new: int, dtype, window: int | None = None):
         """As `KVCache.masks`; for one new token, over every slot, with `key_valid` (B, capacity)."""
         if n_new != 1:

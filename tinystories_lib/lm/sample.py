@@ -77,6 +77,19 @@ def sample_next(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator)
     return fast_top_p.sample(logits.softmax(-1), cfg.top_p, gen)
 
 
+def decoding_cache(model, batch: int, length: int, device, dtype, compiled: bool = False):
+    """(cache, decode) for a generation of `length` tokens: `decode(tok, pos, key_valid)` is one decode
+    step, `key_valid` (batch, cache.capacity) marking the real tokens. Eager: a `KVCache` of `length`
+    slots; compiled: lm/compiled_decode.py's step over a `StaticKVCache` of the whole context."""
+    if not compiled:
+        cache = KVCache(model.cfg, batch, length, device, dtype)
+        return cache, lambda tok, pos, valid: model.forward_cached(tok, pos, valid[:, : cache.length + 1], cache)
+    from tinystories_lib.lm.compiled_decode import StaticKVCache, decode_step
+
+    cache = StaticKVCache(model.cfg, batch, model.cfg.context, device, dtype)
+    return cache, lambda tok, pos, valid: decode_step(model, tok, pos, valid, cache)
+
+
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], cfg: SamplingConfig, eot_id: int | None = None,
              compiled: bool = False) -> list[list[int]]:
@@ -106,13 +119,8 @@ def generate(model, prompts: list[list[int]], cfg: SamplingConfig, eot_id: int |
     idx, pos, key_valid, pad_t = idx.to(device), pos.to(device), key_valid.to(device), pad_t.to(device)
 
     dtype = next(model.parameters()).dtype
-    if compiled:  # a fixed-size cache and every slot's validity, so one compiled step serves every position
-        from tinystories_lib.lm.compiled_decode import StaticKVCache, decode_step
-
-        cache = StaticKVCache(model.cfg, B, ctx, device, dtype)
-        key_valid = F.pad(key_valid, (0, ctx - key_valid.size(1)), value=True)
-    else:
-        cache = KVCache(model.cfg, B, T + max_new, device, dtype)
+    cache, decode = decoding_cache(model, B, T + max_new, device, dtype, compiled)
+    key_valid = F.pad(key_valid, (0, cache.capacity - key_valid.size(1)), value=True)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     out = torch.zeros((B, max_new), dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
@@ -130,10 +138,7 @@ def generate(model, prompts: list[list[int]], cfg: SamplingConfig, eot_id: int |
                 break
         if t + 1 == max_new:
             break
-        if compiled:
-            logits = decode_step(model, tok[:, None], next_pos[:, None], key_valid, cache)
-        else:
-            logits = model.forward_cached(tok[:, None], next_pos[:, None], key_valid[:, : cache.length + 1], cache)
+        logits = decode(tok[:, None], next_pos[:, None], key_valid)
         next_pos = next_pos + 1
     out, lengths = out.cpu(), lengths.cpu()
     return [out[b, : int(lengths[b])].tolist() for b in range(B)]

@@ -24,9 +24,8 @@ import ipywidgets as W
 import torch
 
 from tinystories_lib.evals.interpret import attention_maps, token_pieces
-from tinystories_lib.lm.kvcache import KVCache
 from tinystories_lib.lm.model import GPTNeo
-from tinystories_lib.lm.sample import SamplingConfig, sample_next
+from tinystories_lib.lm.sample import SamplingConfig, decoding_cache, sample_next
 from tinystories_lib.lm.tokenizer import Codec
 
 LABELS = {"description_width": "initial"}  # labels take the width they need ("Temperature" was cut)
@@ -83,13 +82,7 @@ def stream_tokens(model: GPTNeo, prompt: list[int], max_new_tokens: int = 150, t
     prompt = prompt[-(model.cfg.context - 1):]
     T = len(prompt)
     max_new = min(max_new_tokens, model.cfg.context - T)
-    dtype = next(model.parameters()).dtype
-    if compiled:
-        from tinystories_lib.lm.compiled_decode import StaticKVCache, decode_step
-
-        cache = StaticKVCache(model.cfg, 1, model.cfg.context, device, dtype)
-    else:
-        cache = KVCache(model.cfg, 1, T + max_new, device, dtype)
+    cache, decode = decoding_cache(model, 1, T + max_new, device, next(model.parameters()).dtype, compiled)
     valid = torch.ones((1, cache.capacity), dtype=torch.bool, device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     cfg = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
@@ -106,10 +99,7 @@ def stream_tokens(model: GPTNeo, prompt: list[int], max_new_tokens: int = 150, t
             if t + 1 == max_new:
                 return
             pos = torch.tensor([[T + t]], device=device)
-            if compiled:
-                logits = decode_step(model, tok[:, None], pos, valid, cache)
-            else:
-                logits = model.forward_cached(tok[:, None], pos, valid[:, : cache.length + 1], cache)
+            logits = decode(tok[:, None], pos, valid)
     finally:
         model.train(was)
 
