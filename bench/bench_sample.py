@@ -15,6 +15,10 @@ thread against our batch 1 through the compiled decode step, `generate(..., comp
 what one user feels in the sampler widget; its first call, which compiles, is timed apart). run.c's own
 "achieved tok/s" is used (its timer starts after the first token), the median of 11 runs of 200 tokens.
 
+Both GPT-Neo sizes are also timed through the compiled decode step (`generate(..., compiled=True)`; its
+first call, which compiles, is timed apart), and 1M at batch 1 compiled against eager (what the sampler
+widget does); `--quick` leaves the compiled rows out.
+
 tokens/s counts generated tokens only (prefill time included in the wall time).
 
     python bench/bench_sample.py [--quick] [--threads 2]
@@ -90,6 +94,26 @@ def gpt_neo_part(args, rows: list[Row]) -> None:
         what = f"GPT-Neo {name}, {n_prompts} prompts x {new} tokens, top-p 0.9"
         hf_name = "transformers generate, same weights (measured here)"
         rows.append(Row(what, n_ours / t_ours.s, n_hf / t_hf.s, "tokens/s", hf_name, target=10.0))
+        if args.quick:
+            continue
+        # The compiled decode step (lm/compiled_decode.py) on the same prompts: its first call compiles.
+        with Timer() as t_first:
+            ours_generate(model, prompts, cfg, compiled=True)
+        with Timer() as t_comp:
+            n_comp = ours_generate(model, prompts, cfg, compiled=True)
+        print(f"   {name} compiled decode: first call (compile) {t_first.s:.1f} s, then {t_comp.s:.2f} s", flush=True)
+        rows.append(Row(what + ", compiled decode", n_comp / t_comp.s, n_hf / t_hf.s, "tokens/s", hf_name, target=10.0))
+        rows.append(Row(what + ", compiled decode", n_comp / t_comp.s, n_ours / t_ours.s, "tokens/s",
+                        "our eager sampler, same prompts (measured here)"))
+        if name == "1M":  # one prompt, as in the sampler widget
+            one = prompts[:1]
+            ours_generate(model, one, cfg, compiled=True)  # compiles batch 1
+            with Timer() as t_eager1:
+                n1 = ours_generate(model, one, cfg)
+            with Timer() as t_comp1:
+                ours_generate(model, one, cfg, compiled=True)
+            rows.append(Row(f"GPT-Neo {name}, 1 prompt x {new} tokens, top-p 0.9, compiled decode", n1 / t_comp1.s,
+                            n1 / t_eager1.s, "tokens/s", "our eager sampler, same prompt (measured here)"))
 
 
 def run_c_rates(new: int, runs: int = 11) -> dict[str, float] | str:

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tinystories_lib.lm.compiled_decode import StaticKVCache
+from tinystories_lib.lm.compiled_decode import StaticKVCache, static_capacity
 from tinystories_lib.lm.interop.llama import Llama, LlamaConfig
 from tinystories_lib.lm.kvcache import KVCache
 from tinystories_lib.lm.model import GPTNeo, GPTNeoConfig
@@ -35,20 +35,21 @@ def _llama():
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("make, prompt_len", [(lambda: _gpt_neo(8), 5), (lambda: _gpt_neo(2), 5), (_llama, 5),
-                                              (_llama, 1)])
-def test_static_cache_steps_equal_the_kv_cache(make, prompt_len):
+@pytest.mark.parametrize("make, prompt_len, capacity", [(lambda: _gpt_neo(8), 5, 48), (lambda: _gpt_neo(8), 5, 36),
+                                                        (lambda: _gpt_neo(2), 5, 48), (_llama, 5, 40), (_llama, 1, 48)])
+def test_static_cache_steps_equal_the_kv_cache(make, prompt_len, capacity):
     """Eagerly, step by step: the static cache (slot in a tensor, every slot attended) gives the KV cache's
-    logits, with a left-padded row, past the local window, from a several-token or a one-token prompt."""
+    logits, with a left-padded row, past the local window, from a several-token or a one-token prompt, in a
+    cache of the whole context or of fewer slots."""
     m = make().double()
-    B, ctx = 2, m.cfg.context
+    B = 2
     idx = torch.randint(1, 50, (B, prompt_len))
     valid = torch.ones(B, prompt_len, dtype=torch.bool)
     if prompt_len > 2:
         valid[0, :2] = False  # row 0 is left-padded by two
     pos = (torch.arange(prompt_len)[None] - (~valid).sum(1, keepdim=True)).clamp(min=0)
-    plain, static = KVCache(m.cfg, B, ctx, "cpu", torch.float64), StaticKVCache(m.cfg, B, ctx, "cpu", torch.float64)
-    full_valid = torch.ones(B, ctx, dtype=torch.bool)
+    plain, static = KVCache(m.cfg, B, capacity, "cpu", torch.float64), StaticKVCache(m.cfg, B, capacity, "cpu", torch.float64)
+    full_valid = torch.ones(B, capacity, dtype=torch.bool)
     full_valid[:, :prompt_len] = valid
     a = m.forward_cached(idx, pos, valid, plain)
     b = m.forward_cached(idx, pos, valid if prompt_len > 1 else full_valid, static)
@@ -62,14 +63,24 @@ def test_static_cache_steps_equal_the_kv_cache(make, prompt_len):
     assert int(static.slot) == plain.length == prompt_len + 30
 
 
+def test_static_capacity_is_a_power_of_two_within_the_context():
+    assert [static_capacity(n, 512) for n in (1, 32, 33, 200, 220, 256, 257, 511, 512)] == \
+        [32, 32, 64, 256, 256, 256, 512, 512, 512]
+    assert static_capacity(30, 48) == 32 and static_capacity(40, 48) == 48 and static_capacity(5, 16) == 16
+    for bad in (0, 49):
+        with pytest.raises(ValueError, match="does not fit a context of 48"):
+            static_capacity(bad, 48)
+
+
 @pytest.mark.slow
 def test_compiled_generate_equals_eager():
     """Compiled decoding draws the tokens eager decoding draws: greedy and top-p, left-padded prompts of a
-    GPT-Neo, and the Llama variant from a one-token prompt."""
+    GPT-Neo in a cache of fewer slots than its context, and the Llama variant from a one-token prompt in
+    a cache of the whole context."""
     neo = _gpt_neo(8)
     prompts = [[1, 2, 3], list(range(4, 14))]
-    for cfg in (SamplingConfig(max_new_tokens=30, temperature=0),
-                SamplingConfig(max_new_tokens=30, temperature=1.0, top_p=0.9, seed=3)):
+    for cfg in (SamplingConfig(max_new_tokens=20, temperature=0),  # 10 + 20 tokens: 32 of the 48 slots
+                SamplingConfig(max_new_tokens=20, temperature=1.0, top_p=0.9, seed=3)):
         assert generate(neo, prompts, cfg, compiled=True) == generate(neo, prompts, cfg)
     llama = _llama()
     cfg = SamplingConfig(max_new_tokens=40, temperature=0, stop_at_eot=False)

@@ -9,9 +9,10 @@ tensor and attend over every slot of the cache (the unwritten ones masked out), 
 
 The model code is the plain one: the compiled function is the model's own `forward_cached` over this
 cache, so GPT-Neo's local layers, unscaled scores and the Llama variant's grouped heads come for free.
-What it costs: a compile per model shape and batch size on first use (tens of seconds on a small CPU;
-inductor keeps the result on disk, so a later process takes a few), and attention over the whole context
-at every step, which is why it pays at small batches only. A cached decode gives the same tokens as the
+What it costs: a compile per model shape, batch size and cache capacity on first use (tens of seconds on a
+small CPU; inductor keeps the result on disk, so a later process takes a few), and attention over every
+slot of the cache at every step. `static_capacity` rounds a generation's length up to a power of two, so
+few capacities ever compile and at most half the slots are wasted. A cached decode gives the same tokens as the
 eager one (tests/test_compiled_decode.py).
 """
 
@@ -21,6 +22,18 @@ import torch
 import torch.nn.functional as F
 
 from tinystories_lib.lm.kvcache import KVCache, cached_attention, decode_mask
+
+MIN_CAPACITY = 32
+
+
+def static_capacity(length: int, context: int) -> int:
+    """The slots a `StaticKVCache` holds for a generation of `length` tokens (prompt and new ones): the
+    smallest power of two that fits them (at least MIN_CAPACITY), at most the model's context. Powers of two
+    keep the compiled shapes few (each capacity compiles once), while attending over at most twice the
+    slots in use, not the whole context."""
+    if not 0 < length <= context:
+        raise ValueError(f"a generation of {length} tokens does not fit a context of {context}")
+    return min(context, max(MIN_CAPACITY, 1 << (length - 1).bit_length()))
 
 
 class StaticKVCache(KVCache):

@@ -80,13 +80,13 @@ def sample_next(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator)
 def decoding_cache(model, batch: int, length: int, device, dtype, compiled: bool = False):
     """(cache, decode) for a generation of `length` tokens: `decode(tok, pos, key_valid)` is one decode
     step, `key_valid` (batch, cache.capacity) marking the real tokens. Eager: a `KVCache` of `length`
-    slots; compiled: lm/compiled_decode.py's step over a `StaticKVCache` of the whole context."""
+    slots; compiled: lm/compiled_decode.py's step over a `StaticKVCache` of `static_capacity(length)`."""
     if not compiled:
         cache = KVCache(model.cfg, batch, length, device, dtype)
         return cache, lambda tok, pos, valid: model.forward_cached(tok, pos, valid[:, : cache.length + 1], cache)
-    from tinystories_lib.lm.compiled_decode import StaticKVCache, decode_step
+    from tinystories_lib.lm.compiled_decode import StaticKVCache, decode_step, static_capacity
 
-    cache = StaticKVCache(model.cfg, batch, model.cfg.context, device, dtype)
+    cache = StaticKVCache(model.cfg, batch, static_capacity(length, model.cfg.context), device, dtype)
     return cache, lambda tok, pos, valid: decode_step(model, tok, pos, valid, cache)
 
 
@@ -96,7 +96,7 @@ def generate(model, prompts: list[list[int]], cfg: SamplingConfig, eot_id: int |
     """Continue each prompt (a list of token ids); returns only the new tokens, cut at end-of-text.
     `model` is any model with `cfg.context` and `forward_cached` (GPT-Neo, or the Llama variant).
     `compiled` decodes with lm/compiled_decode.py's compiled step (the same tokens; faster at small
-    batches once compiled, slower at large ones, since it attends over the whole context every step)."""
+    batches once compiled; at large ones about as fast, since it attends over every slot of its cache)."""
     if not prompts:
         return []
     keep_freed_memory()  # decode steps reuse same-sized buffers (lm/allocator.py)
