@@ -56,8 +56,13 @@ def test_moved_runs_folder_reuses_every_finished_model(tmp_path, capsys):
     for m in reused:
         assert m.summary.get("skipped") is True, m.label
         assert (m.dir / "summary.json").read_bytes() == before[m.dir.name]  # never rewritten
-        assert m.val_loss is not None
+        # Figure 4's loss is scored on the whole validation shard, the text its bits per byte are measured on
+        assert m.val_loss == m.summary["val_loss_full"] != m.summary["final_val_loss"]
     assert "| main-h32-l2 |" in summary_table(reused)
+
+
+def test_a_model_trained_before_whole_shard_scoring_reports_its_last_evaluation(tmp_path):
+    assert models.ModelRun("old", 32, 2, 2, tmp_path, {"final_val_loss": 3.5}).val_loss == 3.5
 
 
 def test_a_finished_model_is_never_overwritten_by_other_settings(tmp_path):

@@ -76,7 +76,7 @@ def cmd_train(a) -> int:
         return 0  # under torchrun, rank 0 reports
     s = r.summary
     state = "reused" if s.get("skipped") else "trained"
-    print(f"{state} {r.label}: final validation loss {s['final_val_loss']:.4f}, {s['params'] / 1e6:.2f}M params")
+    print(f"{state} {r.label}: validation loss {r.val_loss:.4f}, {s['params'] / 1e6:.2f}M params")
     print(f"model directory: {r.dir}")
     return 0
 

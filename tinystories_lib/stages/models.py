@@ -52,7 +52,10 @@ class ModelRun:
 
     @property
     def val_loss(self) -> float:
-        return self.summary["final_val_loss"]
+        """Validation loss in nats per token over the whole validation shard, the text `val_bpb` is measured
+        on; the last in-training evaluation (`train.eval_batches` batches) where the whole shard was not
+        scored (no byte count in the shards, or a model trained before it was kept)."""
+        return self.summary.get("val_loss_full", self.summary["final_val_loss"])
 
     @property
     def val_bpb(self) -> float | None:
@@ -296,7 +299,7 @@ def summary_table(results: list[ModelRun]) -> str:
     for r in results:
         s = r.summary
         lines.append(f"| {r.label} | {s['params'] / 1e6:.3f}M | {s['params_non_embedding'] / 1e6:.3f}M | "
-                     f"{s['train_tokens'] / 1e6:.2f}M | {s['final_val_loss']:.3f} | "
+                     f"{s['train_tokens'] / 1e6:.2f}M | {r.val_loss:.3f} | "
                      + (f"{r.val_bpb:.3f} |" if r.val_bpb is not None else "- |"))
     return "\n".join(lines)
 
